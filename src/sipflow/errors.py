@@ -1,0 +1,42 @@
+"""User-facing errors.
+
+Every error that a user can cause (a bad file, a bad pipeline, an output that
+already exists) is a :class:`SipflowError`. Its message is one paragraph that
+names the input, the array and what was expected; the CLI prints it without a
+traceback and exits non-zero. Anything else that escapes is a bug.
+"""
+
+from __future__ import annotations
+
+
+class SipflowError(Exception):
+    """Base class of every error that the user can fix."""
+
+    #: exit status used by the CLI for this kind of error
+    exit_code: int = 2
+
+
+class InputError(SipflowError):
+    """An input file cannot be read, or holds no usable detector data."""
+
+
+class DataError(InputError):
+    """An array was read but its content is invalid (NaN, negative counts, wrong shape...)."""
+
+
+class PipelineError(SipflowError):
+    """A pipeline file, stage name or stage parameter is invalid."""
+
+
+class OutputError(SipflowError):
+    """The output cannot be written (exists, not writable, incomplete)."""
+
+
+class PluginError(SipflowError):
+    """A plugin is broken: bad hook result, duplicate stage name..."""
+
+
+class ReconstructionError(SipflowError):
+    """A reconstruction could not produce a result (e.g. every run's support collapsed)."""
+
+    exit_code = 3

@@ -1,0 +1,75 @@
+"""Hook specifications: the whole plugin API of sipflow.
+
+A plugin is a module (or object) with functions decorated by
+:data:`sipflow.hookimpl` whose names are the hooks below. Built-in stages and
+readers are registered through these very hooks. Third-party plugins declare an
+entry point in the ``sipflow`` group::
+
+    [project.entry-points.sipflow]
+    hotpixel = "sipflow_hotpixel"
+
+Hooks are called with keyword arguments; an implementation may accept fewer
+arguments than the specification (new arguments are only ever added).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pluggy
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .io._readers import Reader
+    from .stage import Stage
+
+#: Version of this plugin API. Incremented only when a hook changes incompatibly.
+PLUGIN_API_VERSION = 1
+
+hookspec = pluggy.HookspecMarker("sipflow")
+hookimpl = pluggy.HookimplMarker("sipflow")
+
+
+@hookspec
+def sipflow_stages() -> Sequence[type[Stage]]:
+    """Return the stage classes this plugin provides.
+
+    Each is a subclass of :class:`sipflow.Stage` with a unique ``name``
+    (``<kind>.<method>``), a ``version`` and a ``Params`` model.
+
+    Returns
+    -------
+    sequence of Stage subclasses
+        Collected from every plugin. Two stages with the same name are an error
+        that names both plugins.
+
+    When it is called
+    -----------------
+    Once, when the stage registry is first needed (``sipflow stages``,
+    pipeline validation, ``run_pipeline``).
+    """
+
+
+@hookspec
+def sipflow_readers() -> Sequence[Reader]:
+    """Return readers for detector data files.
+
+    A reader is an object with ``name`` (str), ``can_read(path) -> int``
+    (a confidence: 0 = not mine, higher wins; it must never raise) and
+    ``read(path, **options) -> xarray.Dataset`` following :mod:`sipflow.schema`.
+
+    When it is called
+    -----------------
+    By :func:`sipflow.load` for every input file; readers are asked in
+    registration order and the highest ``can_read`` wins.
+    """
+
+
+@hookspec
+def sipflow_pipeline_templates() -> Mapping[str, Path]:
+    """Return named pipeline templates as ``{name: path to a YAML file}``.
+
+    Names are what users type (``sipflow run bcdi scan.h5``). A name used by
+    two plugins is an error naming both.
+    """

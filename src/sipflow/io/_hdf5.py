@@ -1,0 +1,404 @@
+"""Read HDF5 detector data (NeXus NXdata, CXI, Eiger master + data files) lazily.
+
+The reader finds the frames without being told, in this order:
+
+1. an explicit ``dataset=`` path;
+2. Eiger-style master files: ``/entry/data/data_000001, data_000002, ...``
+   (usually external links to bitshuffle/LZ4-compressed data files),
+   concatenated along the frame axis;
+3. NeXus ``NXdata`` groups with a ``signal`` attribute;
+4. CXI ``/entry_N/data_N/data`` and ``/entry_N/instrument_N/detector_N/data``;
+5. ``/entry/data/data``.
+
+Several different candidates are an error that lists them (use ``dataset=``).
+Frames stay on disk: the intensity is a dask array read one frame per chunk.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import hdf5plugin  # noqa: F401  (registers bitshuffle/LZ4 and friends with HDF5)
+import h5py
+import numpy as np
+import xarray as xr
+
+from .. import schema
+from ..errors import DataError, InputError
+
+_EIGER_DATA = re.compile(r"^data_\d{6}$")
+
+MASK_PATHS = (
+    "/entry/instrument/detector/pixel_mask",
+    "/entry/instrument/detector/detectorSpecific/pixel_mask",
+    "/entry_1/instrument_1/detector_1/mask",
+    "/entry_1/instrument_1/detector_1/pixel_mask",
+    "/entry/data/mask",
+)
+DARK_PATHS = (
+    "/entry_1/instrument_1/detector_1/darkfield",
+    "/entry_1/instrument_1/detector_1/dark",
+    "/entry/instrument/detector/dark",
+    "/entry/instrument/detector/darkfield",
+)
+FLAT_PATHS = (
+    "/entry_1/instrument_1/detector_1/whitefield",
+    "/entry_1/instrument_1/detector_1/flatfield",
+    "/entry/instrument/detector/flatfield",
+)
+TRUTH_GROUP = "/entry_1/sample_1/sipflow_truth"
+
+# (paths, default unit) for geometry, converted to SI
+_WAVELENGTH = (("/entry_1/instrument_1/source_1/wavelength", "m"),
+               ("/entry/instrument/beam/incident_wavelength", "angstrom"),
+               ("/entry/instrument/monochromator/wavelength", "angstrom"))
+_ENERGY = (("/entry_1/instrument_1/source_1/energy", "J"),
+           ("/entry_1/instrument_1/source_1/energy_keV", "keV"),
+           ("/entry/instrument/source/energy", "keV"),
+           ("/entry/instrument/beam/incident_energy", "eV"))
+_DISTANCE = (("/entry_1/instrument_1/detector_1/distance", "m"),
+             ("/entry/instrument/detector/distance", "m"),
+             ("/entry/instrument/detector/detector_distance", "m"))
+_PIXEL = (("/entry_1/instrument_1/detector_1/x_pixel_size", "m"),
+          ("/entry/instrument/detector/x_pixel_size", "m"))
+
+_UNITS = {"m": 1.0, "mm": 1e-3, "um": 1e-6, "µm": 1e-6, "micron": 1e-6, "nm": 1e-9,
+          "angstrom": 1e-10, "a": 1e-10, "å": 1e-10,
+          "j": 1.0, "ev": 1.602176634e-19, "kev": 1.602176634e-16}
+_HC = 6.62607015e-34 * 299792458.0  # J m
+_EV = 1.602176634e-19
+
+
+@dataclass(frozen=True)
+class _Candidate:
+    layout: str
+    paths: tuple[str, ...]
+    shape: tuple[int, ...]
+    dtype: str
+
+
+class _H5Frames:
+    """Array-like over one HDF5 dataset that opens the file only while reading a chunk.
+
+    Keeps no file handle open, so it pickles and works from dask workers.
+    """
+
+    def __init__(self, file: str, path: str, shape: tuple[int, ...], dtype: np.dtype) -> None:
+        self.file, self.path, self.shape, self.dtype = file, path, shape, np.dtype(dtype)
+        self.ndim = len(shape)
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        try:
+            with h5py.File(self.file, "r") as f:
+                return f[self.path][key]
+        except (OSError, KeyError) as exc:
+            raise InputError(
+                f"{self.file}: cannot read {self.path} {key!r}: {exc}. "
+                "The file may be truncated or an external data file missing."
+            ) from exc
+
+
+def sha256_file(path: str | Path, chunk: int = 1 << 22) -> str:
+    """SHA-256 hex digest of a file, read in 4 MiB chunks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _open(path: Path) -> h5py.File:
+    if not path.exists():
+        raise InputError(f"{path}: no such file")
+    if path.is_dir():
+        raise InputError(f"{path}: is a directory, expected an HDF5 file")
+    try:
+        is_h5 = h5py.is_hdf5(str(path))
+    except OSError:
+        is_h5 = False
+    if not is_h5:
+        raise InputError(f"{path}: not an HDF5 file (no HDF5 signature); "
+                         "sipflow reads NeXus, CXI and Eiger HDF5 files")
+    try:
+        return h5py.File(path, "r")
+    except OSError as exc:
+        raise InputError(f"{path}: HDF5 signature found but the file cannot be opened "
+                         f"(truncated or corrupt?): {exc}") from exc
+
+
+def _dataset(f: h5py.File, path: str) -> h5py.Dataset | None:
+    try:
+        obj = f.get(path)
+    except (KeyError, OSError, ValueError):
+        return None
+    return obj if isinstance(obj, h5py.Dataset) else None
+
+
+def _inventory(f: h5py.File, limit: int = 25) -> str:
+    """'path shape dtype' of every dataset, for error messages."""
+    rows: list[str] = []
+
+    def visit(name: str, obj: Any) -> None:
+        if isinstance(obj, h5py.Dataset) and len(rows) < limit:
+            rows.append(f"/{name} {obj.shape} {obj.dtype}")
+
+    try:
+        f.visititems(visit)
+    except (KeyError, OSError):
+        pass
+    return "; ".join(rows) if rows else "no datasets at all"
+
+
+def _find_candidates(f: h5py.File, fname: Path) -> list[_Candidate]:
+    found: list[_Candidate] = []
+    seen: list[Any] = []
+
+    def add(layout: str, paths: tuple[str, ...], shape: tuple[int, ...], dtype: Any) -> None:
+        ids = [f[p].id for p in paths]
+        if any(i == s for i in ids for s in seen):
+            return
+        seen.extend(ids)
+        found.append(_Candidate(layout, paths, tuple(shape), str(dtype)))
+
+    # Eiger master: /entry/data/data_000001 ... (external links)
+    group = f.get("/entry/data")
+    if isinstance(group, h5py.Group):
+        names = sorted(k for k in group.keys() if _EIGER_DATA.match(k))
+        if names:
+            shapes, dtype = [], None
+            for n in names:
+                try:
+                    d = group[n]
+                except KeyError as exc:
+                    link = group.get(n, getlink=True)
+                    target = getattr(link, "filename", "?")
+                    raise InputError(f"{fname}: /entry/data/{n} links to {target!r}, which "
+                                     f"cannot be opened ({exc}). Keep the Eiger data files "
+                                     "next to the master file.") from exc
+                shapes.append(d.shape)
+                dtype = d.dtype
+            if len({s[1:] for s in shapes}) != 1 or any(len(s) != 3 for s in shapes):
+                raise DataError(f"{fname}: Eiger data files have inconsistent shapes {shapes}")
+            total = (sum(s[0] for s in shapes), *shapes[0][1:])
+            add("eiger", tuple(f"/entry/data/{n}" for n in names), total, dtype)
+
+    # NeXus NXdata with a signal attribute
+    def visit(name: str, obj: Any) -> None:
+        if not isinstance(obj, h5py.Group):
+            return
+        nxclass = obj.attrs.get("NX_class", b"")
+        nxclass = nxclass.decode() if isinstance(nxclass, bytes) else str(nxclass)
+        signal = obj.attrs.get("signal")
+        if nxclass == "NXdata" and signal is not None:
+            signal = signal.decode() if isinstance(signal, bytes) else str(signal)
+            d = _dataset(f, f"/{name}/{signal}")
+            if d is not None:
+                add("nexus", (d.name,), d.shape, d.dtype)
+
+    f.visititems(visit)
+
+    # CXI
+    for key in sorted(f.keys()):
+        if not key.startswith("entry_"):
+            continue
+        for sub in ("data_1/data", "instrument_1/detector_1/data"):
+            d = _dataset(f, f"/{key}/{sub}")
+            if d is not None:
+                add("cxi", (f"/{key}/{sub}",), d.shape, d.dtype)
+    d = _dataset(f, "/entry/data/data")
+    if d is not None:
+        add("nexus", ("/entry/data/data",), d.shape, d.dtype)
+    return found
+
+
+def _read_quantity(f: h5py.File, table: tuple[tuple[str, str], ...]) -> float | None:
+    for path, default_unit in table:
+        d = _dataset(f, path)
+        if d is None:
+            continue
+        try:
+            value = float(np.asarray(d[()]).ravel()[0])
+        except (TypeError, ValueError, IndexError):
+            continue
+        unit = d.attrs.get("units", default_unit)
+        unit = (unit.decode() if isinstance(unit, bytes) else str(unit)).strip().lower()
+        factor = _UNITS.get(unit)
+        if factor is None or not np.isfinite(value) or value <= 0:
+            continue
+        return value * factor
+    return None
+
+
+def _geometry(f: h5py.File) -> dict[str, float]:
+    geo: dict[str, float] = {}
+    wavelength = _read_quantity(f, _WAVELENGTH)
+    energy_j = _read_quantity(f, _ENERGY)
+    if wavelength is None and energy_j is not None:
+        wavelength = _HC / energy_j
+    if energy_j is None and wavelength is not None:
+        energy_j = _HC / wavelength
+    if wavelength is not None and energy_j is not None:
+        geo["wavelength_m"] = wavelength
+        geo["energy_eV"] = energy_j / _EV
+    distance = _read_quantity(f, _DISTANCE)
+    if distance is not None:
+        geo["distance_m"] = distance
+    pixel = _read_quantity(f, _PIXEL)
+    if pixel is not None:
+        geo["pixel_size_m"] = pixel
+    return geo
+
+
+def _aux(f: h5py.File, fname: Path, explicit: str | None, defaults: tuple[str, ...],
+         what: str) -> tuple[str, np.ndarray] | None:
+    if explicit is not None:
+        d = _dataset(f, explicit)
+        if d is None:
+            raise InputError(f"{fname}: {what} dataset {explicit!r} not found. "
+                             f"Datasets in the file: {_inventory(f)}")
+        return explicit, d[()]
+    for path in defaults:
+        d = _dataset(f, path)
+        if d is not None:
+            return path, d[()]
+    return None
+
+
+def read_hdf5(path: str | Path, *, dataset: str | None = None, mask: str | bool | None = None,
+              dark: str | bool | None = None, flat: str | bool | None = None,
+              checksum: bool = True) -> xr.Dataset:
+    """Read detector frames and what describes them from an HDF5 file.
+
+    Parameters
+    ----------
+    path : str or Path
+        NeXus / CXI file or Eiger master file.
+    dataset : str, optional
+        HDF5 path of the frames; overrides the automatic search.
+    mask, dark, flat : str or bool, optional
+        HDF5 path of the pixel mask (non-zero = bad pixel, NeXus/CXI convention),
+        dark frame and flat field; ``False`` skips it; default: found automatically.
+    checksum : bool
+        Compute the file's SHA-256 for provenance.
+
+    Returns
+    -------
+    xarray.Dataset
+        ``intensity`` (lazy dask array, ``(frame, det_y, det_x)`` or ``(det_y, det_x)``,
+        stored dtype, photon counts), ``mask`` (bool, True = valid, ``(det_y, det_x)``
+        or full shape), optional ``dark``/``flat`` (float32, ``(det_y, det_x)``),
+        ``obj_true``/``support_true`` for simulated files; geometry in SI units in attrs.
+    """
+    import dask.array as da
+
+    fname = Path(path).resolve()
+    with _open(fname) as f:
+        if dataset is not None:
+            d = _dataset(f, dataset)
+            if d is None:
+                raise InputError(f"{fname}: dataset {dataset!r} not found. "
+                                 f"Datasets in the file: {_inventory(f)}")
+            cand = _Candidate("explicit", (d.name,), d.shape, str(d.dtype))
+        else:
+            found = _find_candidates(f, fname)
+            if not found:
+                raise InputError(
+                    f"{fname}: no detector frames found (looked for Eiger /entry/data/data_NNNNNN, "
+                    "NeXus NXdata@signal, CXI /entry_1/data_1/data and "
+                    f"/entry_1/instrument_1/detector_1/data). Found: {_inventory(f)}. "
+                    "Name the frames with --dataset /path/in/file."
+                )
+            if len(found) > 1:
+                listing = "; ".join(f"{'+'.join(c.paths)} {c.shape} {c.dtype}" for c in found)
+                raise InputError(f"{fname}: several datasets look like detector frames: "
+                                 f"{listing}. Choose one with --dataset /path/in/file.")
+            cand = found[0]
+        if not np.issubdtype(np.dtype(cand.dtype), np.number) or np.issubdtype(
+                np.dtype(cand.dtype), np.complexfloating):
+            raise DataError(f"{fname}:{cand.paths[0]} has dtype {cand.dtype}; "
+                            "expected real photon counts (integer or float)")
+        ndim = len(cand.shape)
+        if ndim not in (2, 3):
+            raise DataError(
+                f"{fname}:{cand.paths[0]} has shape {cand.shape} ({ndim}-D); expected a 2-D "
+                "pattern (rows, cols) or a 3-D scan (frames, rows, cols)")
+        if min(cand.shape[-2:]) < 8 or cand.shape[0] == 0:
+            raise DataError(f"{fname}:{cand.paths[0]} has shape {cand.shape}; "
+                            "expected at least 8x8 pixels per frame")
+
+        parts = []
+        for p in cand.paths:
+            d = f[p]
+            chunks = (1, *d.shape[1:]) if d.ndim == 3 else d.shape
+            parts.append(da.from_array(_H5Frames(str(fname), p, d.shape, d.dtype),
+                                       chunks=chunks, asarray=True, lock=False,
+                                       name=f"h5-{fname}-{p}-{d.id.__hash__()}"))
+        frames = parts[0] if len(parts) == 1 else da.concatenate(parts, axis=0)
+        if frames.ndim == 3 and frames.shape[0] == 1:
+            frames = frames[0]
+        dims = schema.detector_dims(frames.ndim)
+        det_shape = frames.shape[-2:]
+        data_vars: dict[str, Any] = {schema.INTENSITY: (dims, frames)}
+        attrs: dict[str, Any] = {
+            "source": str(fname),
+            "source_dataset": "+".join(cand.paths),
+            "source_layout": cand.layout,
+        }
+
+        for key, explicit, defaults, what in (
+            (schema.MASK, mask, MASK_PATHS, "mask"),
+            (schema.DARK, dark, DARK_PATHS, "dark"),
+            (schema.FLAT, flat, FLAT_PATHS, "flat-field"),
+        ):
+            if explicit is False:
+                continue
+            got = _aux(f, fname, explicit if isinstance(explicit, str) else None, defaults, what)
+            if got is None:
+                continue
+            apath, arr = got
+            arr = np.asarray(arr)
+            if arr.shape != tuple(det_shape) and arr.shape != tuple(frames.shape):
+                raise DataError(f"{fname}:{apath} ({what}) has shape {arr.shape}; expected "
+                                f"the detector shape {tuple(det_shape)}"
+                                + (f" or the frames' shape {tuple(frames.shape)}"
+                                   if frames.ndim == 3 else ""))
+            attrs[f"{key}_source"] = apath
+            if key == schema.MASK:
+                data_vars[key] = (dims[-arr.ndim:], arr == 0)
+            else:
+                data_vars[key] = (dims[-arr.ndim:], arr.astype(np.float32))
+
+        truth = f.get(TRUTH_GROUP)
+        if isinstance(truth, h5py.Group) and "obj" in truth:
+            obj = truth["obj"][()]
+            rdims = schema.real_dims(obj.ndim)
+            data_vars[schema.OBJ_TRUE] = (rdims, obj.astype(np.complex64))
+            if "support" in truth:
+                data_vars[schema.SUPPORT_TRUE] = (rdims, truth["support"][()].astype(bool))
+        attrs.update(_geometry(f))
+
+    if checksum:
+        attrs["source_sha256"] = sha256_file(fname)
+    return xr.Dataset(data_vars, attrs=attrs)
+
+
+class HDF5Reader:
+    """Built-in reader for ``.h5``/``.hdf5``/``.nxs``/``.cxi`` files (by signature)."""
+
+    name = "hdf5"
+
+    def can_read(self, path: str | Path) -> int:
+        p = Path(path)
+        try:
+            if p.is_file() and h5py.is_hdf5(str(p)):
+                return 10
+        except OSError:
+            return 0
+        return 1 if p.suffix.lower() in {".h5", ".hdf5", ".nxs", ".cxi", ".hdf"} else 0
+
+    def read(self, path: str | Path, **options: Any) -> xr.Dataset:
+        return read_hdf5(path, **options)

@@ -1,0 +1,154 @@
+"""Pipelines: an ordered list of stages read from YAML, validated before any data is read.
+
+.. code-block:: yaml
+
+    name: my-pipeline
+    description: what it is for
+    input:            # options for sipflow.load (optional)
+      dataset: /entry/data/data
+    stages:
+      - use: prep.standard
+        with: {threshold: 2}
+      - use: phase.classic
+        with: {runs: 8}
+
+A pipeline is given as a :class:`Pipeline`, a path to such a file, YAML text, a
+dict, or the name of a template (``default``, ``cdi``, ``bcdi``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from .errors import PipelineError
+from .plugins import Registry, get_registry, unknown_choice
+from .stage import Stage, StageParams
+
+_TOP_KEYS = {"name", "description", "input", "stages"}
+_STEP_KEYS = {"use", "with"}
+
+
+@dataclass(frozen=True)
+class Step:
+    """One validated step: the stage class and its parameters."""
+
+    stage: type[Stage]
+    params: StageParams
+
+    def spec(self) -> dict[str, Any]:
+        """JSON-compatible description (name, version, parameters) for provenance."""
+        return {"use": self.stage.name, "version": self.stage.version,
+                "with": self.params.model_dump(mode="json")}
+
+
+@dataclass(frozen=True)
+class Pipeline:
+    """A validated pipeline."""
+
+    name: str
+    steps: tuple[Step, ...]
+    text: str
+    description: str = ""
+    input: dict[str, Any] = field(default_factory=dict)
+    origin: str = "<memory>"
+
+    @classmethod
+    def load(cls, source: Pipeline | str | Path | dict, registry: Registry | None = None
+             ) -> Pipeline:
+        """Read and validate a pipeline from a template name, a file, YAML text or a dict."""
+        if isinstance(source, Pipeline):
+            return source
+        registry = registry or get_registry()
+        origin = "<memory>"
+        if isinstance(source, dict):
+            return cls.from_dict(source, yaml.safe_dump(source, sort_keys=False), origin,
+                                 registry)
+        text: str
+        if isinstance(source, Path) or (isinstance(source, str) and "\n" not in source and (
+                source.endswith((".yaml", ".yml")) or Path(source).is_file())):
+            path = Path(source)
+            if not path.is_file():
+                raise PipelineError(f"{path}: pipeline file not found")
+            text, origin = path.read_text(), str(path.resolve())
+        elif isinstance(source, str) and "\n" not in source and ":" not in source:
+            if source not in registry.templates:
+                raise PipelineError(unknown_choice("pipeline template", source,
+                                                   registry.templates)
+                                    + " (or give a path to a YAML file)")
+            path = registry.templates[source]
+            text, origin = path.read_text(), f"template {source} ({path})"
+        else:
+            text = str(source)
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+            raise PipelineError(f"{origin}: invalid YAML{where}: "
+                                f"{getattr(exc, 'problem', exc)}") from None
+        return cls.from_dict(data, text, origin, registry)
+
+    @classmethod
+    def from_dict(cls, data: Any, text: str, origin: str, registry: Registry) -> Pipeline:
+        if not isinstance(data, dict):
+            raise PipelineError(f"{origin}: a pipeline is a mapping with a 'stages' list, got "
+                                f"{type(data).__name__}")
+        extra = set(data) - _TOP_KEYS
+        if extra:
+            raise PipelineError(f"{origin}: unknown top-level key(s) {sorted(extra)}; "
+                                f"valid: {sorted(_TOP_KEYS)}")
+        raw_steps = data.get("stages")
+        if not isinstance(raw_steps, list) or not raw_steps:
+            raise PipelineError(f"{origin}: 'stages' must be a non-empty list of "
+                                "{use: STAGE, with: {...}} entries")
+        steps = []
+        for i, raw in enumerate(raw_steps, start=1):
+            if isinstance(raw, str):
+                raw = {"use": raw}
+            if not isinstance(raw, dict) or "use" not in raw:
+                raise PipelineError(f"{origin}: stage {i} must be a mapping with 'use', got "
+                                    f"{raw!r}")
+            bad = set(raw) - _STEP_KEYS
+            if bad:
+                raise PipelineError(f"{origin}: stage {i} ({raw['use']}) has unknown key(s) "
+                                    f"{sorted(bad)}; valid: 'use', 'with'")
+            try:
+                stage = registry.stage(str(raw["use"]))
+            except PipelineError as exc:
+                raise PipelineError(f"{origin}: stage {i}: {exc}") from None
+            steps.append(Step(stage, validate_params(stage, raw.get("with") or {},
+                                                     f"{origin}: stage {i} ({stage.name})")))
+        inp = data.get("input") or {}
+        if not isinstance(inp, dict):
+            raise PipelineError(f"{origin}: 'input' must be a mapping of reader options")
+        return cls(name=str(data.get("name", "pipeline")), steps=tuple(steps), text=text,
+                   description=str(data.get("description", "")).strip(), input=dict(inp),
+                   origin=origin)
+
+    def spec(self) -> list[dict[str, Any]]:
+        return [s.spec() for s in self.steps]
+
+
+def validate_params(stage: type[Stage], values: Any, where: str) -> StageParams:
+    """Validate `values` against ``stage.Params`` with messages that name the parameter."""
+    if not isinstance(values, dict):
+        raise PipelineError(f"{where}: 'with' must be a mapping of parameters, got {values!r}")
+    fields = stage.Params.model_fields
+    unknown = [k for k in values if k not in fields]
+    if unknown:
+        raise PipelineError(f"{where}: " + "; ".join(
+            unknown_choice("parameter", k, fields) for k in unknown))
+    try:
+        return stage.Params(**values)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            loc = ".".join(str(p) for p in err["loc"]) or "(parameters)"
+            got = f" (got {err['input']!r})" if "input" in err and loc != "(parameters)" else ""
+            problems.append(f"{loc}: {err['msg']}{got}")
+        raise PipelineError(f"{where}: invalid parameter(s): " + "; ".join(problems)) from None

@@ -1,0 +1,200 @@
+"""The plugin manager: built-ins and third-party plugins through the same hooks.
+
+Built-in plugins are the modules in :data:`DEFAULT_PLUGINS`. Third-party ones
+are found through the ``sipflow`` entry-point group. A plugin that fails to
+import or to register is recorded in :attr:`Registry.failures` (name and
+error) and skipped; it never breaks the rest.
+
+Environment
+-----------
+SIPFLOW_LOAD_PLUGINS
+    Comma-separated allow-list of entry-point names to load (empty string: none).
+SIPFLOW_DISABLE_PLUGINS
+    Comma-separated entry-point names never to load.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+import os
+from dataclasses import dataclass, field
+from functools import cache
+from importlib import metadata
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pluggy
+
+from . import hookspecs
+from .errors import PipelineError, PluginError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .io._readers import Reader
+    from .stage import Stage
+
+ENTRY_POINT_GROUP = "sipflow"
+
+DEFAULT_PLUGINS = (
+    "sipflow.io._builtin",
+    "sipflow.preprocess._standard",
+    "sipflow.reconstruct._stage",
+    "sipflow.analyse._stage",
+    "sipflow.templates",
+)
+
+
+@dataclass
+class PluginInfo:
+    """One loaded (or failed) plugin, as ``sipflow plugins`` shows it."""
+
+    name: str
+    origin: str  # "builtin" or "entry point <dist>"
+    version: str
+    stages: list[str] = field(default_factory=list)
+    readers: list[str] = field(default_factory=list)
+    templates: list[str] = field(default_factory=list)
+    error: str | None = None
+
+
+@dataclass
+class Registry:
+    """Everything the plugins provide, resolved once."""
+
+    pm: pluggy.PluginManager
+    plugins: list[PluginInfo]
+    stages: dict[str, type[Stage]]
+    readers: list[Reader]
+    templates: dict[str, Path]
+
+    @property
+    def failures(self) -> list[PluginInfo]:
+        return [p for p in self.plugins if p.error]
+
+    def stage(self, name: str) -> type[Stage]:
+        """The stage class registered as `name`; a clear error listing near names otherwise."""
+        try:
+            return self.stages[name]
+        except KeyError:
+            raise PipelineError(unknown_choice("stage", name, self.stages)) from None
+
+
+def unknown_choice(what: str, name: str, choices: Any) -> str:
+    """Message for an unknown name, with the nearest valid choices."""
+    choices = sorted(choices)
+    near = difflib.get_close_matches(name, choices, n=3, cutoff=0.5)
+    hint = f" Did you mean {', '.join(map(repr, near))}?" if near else ""
+    return f"unknown {what} {name!r}.{hint} Valid {what}s: {', '.join(choices) or 'none'}."
+
+
+def _env_list(name: str) -> set[str] | None:
+    value = os.environ.get(name)
+    if value is None:
+        return None
+    return {v.strip() for v in value.split(",") if v.strip()}
+
+
+def _hook_results(pm: pluggy.PluginManager, hook: str, plugin_name: str) -> list[Any]:
+    """Results of `hook` from one plugin only (so that results can be attributed)."""
+    caller = getattr(pm.hook, hook)
+    return [impl.function() for impl in caller.get_hookimpls() if impl.plugin_name == plugin_name]
+
+
+def _collect(pm: pluggy.PluginManager, info: PluginInfo,
+             stages: dict[str, type[Stage]], owners: dict[str, str],
+             readers: list[Reader], templates: dict[str, Path]) -> None:
+    """Call this plugin's hooks and merge what it returns; raise on a bad result."""
+    from .stage import Stage
+
+    for result in _hook_results(pm, "sipflow_stages", info.name):
+        for cls in result or ():
+            if not (isinstance(cls, type) and issubclass(cls, Stage)) or not cls.name:
+                raise PluginError(f"plugin {info.name!r} returned {cls!r} from sipflow_stages; "
+                                  "expected subclasses of sipflow.Stage with a name")
+            if cls.name in stages:
+                raise PluginError(f"stage {cls.name!r} is provided by both {owners[cls.name]!r} "
+                                  f"and {info.name!r}")
+            stages[cls.name] = cls
+            owners[cls.name] = info.name
+            info.stages.append(cls.name)
+    for result in _hook_results(pm, "sipflow_readers", info.name):
+        for reader in result or ():
+            for attr in ("name", "can_read", "read"):
+                if not hasattr(reader, attr):
+                    raise PluginError(f"plugin {info.name!r} returned a reader without {attr!r}")
+            readers.append(reader)
+            info.readers.append(reader.name)
+    for result in _hook_results(pm, "sipflow_pipeline_templates", info.name):
+        for name, path in (result or {}).items():
+            if name in templates:
+                raise PluginError(f"pipeline template {name!r} is provided twice "
+                                  f"(second time by {info.name!r})")
+            templates[name] = Path(path)
+            info.templates.append(name)
+
+
+def build_registry(load_entry_points: bool = True, extra: tuple[object, ...] = ()) -> Registry:
+    """Create a plugin manager, load built-ins, entry points and `extra` plugin objects.
+
+    Parameters
+    ----------
+    load_entry_points : bool
+        Discover third-party plugins in the ``sipflow`` entry-point group.
+    extra : tuple of objects
+        Plugin modules or objects registered after the others (used by tests).
+    """
+    from . import __version__
+
+    pm = pluggy.PluginManager(ENTRY_POINT_GROUP)
+    pm.add_hookspecs(hookspecs)
+    plugins: list[PluginInfo] = []
+    stages: dict[str, type[Stage]] = {}
+    owners: dict[str, str] = {}
+    readers: list[Reader] = []
+    templates: dict[str, Path] = {}
+
+    candidates: list[tuple[PluginInfo, Any]] = []
+    for modname in DEFAULT_PLUGINS:
+        candidates.append((PluginInfo(modname, "builtin", __version__),
+                           lambda m=modname: importlib.import_module(m)))
+    if load_entry_points:
+        allow = _env_list("SIPFLOW_LOAD_PLUGINS")
+        deny = _env_list("SIPFLOW_DISABLE_PLUGINS") or set()
+        seen: set[str] = set()
+        for ep in metadata.entry_points(group=ENTRY_POINT_GROUP):
+            if ep.name in seen or (allow is not None and ep.name not in allow) or ep.name in deny:
+                continue
+            seen.add(ep.name)
+            dist = getattr(ep, "dist", None)
+            origin = f"entry point of {dist.name}" if dist else "entry point"
+            version = dist.version if dist else "?"
+            candidates.append((PluginInfo(ep.name, origin, version), ep.load))
+    for obj in extra:
+        name = getattr(obj, "__name__", type(obj).__name__)
+        candidates.append((PluginInfo(name, "registered in code", "?"), lambda o=obj: o))
+
+    for info, load in candidates:
+        plugins.append(info)
+        try:
+            plugin = load()
+            pm.register(plugin, name=info.name)
+            snapshot = (dict(stages), dict(owners), list(readers), dict(templates))
+            try:
+                _collect(pm, info, stages, owners, readers, templates)
+            except Exception:
+                stages, owners, readers, templates = snapshot
+                pm.unregister(plugin)
+                info.stages, info.readers, info.templates = [], [], []
+                raise
+        except Exception as exc:  # a broken plugin is reported, never fatal
+            info.error = f"{type(exc).__name__}: {exc}"
+            if info.origin == "builtin":
+                raise
+    pm.check_pending()
+    return Registry(pm, plugins, stages, readers, templates)
+
+
+@cache
+def get_registry() -> Registry:
+    """The process-wide registry (built on first use)."""
+    return build_registry(load_entry_points=True)

@@ -1,0 +1,186 @@
+"""``prep.standard``: dark, flat, threshold, mask, centre, crop and bin (2-D and 3-D)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import numpy as np
+import xarray as xr
+from pydantic import Field, field_validator
+
+from .. import schema
+from ..errors import DataError
+from ..hookspecs import hookimpl
+from ..physics import centred_farfield, centred_inverse_farfield
+from ..stage import Context, Stage, StageParams
+from ._validate import checked_counts
+
+
+class StandardParams(StageParams):
+    """Parameters of ``prep.standard``."""
+
+    dark: bool = Field(True, description="Subtract the dark frame when the input has one.")
+    flat: bool = Field(False, description="Divide by the flat field (white field) when present; "
+                                          "pixels where it is <= 0 are masked.")
+    threshold: float = Field(0.0, ge=0, description="Counts below this are set to 0 [photons].")
+    on_invalid: Literal["error", "mask"] = Field(
+        "error", description="NaN/Inf/negative raw counts on valid pixels: stop with an error, "
+                             "or mask them.")
+    sum_frames: bool = Field(False, description="Sum a stack of frames into one 2-D pattern.")
+    centre: Literal["max", "com", "none"] = Field(
+        "max", description="Move the pattern's maximum (or centre of mass) to index n//2.")
+    size: int | list[int] | None = Field(
+        None, description="Output size per axis after binning [pixels]; one int for all axes; "
+                          "None keeps the full (centred) array.")
+    bin: int | list[int] = Field(1, description="Sum blocks of this many pixels per axis.")
+
+    @field_validator("size")
+    @classmethod
+    def _size_positive(cls, v):
+        vals = v if isinstance(v, list) else [v] if v is not None else []
+        if any(s < 8 for s in vals):
+            raise ValueError("each size must be at least 8 pixels")
+        return v
+
+    @field_validator("bin")
+    @classmethod
+    def _bin_positive(cls, v):
+        vals = v if isinstance(v, list) else [v]
+        if any(b < 1 for b in vals):
+            raise ValueError("bin factors must be at least 1")
+        return v
+
+
+def _per_axis(value, ndim: int, name: str) -> list:
+    if isinstance(value, list):
+        if len(value) != ndim:
+            raise DataError(f"prep.standard: {name} has {len(value)} values but the data "
+                            f"are {ndim}-D")
+        return list(value)
+    return [value] * ndim
+
+
+def _peak(counts: np.ndarray, how: str) -> list[int]:
+    if how == "max":
+        return [int(i) for i in np.unravel_index(np.argmax(counts), counts.shape)]
+    total = counts.sum(dtype=np.float64)
+    out = []
+    for axis in range(counts.ndim):
+        other = tuple(a for a in range(counts.ndim) if a != axis)
+        profile = counts.sum(axis=other, dtype=np.float64)
+        out.append(int(round(float((profile * np.arange(profile.size)).sum() / total))))
+    return out
+
+
+def _window(a: np.ndarray, centre: list[int], shape: list[int], fill) -> np.ndarray:
+    """Extract `shape` around `centre` (centre lands at n//2), padding with `fill`."""
+    out = np.full(shape, fill, dtype=a.dtype)
+    src, dst = [], []
+    for c, n, N in zip(centre, shape, a.shape, strict=True):
+        start = c - n // 2
+        lo, hi = max(start, 0), min(start + n, N)
+        src.append(slice(lo, hi))
+        dst.append(slice(lo - start, hi - start))
+    out[tuple(dst)] = a[tuple(src)]
+    return out
+
+
+def _bin(a: np.ndarray, factors: list[int], reduce=np.sum) -> np.ndarray:
+    shape = []
+    for n, b in zip(a.shape, factors, strict=True):
+        shape += [n // b, b]
+    trimmed = a[tuple(slice(0, (n // b) * b) for n, b in zip(a.shape, factors, strict=True))]
+    return reduce(trimmed.reshape(shape), axis=tuple(range(1, 2 * a.ndim, 2)))
+
+
+class Standard(Stage):
+    """Standard detector preprocessing: dark, flat, threshold, mask, centre, crop, bin.
+
+    Order: validate raw counts -> subtract dark -> divide by flat -> zero counts
+    below `threshold` -> zero masked pixels -> (sum frames) -> crop a window of
+    ``size * bin`` centred on the peak -> bin. The result is centred: q = 0 at
+    index n//2. A ground truth in the input is carried along for q-space crops
+    (an exact Fourier crop); it is dropped when binning (not a linear map of the
+    object), with a note in attrs.
+    """
+
+    name = "prep.standard"
+    version = "1.0"
+    Params = StandardParams
+    requires = (schema.INTENSITY,)
+
+    def run(self, ds: xr.Dataset, params: StandardParams, context: Context) -> xr.Dataset:
+        counts, mask = checked_counts(ds, stage=self.name, on_invalid=params.on_invalid)
+        notes: list[str] = []
+        if params.dark and schema.DARK in ds:
+            counts = counts - np.asarray(ds[schema.DARK].values, dtype=np.float32)
+            counts[counts < 0] = 0
+            notes.append("dark subtracted")
+        if params.flat and schema.FLAT in ds:
+            flat = np.broadcast_to(np.asarray(ds[schema.FLAT].values, np.float32), counts.shape)
+            good = flat > 0
+            mask &= good
+            counts = np.where(good, counts / np.where(good, flat, 1), 0).astype(np.float32)
+            notes.append("flat-field corrected")
+        if params.threshold > 0:
+            counts[counts < params.threshold] = 0
+        counts[~mask] = 0
+        if params.sum_frames and counts.ndim == 3:
+            mask = mask.all(axis=0)
+            counts = counts.sum(axis=0) * mask
+        ndim = counts.ndim
+        bins = _per_axis(params.bin, ndim, "bin")
+        sizes = _per_axis(params.size, ndim, "size")
+        if params.centre == "none":
+            centre = [n // 2 for n in counts.shape]
+        else:
+            centre = _peak(counts, params.centre)
+        window = [counts.shape[a] if s is None else s * b
+                  for a, (s, b) in enumerate(zip(sizes, bins, strict=True))]
+        if params.size is None:
+            # keep everything: the largest window centred on the peak that fits
+            window = [2 * min(c, n - c) if params.centre != "none" else n
+                      for c, n in zip(centre, counts.shape, strict=True)]
+            window = [w - w % (2 * b) for w, b in zip(window, bins, strict=True)]
+            if min(window) < 8:
+                raise DataError(f"{ds.attrs.get('source', 'input')}: the peak at {centre} is "
+                                "too close to the edge to centre it; give prep.standard a size")
+        counts = _window(counts, centre, window, np.float32(0))
+        mask = _window(mask, centre, window, False)
+        if any(b > 1 for b in bins):
+            counts = _bin(counts, bins)
+            mask = _bin(mask, bins, reduce=np.all)
+            counts[~mask] = 0
+
+        dims = schema.detector_dims(ndim)
+        out = xr.Dataset(
+            {schema.INTENSITY: (dims, counts.astype(np.float32)), schema.MASK: (dims, mask)},
+            attrs=dict(ds.attrs),
+        )
+        out.attrs["prep_peak_index"] = centre
+        if params.threshold > 0:
+            notes.append(f"counts < {params.threshold} zeroed")
+        if schema.OBJ_TRUE in ds:
+            truth = np.asarray(ds[schema.OBJ_TRUE].values)
+            if any(b > 1 for b in bins) or params.sum_frames or truth.ndim != ndim:
+                notes.append("ground truth dropped (binning/summing changes the sampling)")
+            else:
+                f = centred_farfield(truth)
+                f = _window(f, centre, window, np.complex64(0))
+                new_truth = centred_inverse_farfield(f).astype(np.complex64)
+                rdims = schema.real_dims(ndim)
+                out[schema.OBJ_TRUE] = (rdims, new_truth)
+                if schema.SUPPORT_TRUE in ds and new_truth.shape == truth.shape:
+                    out[schema.SUPPORT_TRUE] = ds[schema.SUPPORT_TRUE]
+                elif schema.SUPPORT_TRUE in ds:
+                    amp = np.abs(new_truth)
+                    out[schema.SUPPORT_TRUE] = (rdims, amp > 0.1 * amp.max())
+        out.attrs["prep_notes"] = notes
+        context.logger.info("prep.standard: %s -> %s, %s", tuple(ds[schema.INTENSITY].shape),
+                            counts.shape, ", ".join(notes) or "no corrections")
+        return out
+
+
+@hookimpl
+def sipflow_stages():
+    return [Standard]

@@ -1,0 +1,217 @@
+"""A small algebra of iteration plans: ``(sup * ER**5 * HIO**40)**20 * ER**100``.
+
+A plan is immutable and only describes the schedule; :func:`parse` reads the
+text form, ``str(plan)`` writes it back (``parse(str(p)) == p``), and an engine
+executes :meth:`Plan.steps`. Reading order is left to right: ``A * B`` means
+"A, then B"; ``A**n`` repeats A n times; parentheses group.
+
+Operators
+---------
+ER, HIO, RAAR
+    One iteration of error reduction, hybrid input-output, relaxed averaged
+    alternating reflections (SCIENCE.md §1).
+sup
+    A shrinkwrap support update (no iteration).
+"""
+
+from __future__ import annotations
+
+import abc
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from ..errors import PipelineError
+
+#: operators that are one iteration each
+ITERATION_OPS = ("ER", "HIO", "RAAR")
+#: operators that act between iterations
+OTHER_OPS = ("sup",)
+_CANON = {name.lower(): name for name in ITERATION_OPS + OTHER_OPS}
+
+
+class Plan(abc.ABC):
+    """Base of the plan algebra; combine with ``*`` (then) and ``**`` (repeat)."""
+
+    def __mul__(self, other: Plan) -> Plan:
+        if not isinstance(other, Plan):
+            return NotImplemented
+        return Seq.of(self, other)
+
+    def __pow__(self, n: int) -> Plan:
+        if not isinstance(n, int) or n < 1:
+            raise PipelineError(f"a plan can only be repeated a positive whole number of times, "
+                                f"not {n!r}")
+        return self if n == 1 else Repeat(self, n)
+
+    @abc.abstractmethod
+    def steps(self) -> Iterator[str]:
+        """Operator names in execution order."""
+
+    @abc.abstractmethod
+    def n_iterations(self) -> int:
+        """Number of iterations (``sup`` steps do not count)."""
+
+    @abc.abstractmethod
+    def count(self, name: str) -> int:
+        """How many times operator `name` runs."""
+
+
+@dataclass(frozen=True)
+class Op(Plan):
+    """One operator."""
+
+    name: str
+
+    def __post_init__(self) -> None:
+        if self.name not in ITERATION_OPS + OTHER_OPS:
+            raise PipelineError(f"unknown operator {self.name!r} in plan; valid: "
+                                f"{', '.join(ITERATION_OPS + OTHER_OPS)}")
+
+    def __str__(self) -> str:
+        return self.name
+
+    def steps(self) -> Iterator[str]:
+        yield self.name
+
+    def n_iterations(self) -> int:
+        return int(self.name in ITERATION_OPS)
+
+    def count(self, name: str) -> int:
+        return int(self.name == name)
+
+
+@dataclass(frozen=True)
+class Seq(Plan):
+    """Plans run one after the other, left to right."""
+
+    items: tuple[Plan, ...]
+
+    @staticmethod
+    def of(*plans: Plan) -> Plan:
+        flat: list[Plan] = []
+        for p in plans:
+            flat.extend(p.items if isinstance(p, Seq) else (p,))
+        return flat[0] if len(flat) == 1 else Seq(tuple(flat))
+
+    def __str__(self) -> str:
+        return " * ".join(str(p) for p in self.items)
+
+    def steps(self) -> Iterator[str]:
+        for p in self.items:
+            yield from p.steps()
+
+    def n_iterations(self) -> int:
+        return sum(p.n_iterations() for p in self.items)
+
+    def count(self, name: str) -> int:
+        return sum(p.count(name) for p in self.items)
+
+
+@dataclass(frozen=True)
+class Repeat(Plan):
+    """A plan repeated `n` times."""
+
+    plan: Plan
+    n: int
+
+    def __str__(self) -> str:
+        inner = str(self.plan)
+        return f"({inner})**{self.n}" if not isinstance(self.plan, Op) else f"{inner}**{self.n}"
+
+    def steps(self) -> Iterator[str]:
+        for _ in range(self.n):
+            yield from self.plan.steps()
+
+    def n_iterations(self) -> int:
+        return self.n * self.plan.n_iterations()
+
+    def count(self, name: str) -> int:
+        return self.n * self.plan.count(name)
+
+
+ER, HIO, RAAR, sup = Op("ER"), Op("HIO"), Op("RAAR"), Op("sup")
+
+_TOKEN = re.compile(r"\s*(?:(\*\*)|(\*)|(\()|(\))|(\d+)|([A-Za-z_][A-Za-z_0-9]*))")
+
+
+def parse(text: str) -> Plan:
+    """Parse a plan expression such as ``(sup * ER**5 * HIO**40)**20 * ER**100``.
+
+    Operator names are case-insensitive. Raises :class:`~sipflow.errors.PipelineError`
+    with the position of the first problem.
+    """
+    tokens: list[tuple[str, str, int]] = []
+    pos = 0
+    text = text.strip()
+    while pos < len(text):
+        m = _TOKEN.match(text, pos)
+        if not m or m.end() == pos:
+            raise PipelineError(f"plan {text!r}: unexpected character {text[pos]!r} at "
+                                f"position {pos}")
+        kind = ("pow", "mul", "lp", "rp", "num", "name")[m.lastindex - 1]
+        tokens.append((kind, m.group(m.lastindex), m.start(m.lastindex)))
+        pos = m.end()
+    i = 0
+
+    def peek() -> tuple[str, str, int] | None:
+        return tokens[i] if i < len(tokens) else None
+
+    def fail(msg: str) -> PipelineError:
+        where = peek()
+        at = f"at position {where[2]}" if where else "at the end"
+        return PipelineError(f"plan {text!r}: {msg} {at}. Example: "
+                             "'(sup * ER**5 * HIO**40)**20 * ER**100'")
+
+    def seq() -> Plan:
+        nonlocal i
+        parts = [power()]
+        while (t := peek()) and t[0] == "mul":
+            i += 1
+            parts.append(power())
+        return Seq.of(*parts)
+
+    def power() -> Plan:
+        nonlocal i
+        base = atom()
+        while (t := peek()) and t[0] == "pow":
+            i += 1
+            t = peek()
+            if not t or t[0] != "num":
+                raise fail("expected a whole number after '**'")
+            i += 1
+            n = int(t[1])
+            if n < 1:
+                raise fail("repeat counts must be at least 1")
+            base = base**n
+        return base
+
+    def atom() -> Plan:
+        nonlocal i
+        t = peek()
+        if t is None:
+            raise fail("expected an operator or '('")
+        if t[0] == "name":
+            i += 1
+            canon = _CANON.get(t[1].lower())
+            if canon is None:
+                raise PipelineError(f"plan {text!r}: unknown operator {t[1]!r} at position "
+                                    f"{t[2]}; valid: {', '.join(ITERATION_OPS + OTHER_OPS)}")
+            return Op(canon)
+        if t[0] == "lp":
+            i += 1
+            inner = seq()
+            if not (peek() and peek()[0] == "rp"):
+                raise fail("expected ')'")
+            i += 1
+            return inner
+        raise fail(f"unexpected {t[1]!r}")
+
+    if not tokens:
+        raise PipelineError("plan is empty; example: '(sup * ER**5 * HIO**40)**20 * ER**100'")
+    plan = seq()
+    if i != len(tokens):
+        raise fail(f"unexpected {tokens[i][1]!r}")
+    if plan.n_iterations() == 0:
+        raise PipelineError(f"plan {text!r} has no iterations (ER, HIO or RAAR)")
+    return plan

@@ -1,0 +1,192 @@
+"""Write simulated scans to HDF5 in the CXI, NeXus or Eiger (master + data) layout."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import hdf5plugin
+import h5py
+import numpy as np
+
+from ..errors import OutputError
+from ..physics import centred_farfield
+from ._objects import make_object
+
+_HC = 6.62607015e-34 * 299792458.0
+
+
+@dataclass(frozen=True)
+class Simulation:
+    """What to simulate.
+
+    Parameters
+    ----------
+    shape : tuple of int
+        Detector / array shape: (rows, cols) or (frames, rows, cols) [pixels].
+    kind : str
+        Object shape (see :func:`sipflow.simulate.make_object`).
+    extent : float
+        Object size as a fraction of the array (1/oversampling per axis).
+    phase_amplitude : float
+        Peak of the object's phase field [rad].
+    photons : float or None
+        Expected total counts; Poisson noise is drawn. None: noiseless float data.
+    beamstop : float
+        Radius of the central beamstop (masked, zero counts) [pixels]; 0 for none.
+    gaps : int
+        Width of one horizontal and one vertical detector gap [pixels]; 0 for none.
+    hot_pixels : int
+        Number of masked hot pixels (very large counts, flagged in the mask).
+    energy_eV, distance_m, pixel_size_m : float
+        Geometry written to the file.
+    seed : int
+    """
+
+    shape: tuple[int, ...] = (128, 128)
+    kind: str = "blob"
+    extent: float = 0.4
+    phase_amplitude: float = 1.0
+    photons: float | None = 1e9
+    beamstop: float = 0.0
+    gaps: int = 0
+    hot_pixels: int = 0
+    energy_eV: float = 8000.0
+    distance_m: float = 2.0
+    pixel_size_m: float = 75e-6
+    seed: int = 0
+    extra: dict = field(default_factory=dict)
+
+
+def simulate(sim: Simulation) -> dict[str, np.ndarray]:
+    """Arrays of a simulated measurement: intensity, mask (True = valid), obj, support.
+
+    The truth ``obj`` is scaled so that ``|F obj|^2`` (unitary FFT) is the expected
+    intensity: it is directly comparable to a reconstruction from these data.
+    """
+    if len(sim.shape) not in (2, 3):
+        raise ValueError(f"shape must be 2-D or 3-D, got {sim.shape}")
+    rng = np.random.default_rng(sim.seed)
+    obj = make_object(tuple(sim.shape), sim.kind, extent=sim.extent,
+                      phase_amplitude=sim.phase_amplitude, rng=rng)
+    support = np.abs(obj) > 0
+    expected = np.abs(centred_farfield(obj)) ** 2
+    if sim.photons is not None:
+        scale = sim.photons / expected.sum()
+        obj = obj * np.sqrt(scale)
+        expected = expected * scale
+        intensity = rng.poisson(expected).astype(np.float64)
+    else:
+        intensity = expected.copy()
+    mask = np.ones(sim.shape[-2:], bool)
+    centre = [n // 2 for n in sim.shape[-2:]]
+    if sim.beamstop > 0:
+        yy, xx = np.meshgrid(*[np.arange(n) - c for n, c in zip(sim.shape[-2:], centre,
+                                                                  strict=True)], indexing="ij")
+        mask &= yy**2 + xx**2 > sim.beamstop**2
+    if sim.gaps > 0:
+        row = centre[0] + sim.shape[-2] // 6
+        col = centre[1] - sim.shape[-1] // 5
+        mask[row:row + sim.gaps, :] = False
+        mask[:, col:col + sim.gaps] = False
+    full_mask = np.broadcast_to(mask, sim.shape).copy()
+    if sim.hot_pixels:
+        flat = rng.choice(full_mask.size, sim.hot_pixels, replace=False)
+        idx = np.unravel_index(flat, sim.shape)
+        intensity[idx] = 1e7
+        full_mask[idx] = False
+    intensity[~full_mask & (intensity < 1e7)] = 0
+    return {"intensity": intensity, "mask": full_mask, "obj": obj.astype(np.complex64),
+            "support": support}
+
+
+def _write_geometry(f: h5py.File, sim: Simulation, detector: str, source: str) -> None:
+    wavelength = _HC / (sim.energy_eV * 1.602176634e-19)
+    f[f"{source}/energy"] = sim.energy_eV * 1.602176634e-19
+    f[f"{source}/energy"].attrs["units"] = "J"
+    f[f"{source}/wavelength"] = wavelength
+    f[f"{source}/wavelength"].attrs["units"] = "m"
+    f[f"{detector}/distance"] = sim.distance_m
+    f[f"{detector}/distance"].attrs["units"] = "m"
+    for axis in ("x", "y"):
+        f[f"{detector}/{axis}_pixel_size"] = sim.pixel_size_m
+        f[f"{detector}/{axis}_pixel_size"].attrs["units"] = "m"
+
+
+def write_scan(path: str | Path, sim: Simulation | None = None, *, layout: str = "cxi",
+               overwrite: bool = False, frames_per_file: int = 64) -> Path:
+    """Simulate a scan and write it to `path` with the truth under
+    ``/entry_1/sample_1/sipflow_truth`` (``obj``, ``support``).
+
+    Parameters
+    ----------
+    path : str or Path
+        Output HDF5 file (for ``eiger``: the master file; data files are written
+        beside it as ``<stem>_data_NNNNNN.h5``).
+    sim : Simulation
+    layout : {"cxi", "nexus", "eiger"}
+        ``cxi``: ``/entry_1/instrument_1/detector_1/data`` (float or uint32) with a
+        mask; ``nexus``: an ``NXdata`` group with ``signal``; ``eiger``: uint32
+        frames in bitshuffle/LZ4 data files behind external links, with
+        ``detectorSpecific/pixel_mask``.
+    overwrite : bool
+        Replace an existing file.
+    """
+    sim = sim or Simulation()
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise OutputError(f"{path}: exists; pass overwrite=True (--overwrite) to replace it")
+    if not path.parent.is_dir():
+        raise OutputError(f"{path}: the folder {path.parent} does not exist")
+    arrays = simulate(sim)
+    intensity, mask = arrays["intensity"], arrays["mask"]
+    counts = intensity.astype(np.uint32) if sim.photons is not None else intensity.astype(
+        np.float32)
+    bad = (~mask).astype(np.uint32)  # NeXus/CXI: non-zero = bad pixel
+    mask2d = bad if bad.ndim == 2 else (bad if not np.all(bad == bad[0]) else bad[0])
+    tmp = path.with_name(f".{path.name}.partial")
+    try:
+        with h5py.File(tmp, "w") as f:
+            f.attrs["creator"] = "sipflow simulate"
+            if layout == "cxi":
+                f["cxi_version"] = 150
+                f["/entry_1/instrument_1/detector_1/data"] = counts
+                f["/entry_1/instrument_1/detector_1/mask"] = mask2d
+                f["/entry_1/data_1/data"] = h5py.SoftLink("/entry_1/instrument_1/detector_1/data")
+                _write_geometry(f, sim, "/entry_1/instrument_1/detector_1",
+                                "/entry_1/instrument_1/source_1")
+            elif layout == "nexus":
+                entry = f.create_group("entry")
+                entry.attrs["NX_class"] = "NXentry"
+                data = entry.create_group("measurement")
+                data.attrs["NX_class"] = "NXdata"
+                data.attrs["signal"] = "counts"
+                data["counts"] = counts
+                f["/entry/instrument/detector/pixel_mask"] = mask2d
+                _write_geometry(f, sim, "/entry/instrument/detector", "/entry/instrument/source")
+            elif layout == "eiger":
+                frames = counts if counts.ndim == 3 else counts[None]
+                frames = frames.astype(np.uint32)
+                f["/entry/instrument/detector/detectorSpecific/pixel_mask"] = mask2d
+                _write_geometry(f, sim, "/entry/instrument/detector", "/entry/instrument/source")
+                for k, start in enumerate(range(0, frames.shape[0], frames_per_file), start=1):
+                    dname = path.with_name(f"{path.stem}_data_{k:06d}.h5")
+                    with h5py.File(dname, "w") as d:
+                        d.create_dataset("/entry/data/data", data=frames[start:start +
+                                                                         frames_per_file],
+                                         chunks=(1, *frames.shape[1:]),
+                                         **hdf5plugin.Bitshuffle(cname="lz4"))
+                    f[f"/entry/data/data_{k:06d}"] = h5py.ExternalLink(dname.name,
+                                                                       "/entry/data/data")
+            else:
+                raise ValueError(f"unknown layout {layout!r}; choose cxi, nexus or eiger")
+            truth = f.create_group("/entry_1/sample_1/sipflow_truth")
+            truth["obj"] = arrays["obj"]
+            truth["support"] = arrays["support"]
+            truth.attrs["description"] = ("ground truth: |F obj|^2 (unitary FFT, centred) is the "
+                                          "expected intensity")
+            truth.attrs["simulation"] = repr(sim)
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
