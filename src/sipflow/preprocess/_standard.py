@@ -20,15 +20,19 @@ class StandardParams(StageParams):
     """Parameters of ``prep.standard``."""
 
     dark: bool = Field(True, description="Subtract the dark frame when the input has one.")
-    flat: bool = Field(False, description="Divide by the flat field (white field) when present; "
-                                          "pixels where it is <= 0 are masked.")
+    flat: bool = Field(False, description="Divide by the flat field (white field, normalised to "
+                                          "mean 1) when present; pixels below mean - 3 std of "
+                                          "it are masked.")
     threshold: float = Field(0.0, ge=0, description="Counts below this are set to 0 [photons].")
     on_invalid: Literal["error", "mask"] = Field(
         "error", description="NaN/Inf/negative raw counts on valid pixels: stop with an error, "
                              "or mask them.")
     sum_frames: bool = Field(False, description="Sum a stack of frames into one 2-D pattern.")
-    centre: Literal["max", "com", "none"] = Field(
-        "max", description="Move the pattern's maximum (or centre of mass) to index n//2.")
+    centre: Literal["max", "com", "symmetry", "none"] = Field(
+        "max", description="Point moved to index n//2: 'max' the maximum of the 3-pixel "
+                           "smoothed pattern, 'com' the centre of mass, 'symmetry' the centre "
+                           "of symmetry of the pattern's projections (real objects only: "
+                           "Friedel symmetry; robust to a beamstop), 'none' no shift.")
     size: int | list[int] | None = Field(
         None, description="Output size per axis after binning [pixels]; one int for all axes; "
                           "None keeps the full (centred) array.")
@@ -62,7 +66,15 @@ def _per_axis(value, ndim: int, name: str) -> list:
 
 def _peak(counts: np.ndarray, how: str) -> list[int]:
     if how == "max":
-        return [int(i) for i in np.unravel_index(np.argmax(counts), counts.shape)]
+        # maximum of the pattern smoothed over 3 pixels: robust to shot noise and single
+        # hot pixels, and exact for a centro-symmetric (Friedel) pattern
+        from scipy.ndimage import uniform_filter
+
+        smooth = uniform_filter(counts.astype(np.float64), size=3, mode="constant")
+        return [int(i) for i in np.unravel_index(np.argmax(smooth), counts.shape)]
+    if how == "symmetry":
+        return [_symmetry_centre(counts.sum(axis=tuple(a for a in range(counts.ndim) if a != ax),
+                                            dtype=np.float64)) for ax in range(counts.ndim)]
     total = counts.sum(dtype=np.float64)
     out = []
     for axis in range(counts.ndim):
@@ -70,6 +82,18 @@ def _peak(counts: np.ndarray, how: str) -> list[int]:
         profile = counts.sum(axis=other, dtype=np.float64)
         out.append(int(round(float((profile * np.arange(profile.size)).sum() / total))))
     return out
+
+
+def _symmetry_centre(profile: np.ndarray) -> int:
+    """Index about which a 1-D profile is most nearly symmetric (Friedel centre).
+
+    The correlation of the profile with its mirror image peaks at twice the centre;
+    a beamstop or a masked centre does not move it.
+    """
+    n = profile.size
+    p = profile - profile.mean()
+    corr = np.fft.irfft(np.fft.rfft(p, 2 * n) ** 2, 2 * n)  # sum_k p[k] p[m-k]
+    return int(round(np.argmax(corr[: 2 * n - 1]) / 2))
 
 
 def _window(a: np.ndarray, centre: list[int], shape: list[int], fill) -> np.ndarray:
@@ -117,11 +141,18 @@ class Standard(Stage):
             counts[counts < 0] = 0
             notes.append("dark subtracted")
         if params.flat and schema.FLAT in ds:
-            flat = np.broadcast_to(np.asarray(ds[schema.FLAT].values, np.float32), counts.shape)
-            good = flat > 0
+            flat = np.asarray(ds[schema.FLAT].values, np.float64)
+            positive = flat[flat > 0]
+            if positive.size == 0:
+                raise DataError(f"{ds.attrs.get('source', 'input')}: the flat field is <= 0 "
+                                "everywhere; set flat: false")
+            # pixels far below the typical response are dead or seams (cohere: mean - 3 std)
+            good = flat > max(positive.mean() - 3 * positive.std(), 0)
+            flat = flat / flat[good].mean()  # keep the photon scale
+            good = np.broadcast_to(good, counts.shape)
             mask &= good
             counts = np.where(good, counts / np.where(good, flat, 1), 0).astype(np.float32)
-            notes.append("flat-field corrected")
+            notes.append(f"flat-field corrected ({int((~good).sum())} pixels masked)")
         if params.threshold > 0:
             counts[counts < params.threshold] = 0
         counts[~mask] = 0
@@ -138,13 +169,8 @@ class Standard(Stage):
         window = [counts.shape[a] if s is None else s * b
                   for a, (s, b) in enumerate(zip(sizes, bins, strict=True))]
         if params.size is None:
-            # keep everything: the largest window centred on the peak that fits
-            window = [2 * min(c, n - c) if params.centre != "none" else n
-                      for c, n in zip(centre, counts.shape, strict=True)]
-            window = [w - w % (2 * b) for w, b in zip(window, bins, strict=True)]
-            if min(window) < 8:
-                raise DataError(f"{ds.attrs.get('source', 'input')}: the peak at {centre} is "
-                                "too close to the edge to centre it; give prep.standard a size")
+            # keep the detector's size; pixels moved in from beyond its edge are masked
+            window = [n - n % (2 * b) for n, b in zip(counts.shape, bins, strict=True)]
         counts = _window(counts, centre, window, np.float32(0))
         mask = _window(mask, centre, window, False)
         if any(b > 1 for b in bins):

@@ -157,6 +157,8 @@ def iterate(intensity: torch.Tensor, mask: torch.Tensor, plan: Plan, runs: int,
     for op in plan.steps():
         if op == "sup":
             sigma = next(sigmas)
+            if it == 0:  # nothing to shrink-wrap before the first iteration
+                continue
             new = shrinkwrap(x, support, sigma, settings.shrinkwrap_threshold,
                              settings.shrinkwrap_method, ndim)
             frac = new.sum(dim=dims).to(rdtype) / size

@@ -11,7 +11,8 @@ ER, HIO, RAAR
     One iteration of error reduction, hybrid input-output, relaxed averaged
     alternating reflections (SCIENCE.md §1).
 sup
-    A shrinkwrap support update (no iteration).
+    A shrinkwrap support update (no iteration). A ``sup`` before the first
+    iteration keeps the initial support: there is no iterate to wrap yet.
 """
 
 from __future__ import annotations

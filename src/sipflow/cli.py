@@ -1,0 +1,337 @@
+"""The ``sipflow`` command line.
+
+Every user error ends with a one-paragraph message on stderr and a non-zero
+exit status (2 for bad input/pipeline/output, 3 when a reconstruction fails);
+``--debug`` shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from . import __version__
+from .errors import PipelineError, SipflowError
+
+
+def _stderr(msg: str) -> None:
+    print(msg, file=sys.stderr)
+
+
+def _prefect_env() -> None:
+    # No telemetry from beamline machines; an offline host otherwise logs DNS errors.
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+
+
+class _Bar:
+    """A rich progress bar fed with ProgressRecords (one task per stage)."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled and sys.stderr.isatty()
+        self.progress = None
+        self.tasks: dict[str, Any] = {}
+
+    def __enter__(self):
+        if self.enabled:
+            from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+            self.progress = Progress(TextColumn("{task.description}"), BarColumn(),
+                                     TextColumn("{task.completed}/{task.total}"),
+                                     TextColumn("{task.fields[metrics]}"),
+                                     TimeRemainingColumn(), transient=False)
+            self.progress.__enter__()
+        return self
+
+    def __call__(self, record) -> None:
+        metrics = " ".join(f"{k}={v:.3g}" for k, v in record.metrics.items())
+        if self.progress is None:
+            if record.iteration == record.total:
+                _stderr(f"{record.stage}: {record.iteration}/{record.total} {metrics}")
+            return
+        if record.stage not in self.tasks:
+            self.tasks[record.stage] = self.progress.add_task(record.stage, total=record.total,
+                                                              metrics="")
+        self.progress.update(self.tasks[record.stage], completed=record.iteration,
+                             metrics=metrics)
+
+    def __exit__(self, *exc) -> None:
+        if self.progress is not None:
+            self.progress.__exit__(*exc)
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    from .simulate import Simulation, write_scan
+
+    photons = None if str(args.photons).lower() in ("none", "0", "inf") else float(args.photons)
+    shape = tuple(args.shape)
+    if len(shape) not in (2, 3) or min(shape) < 8:
+        raise PipelineError(f"--shape must be 2 or 3 sizes of at least 8 pixels, got {shape}")
+    kind = args.kind or ("blob" if len(shape) == 2 else "crystal")
+    from .simulate import SHAPES
+
+    if kind not in SHAPES[len(shape)]:
+        raise PipelineError(f"--kind {kind!r} is not a {len(shape)}-D shape; choose from "
+                            f"{', '.join(SHAPES[len(shape)])}")
+    sim = Simulation(shape=shape, kind=kind, extent=args.extent, photons=photons,
+                     beamstop=args.beamstop, gaps=args.gaps, hot_pixels=args.hot_pixels,
+                     phase_amplitude=args.phase, seed=args.seed)
+    path = write_scan(args.output, sim, layout=args.layout, overwrite=args.overwrite)
+    print(f"wrote {path} ({args.layout}, {shape}, {kind}, "
+          f"{'noiseless' if photons is None else f'{photons:.3g} photons'})")
+    return 0
+
+
+def _run(pipeline: str, input_path: str, output: str, *, engine: str, device: str,
+         seed: int | None, overwrite: bool, dtype: str, load_options: dict[str, Any],
+         progress: bool = True) -> Path:
+    from .io import check_writable, save
+    from .pipeline import Pipeline
+
+    pipe = Pipeline.load(pipeline)  # validated before any data is read
+    if not Path(input_path).exists():
+        raise SipflowError(f"{input_path}: no such file")
+    check_writable(output, overwrite=overwrite)
+    with _Bar(progress) as bar:
+        if engine == "local":
+            from ._api import run_pipeline
+
+            ds = run_pipeline(pipe, input_path, device=device, seed=seed, progress=bar,
+                              dtype=dtype, **load_options)
+            return save(ds, output, overwrite=overwrite)
+        _prefect_env()
+        from .orchestration import process_scan, set_progress_sink
+
+        set_progress_sink(bar)
+        try:
+            result = process_scan(str(input_path), pipe.text, str(output), device=device,
+                                  seed=seed, dtype=dtype, overwrite=overwrite,
+                                  load_options=load_options)
+        finally:
+            set_progress_sink(None)
+        return Path(result["output"])
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    options = {"dataset": args.dataset} if args.dataset else {}
+    out = _run(args.pipeline, args.input, args.output, engine=args.engine, device=args.device,
+               seed=args.seed, overwrite=args.overwrite, dtype=args.dtype, load_options=options)
+    from .io import open_result
+    from .report import print_table, summary_rows
+
+    print_table(summary_rows(open_result(out)), f"sipflow result {out}")
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from . import schema
+    from .analyse import compute_metrics
+    from .io import open_result
+
+    ds = open_result(args.result, load=True)
+    if args.truth:
+        from .io import load
+
+        truth = load(args.truth, checksum=False)
+        if schema.OBJ_TRUE not in truth:
+            raise SipflowError(f"{args.truth}: holds no ground truth "
+                               "(/entry_1/sample_1/sipflow_truth/obj)")
+        if truth[schema.OBJ_TRUE].shape != ds[schema.OBJ].shape:
+            raise SipflowError(f"{args.truth}: truth has shape {truth[schema.OBJ_TRUE].shape} "
+                               f"but the result's obj is {ds[schema.OBJ].shape}")
+        ds[schema.OBJ_TRUE] = (ds[schema.OBJ].dims, truth[schema.OBJ_TRUE].values)
+        if schema.SUPPORT_TRUE in truth:
+            ds[schema.SUPPORT_TRUE] = (ds[schema.OBJ].dims, truth[schema.SUPPORT_TRUE].values)
+    if schema.OBJ not in ds:
+        raise SipflowError(f"{args.result}: has no reconstructed object 'obj' to evaluate")
+    metrics = compute_metrics(ds)
+    if args.json:
+        print(json.dumps(metrics, indent=2))
+    else:
+        from .report import print_table
+
+        ds.attrs["metrics"] = metrics
+        from .report import summary_rows
+
+        rows = summary_rows(ds)
+        print_table(rows, f"evaluation of {args.result}")
+    return 0
+
+
+def cmd_plugins(args: argparse.Namespace) -> int:
+    from .plugins import get_registry
+
+    reg = get_registry()
+    rows = [{"name": p.name, "version": p.version, "origin": p.origin, "stages": p.stages,
+             "readers": p.readers, "templates": p.templates, "error": p.error}
+            for p in reg.plugins]
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="sipflow plugins")
+    for col in ("plugin", "version", "origin", "provides", "status"):
+        table.add_column(col)
+    for r in rows:
+        provides = ", ".join(r["stages"] + [f"reader:{x}" for x in r["readers"]]
+                             + [f"template:{x}" for x in r["templates"]])
+        table.add_row(r["name"], r["version"], r["origin"], provides,
+                      f"[red]failed: {r['error']}[/red]" if r["error"] else "ok")
+    Console().print(table)
+    return 0
+
+
+def cmd_stages(args: argparse.Namespace) -> int:
+    from .plugins import get_registry
+
+    reg = get_registry()
+    out = []
+    for name, cls in sorted(reg.stages.items()):
+        schema_ = cls.Params.model_json_schema()
+        params = []
+        for pname, field in cls.Params.model_fields.items():
+            params.append({"name": pname, "default": _json_default(field.default),
+                           "type": schema_["properties"][pname].get("type")
+                           or str(field.annotation), "doc": field.description or ""})
+        out.append({"name": name, "version": cls.version, "summary": cls.summary(),
+                    "doc": (cls.__doc__ or "").strip(), "requires": list(cls.requires),
+                    "heavy": cls.heavy, "params": params})
+    if args.json:
+        print(json.dumps(out, indent=2))
+        return 0
+    for st in out:
+        print(f"{st['name']} (v{st['version']}): {st['summary']}")
+        for p in st["params"]:
+            print(f"    {p['name']} = {p['default']!r}: {p['doc']}")
+        print()
+    return 0
+
+
+def _json_default(value: Any) -> Any:
+    try:
+        json.dumps(value)
+        return value
+    except TypeError:
+        return str(value)
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from .pipeline import Pipeline
+
+    pipe = Pipeline.load(args.pipeline)
+    print(f"{pipe.origin}: valid pipeline {pipe.name!r} with "
+          f"{len(pipe.steps)} stages: {', '.join(s.stage.name for s in pipe.steps)}")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .io import open_result
+    from .report import print_table, quicklook, summary_rows
+    from .simulate import Simulation, write_scan
+
+    out_dir = Path(args.out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    scan = out_dir / "demo_scan.h5"
+    write_scan(scan, Simulation(shape=(128, 128), kind="blob", photons=1e9, beamstop=2,
+                                seed=args.seed), overwrite=True)
+    print(f"simulated {scan}: 128x128 pattern, 1e9 photons, beamstop radius 2 px")
+    store = out_dir / "demo_result.zarr"
+    out = _run("default", str(scan), str(store), engine=args.engine, device=args.device,
+               seed=args.seed, overwrite=True, dtype="float32", load_options={})
+    ds = open_result(out, load=True)
+    print_table(summary_rows(ds), f"sipflow demo ({args.engine} engine): {out}")
+    png = quicklook(ds, out_dir / "demo_quicklook.png", title="sipflow demo")
+    print(f"quick-look: {png}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="sipflow", description="Coherent-imaging workflows: HDF5 "
+                                "in, plugin stages, Zarr out.")
+    p.add_argument("--version", action="version", version=f"sipflow {__version__}")
+    p.add_argument("--debug", action="store_true", help="show tracebacks")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("simulate", help="write a simulated scan (with its truth) to HDF5")
+    s.add_argument("output")
+    s.add_argument("--shape", type=int, nargs="+", default=[128, 128])
+    s.add_argument("--kind", default=None, help="object shape (2-D: blob, ellipse, hexagon, "
+                   "cells; 3-D: crystal, ellipsoid, blob)")
+    s.add_argument("--extent", type=float, default=0.4, help="object size / array size")
+    s.add_argument("--photons", default="1e9", help="total photons, or 'none' for noiseless")
+    s.add_argument("--beamstop", type=float, default=0.0, help="beamstop radius [pixels]")
+    s.add_argument("--gaps", type=int, default=0, help="detector gap width [pixels]")
+    s.add_argument("--hot-pixels", type=int, default=0)
+    s.add_argument("--phase", type=float, default=1.0, help="phase field amplitude [rad]")
+    s.add_argument("--layout", choices=["cxi", "nexus", "eiger"], default="cxi")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--overwrite", action="store_true")
+    s.set_defaults(func=cmd_simulate)
+
+    r = sub.add_parser("run", help="run a pipeline on one scan and write a Zarr store")
+    r.add_argument("pipeline", help="template name (default, cdi, bcdi) or YAML file")
+    r.add_argument("input", help="HDF5 detector file")
+    r.add_argument("-o", "--output", required=True, help="result store (.zarr)")
+    r.add_argument("--engine", choices=["prefect", "local"], default="prefect")
+    r.add_argument("--device", default="auto")
+    r.add_argument("--seed", type=int, default=None)
+    r.add_argument("--dtype", choices=["float32", "float64"], default="float32")
+    r.add_argument("--dataset", default=None, help="HDF5 path of the frames")
+    r.add_argument("--overwrite", action="store_true")
+    r.set_defaults(func=cmd_run)
+
+    e = sub.add_parser("evaluate", help="figures of merit of a result store")
+    e.add_argument("result")
+    e.add_argument("--truth", default=None, help="simulated HDF5 file holding the truth")
+    e.add_argument("--json", action="store_true")
+    e.set_defaults(func=cmd_evaluate)
+
+    pl = sub.add_parser("plugins", help="list installed plugins")
+    pl.add_argument("--json", action="store_true")
+    pl.set_defaults(func=cmd_plugins)
+
+    st = sub.add_parser("stages", help="list stages with their parameters")
+    st.add_argument("--json", action="store_true")
+    st.set_defaults(func=cmd_stages)
+
+    v = sub.add_parser("validate", help="validate a pipeline without reading data")
+    v.add_argument("pipeline")
+    v.set_defaults(func=cmd_validate)
+
+    d = sub.add_parser("demo", help="simulate a scan, run the default pipeline, show results")
+    d.add_argument("--out", default="demo-output")
+    d.add_argument("--engine", choices=["prefect", "local"], default="prefect")
+    d.add_argument("--device", default="auto")
+    d.add_argument("--seed", type=int, default=0)
+    d.set_defaults(func=cmd_demo)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except SipflowError as exc:
+        if args.debug:
+            raise
+        _stderr(f"sipflow: error: {exc}")
+        return exc.exit_code
+    except KeyboardInterrupt:
+        _stderr("sipflow: interrupted; no result was written")
+        return 130
+    except Exception as exc:
+        if args.debug:
+            raise
+        _stderr(f"sipflow: internal error: {type(exc).__name__}: {exc}. This is a bug or an "
+                "unexpected input; rerun with --debug for the traceback and report it.")
+        return 1
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

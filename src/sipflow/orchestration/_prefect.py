@@ -1,0 +1,208 @@
+"""Prefect flows over sipflow pipelines: one scan, and many scans.
+
+Prefect wraps; it does not own the science. Each stage is one task that reads
+its input store, runs the stage with :func:`sipflow._api.run_step` (the same
+code as the in-process engine) and writes its output store; tasks exchange
+paths, never arrays. Heavy stages are tagged ``gpu`` (plus their kind:
+``prep``, ``phase``, ``analyse``) so a deployment can route or limit them.
+
+Resume: intermediate stores live in ``<output>.sipflow-work/``, named by a
+hash of everything that determines them (input file hash, the stage and its
+parameters, the seed, device and precision). A rerun after a failure reuses
+every complete intermediate and recomputes only what is missing; the work
+folder is removed once the final store is complete.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import shutil
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from prefect import flow, get_run_logger, task
+from prefect.cache_policies import NONE
+from prefect.runtime import flow_run
+
+from .._api import base_provenance, run_step, stage_seed
+from ..errors import SipflowError
+from ..io import check_writable, is_complete, load, open_result, save
+from ..pipeline import Pipeline
+from ..stage import Context, ProgressRecord
+
+_sink: Callable[[ProgressRecord], None] | None = None
+
+
+def set_progress_sink(fn: Callable[[ProgressRecord], None] | None) -> None:
+    """Send progress records of in-process task runs to `fn` (e.g. a CLI progress bar)."""
+    global _sink
+    _sink = fn
+
+
+def _key(*parts: Any) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+def _progress(logger: logging.Logger | logging.LoggerAdapter) -> Callable[[ProgressRecord], None]:
+    def report(record: ProgressRecord) -> None:
+        metrics = ", ".join(f"{k}={v:.4g}" for k, v in record.metrics.items())
+        logger.info("%s: iteration %d/%d %s", record.stage, record.iteration, record.total,
+                    metrics)
+        if _sink is not None:
+            _sink(record)
+
+    return report
+
+
+@task(name="read-input", cache_policy=NONE)
+def read_input(input_path: str, load_options: dict[str, Any], work_dir: str) -> dict[str, Any]:
+    """Read the detector file into the first intermediate store; return its path and key."""
+    ds = load(input_path, **load_options)
+    key = _key(ds.attrs.get("source_sha256"), ds.attrs.get("source_dataset"), load_options)
+    out = Path(work_dir) / f"00-input-{key}.zarr"
+    if not is_complete(out):
+        if out.exists():
+            shutil.rmtree(out)
+        save(ds, out)
+    return {"path": str(out), "key": key}
+
+
+@task(name="stage", cache_policy=NONE)
+def run_stage(index: int, spec: dict[str, Any], pipeline_text: str, previous: dict[str, Any],
+              work_dir: str, device: str, seed: int, dtype: str) -> dict[str, Any]:
+    """Run stage `index` of the pipeline on the store `previous["path"]`."""
+    logger = get_run_logger()
+    step = Pipeline.load(pipeline_text).steps[index]
+    key = _key(previous["key"], spec, seed, device, dtype)
+    out = Path(work_dir) / f"{index + 1:02d}-{step.stage.name}-{key}.zarr"
+    record_file = out.with_suffix(".json")
+    if is_complete(out) and record_file.is_file():
+        logger.info("%s: reusing %s from an earlier run", step.stage.name, out.name)
+        return {"path": str(out), "key": key, "record": json.loads(record_file.read_text()),
+                "reused": True}
+    ds = open_result(previous["path"])
+    ctx = Context(device=device, seed=seed, logger=logger, progress=_progress(logger),
+                  dtype=dtype)
+    result, record = run_step(step, ds, ctx)
+    if out.exists():
+        shutil.rmtree(out)
+    save(result, out)
+    record_file.write_text(json.dumps(record))
+    return {"path": str(out), "key": key, "record": record, "reused": False}
+
+
+@task(name="write-result", cache_policy=NONE)
+def write_result(last: dict[str, Any], output: str, provenance: dict[str, Any],
+                 overwrite: bool) -> str:
+    """Copy the last intermediate to `output` with full provenance (atomic, marked complete)."""
+    ds = open_result(last["path"], load=True)
+    ds.attrs["provenance"] = provenance
+    return str(save(ds, output, overwrite=overwrite))
+
+
+def _run_name() -> str:
+    params = flow_run.parameters
+    return f"sipflow-{Path(params.get('input_path', 'scan')).stem}"
+
+
+@flow(name="sipflow-process-scan", flow_run_name=_run_name, log_prints=True)
+def process_scan(input_path: str, pipeline: str, output: str, device: str = "auto",
+                 seed: int | None = None, dtype: str = "float32", overwrite: bool = False,
+                 load_options: dict[str, Any] | None = None,
+                 keep_intermediate: bool = False) -> dict[str, Any]:
+    """Process one scan: read -> every stage as a task -> write one Zarr store.
+
+    Steps
+    -----
+    1. Validate the pipeline and the output path (before any data is read).
+    2. ``read-input``: HDF5 -> first intermediate store.
+    3. One ``stage`` task per pipeline step (tags: kind, and ``gpu`` when heavy).
+    4. ``write-result``: final store with provenance, marked complete last.
+
+    Parameters
+    ----------
+    input_path : str
+        Detector file.
+    pipeline : str
+        Template name, path to a YAML file, or YAML text.
+    output : str
+        Result store to create (``.zarr``).
+    device, seed, dtype
+        As for :func:`sipflow.run_pipeline`; a drawn seed is recorded in provenance.
+    overwrite : bool
+        Replace an existing result (only once the new one is complete).
+    load_options : dict, optional
+        Reader options (e.g. ``{"dataset": "/entry/data/data"}``).
+    keep_intermediate : bool
+        Keep ``<output>.sipflow-work/`` after success.
+
+    Returns
+    -------
+    dict
+        ``output`` path, ``metrics``, ``seed`` and per-stage wall times.
+    """
+    logger = get_run_logger()
+    pipe = Pipeline.load(pipeline)
+    check_writable(output, overwrite=overwrite)
+    device = Context.resolve_device(device)
+    seed = Context.new_seed() if seed is None else int(seed)
+    options = pipe.input | (load_options or {})
+    work = Path(str(output) + ".sipflow-work")
+    work.mkdir(exist_ok=True)
+    t0 = time.perf_counter()
+    current = read_input(str(input_path), options, str(work))
+    records = []
+    for index, step in enumerate(pipe.steps):
+        tags = [step.stage.kind()] + (["gpu"] if step.stage.heavy else [])
+        stage_task = run_stage.with_options(name=f"{index + 1:02d}-{step.stage.name}", tags=tags)
+        current = stage_task(index, step.spec(), pipe.text, current, str(work), device,
+                             stage_seed(seed, index), dtype)
+        records.append(current["record"] | {"reused": current["reused"]})
+    first = open_result(current["path"])
+    provenance = base_provenance(pipe, first, device, seed, engine="prefect")
+    provenance["stages"] = records
+    provenance["wall_s"] = round(time.perf_counter() - t0, 4)
+    provenance["prefect_flow_run_id"] = str(flow_run.id)
+    metrics = first.attrs.get("metrics", {})
+    out = write_result(current, str(output), provenance, overwrite)
+    if not keep_intermediate:
+        shutil.rmtree(work, ignore_errors=True)
+    logger.info("wrote %s", out)
+    return {"output": out, "metrics": metrics, "seed": seed,
+            "stages": [{"use": r["use"], "wall_s": r["wall_s"]} for r in records]}
+
+
+@flow(name="sipflow-process-scans", log_prints=True)
+def process_scans(inputs: list[str], pipeline: str, output_dir: str, device: str = "auto",
+                  seed: int | None = None, overwrite: bool = False) -> list[dict[str, Any]]:
+    """Process many scans, one ``sipflow-process-scan`` subflow each.
+
+    A scan that fails is reported and the others still run; the flow fails at the
+    end if any scan failed. Outputs are ``<output_dir>/<input stem>.zarr``.
+    """
+    logger = get_run_logger()
+    Pipeline.load(pipeline)  # validate once, before any scan
+    results: list[dict[str, Any]] = []
+    for path in inputs:
+        out = str(Path(output_dir) / f"{Path(path).stem}.zarr")
+        state = process_scan(path, pipeline, out, device=device, seed=seed,
+                             overwrite=overwrite, return_state=True)
+        if state.is_completed():
+            results.append({"input": path} | state.result())
+        else:
+            try:
+                state.result()
+                reason = str(state.message)
+            except Exception as exc:  # the subflow's own error, reported per scan
+                reason = f"{type(exc).__name__}: {exc}"
+            logger.error("scan %s failed: %s", path, reason)
+            results.append({"input": path, "output": None, "error": reason})
+    failed = [r for r in results if r.get("error")]
+    if failed:
+        raise SipflowError(f"{len(failed)} of {len(inputs)} scans failed: "
+                           + "; ".join(f"{r['input']}: {r['error']}" for r in failed))
+    return results

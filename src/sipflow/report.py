@@ -1,0 +1,102 @@
+"""Human-facing summaries of a result: a metrics table and a PNG quick-look."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import xarray as xr
+
+from . import schema
+
+
+def summary_rows(ds: xr.Dataset) -> list[tuple[str, str]]:
+    """(name, value) rows describing a result: shapes, runs, metrics, wall times."""
+    rows: list[tuple[str, str]] = []
+    if schema.INTENSITY in ds:
+        rows.append(("intensity", f"{tuple(ds[schema.INTENSITY].shape)}"))
+    if schema.OBJ in ds:
+        rows.append(("object", f"{tuple(ds[schema.OBJ].shape)} {ds[schema.OBJ].dtype}"))
+    pc = ds.attrs.get("phase_classic")
+    if pc:
+        rows.append(("plan", pc["plan"]))
+        rows.append(("runs ok", f"{sum(s == 'ok' for s in pc['run_status'])}"
+                                f"/{len(pc['run_status'])} (best: run {pc['best_run']})"))
+    for key, value in (ds.attrs.get("metrics") or {}).items():
+        if isinstance(value, float):
+            rows.append((key, f"{value:.4g}"))
+        elif isinstance(value, list):
+            rows.append((key, "[" + ", ".join(f"{v:.3g}" if isinstance(v, float) else str(v)
+                                              for v in value) + "]"))
+        else:
+            rows.append((key, str(value)))
+    prov = ds.attrs.get("provenance") or {}
+    for st in prov.get("stages", []):
+        rows.append((f"time {st['use']}", f"{st['wall_s']:.2f} s"))
+    if prov:
+        rows.append(("device / seed", f"{prov.get('device')} / {prov.get('seed')}"))
+    return rows
+
+
+def print_table(rows: list[tuple[str, str]], title: str) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=title)
+    table.add_column("quantity")
+    table.add_column("value")
+    for k, v in rows:
+        table.add_row(k, v)
+    Console().print(table)
+
+
+def _central(a: np.ndarray) -> np.ndarray:
+    return a[a.shape[0] // 2] if a.ndim == 3 else a
+
+
+def quicklook(ds: xr.Dataset, path: str | Path, title: str = "") -> Path:
+    """Write a PNG: log intensity, amplitude, phase (cyclic, in support) and LLK curves.
+
+    3-D data show their central slice. Returns the PNG path.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels: list[tuple[str, Any]] = []
+    if schema.INTENSITY in ds:
+        panels.append(("log10 intensity", np.log10(1 + _central(np.asarray(
+            ds[schema.INTENSITY].values, float)))))
+    if schema.OBJ in ds:
+        obj = _central(np.asarray(ds[schema.OBJ].values))
+        support = (_central(np.asarray(ds[schema.SUPPORT].values)) if schema.SUPPORT in ds
+                   else np.abs(obj) > 0.1 * np.abs(obj).max())
+        panels.append(("amplitude", np.abs(obj)))
+        panels.append(("phase [rad] in support", np.ma.masked_where(~support, np.angle(obj))))
+    fig, axes = plt.subplots(1, len(panels) + 1, figsize=(4 * (len(panels) + 1), 4))
+    for ax, (name, img) in zip(axes, panels, strict=False):
+        cmap = "twilight" if "phase" in name else "gray" if name == "amplitude" else "viridis"
+        kw = {"vmin": -np.pi, "vmax": np.pi} if "phase" in name else {}
+        im = ax.imshow(img, cmap=cmap, **kw)
+        ax.set_title(name)
+        ax.axis("off")
+        fig.colorbar(im, ax=ax, fraction=0.046)
+    ax = axes[-1]
+    if schema.LLK in ds:
+        llk = np.asarray(ds[schema.LLK].values)
+        its = np.asarray(ds[schema.ITER].values)
+        for r in range(llk.shape[0]):
+            ax.semilogy(its, np.clip(llk[r], 1e-12, None), label=f"run {r}")
+        ax.set_xlabel("iteration")
+        ax.set_title("Poisson LLK")
+        ax.legend(fontsize=7)
+    else:
+        ax.axis("off")
+    fig.suptitle(title)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+    return path
