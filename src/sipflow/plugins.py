@@ -178,6 +178,11 @@ def build_registry(load_entry_points: bool = True, extra: tuple[object, ...] = (
         try:
             plugin = load()
             pm.register(plugin, name=info.name)
+            try:
+                pm.check_pending()  # a misspelled hook name fails this plugin, not the others
+            except Exception:
+                pm.unregister(plugin)
+                raise
             snapshot = (dict(stages), dict(owners), list(readers), dict(templates))
             try:
                 _collect(pm, info, stages, owners, readers, templates)
@@ -190,7 +195,6 @@ def build_registry(load_entry_points: bool = True, extra: tuple[object, ...] = (
             info.error = f"{type(exc).__name__}: {exc}"
             if info.origin == "builtin":
                 raise
-    pm.check_pending()
     return Registry(pm, plugins, stages, readers, templates)
 
 

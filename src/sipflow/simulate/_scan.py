@@ -37,7 +37,8 @@ class Simulation:
     gaps : int
         Width of one horizontal and one vertical detector gap [pixels]; 0 for none.
     hot_pixels : int
-        Number of masked hot pixels (very large counts, flagged in the mask).
+        Number of hot pixels: very large counts on valid pixels, *not* flagged in
+        the mask (their positions are returned by :func:`simulate` as ``hot``).
     energy_eV, distance_m, pixel_size_m : float
         Geometry written to the file.
     seed : int
@@ -59,7 +60,7 @@ class Simulation:
 
 
 def simulate(sim: Simulation) -> dict[str, np.ndarray]:
-    """Arrays of a simulated measurement: intensity, mask (True = valid), obj, support.
+    """Arrays of a simulated measurement: intensity, mask (True = valid), obj, support, hot.
 
     The truth ``obj`` is scaled so that ``|F obj|^2`` (unitary FFT) is the expected
     intensity: it is directly comparable to a reconstruction from these data.
@@ -90,14 +91,16 @@ def simulate(sim: Simulation) -> dict[str, np.ndarray]:
         mask[row:row + sim.gaps, :] = False
         mask[:, col:col + sim.gaps] = False
     full_mask = np.broadcast_to(mask, sim.shape).copy()
+    intensity[~full_mask] = 0
+    hot = np.zeros(sim.shape, bool)
     if sim.hot_pixels:
-        flat = rng.choice(full_mask.size, sim.hot_pixels, replace=False)
-        idx = np.unravel_index(flat, sim.shape)
-        intensity[idx] = 1e7
-        full_mask[idx] = False
-    intensity[~full_mask & (intensity < 1e7)] = 0
+        # hot pixels the detector mask does not know about (as on a real detector)
+        flat = rng.choice(np.flatnonzero(full_mask), sim.hot_pixels, replace=False)
+        hot.flat[flat] = True
+        intensity[hot] = intensity[hot] + rng.uniform(1e3, 1e5, sim.hot_pixels) * max(
+            float(intensity.max()) / 1e5, 1.0)
     return {"intensity": intensity, "mask": full_mask, "obj": obj.astype(np.complex64),
-            "support": support}
+            "support": support, "hot": hot}
 
 
 def _write_geometry(f: h5py.File, sim: Simulation, detector: str, source: str) -> None:

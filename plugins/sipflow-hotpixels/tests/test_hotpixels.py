@@ -1,0 +1,43 @@
+"""Tests of the example plugin, written only against sipflow's public testing API."""
+
+import numpy as np
+import sipflow
+from sipflow.simulate import Simulation, simulate
+from sipflow.testing import assert_stage_contract, simulated_dataset
+from sipflow_hotpixels import HotPixels
+
+
+def test_contract():
+    assert_stage_contract(HotPixels, simulated_dataset((32, 32), photons=1e7, hot_pixels=5))
+
+
+def test_finds_the_hot_pixels_and_nothing_else():
+    sim = Simulation(shape=(96, 96), photons=1e8, hot_pixels=12, seed=3)
+    truth = simulate(sim)["hot"]
+    ds = simulated_dataset((96, 96), photons=1e8, hot_pixels=12, seed=3)
+    out = HotPixels()(ds)
+    found = ~out["mask"].values & ds["mask"].values
+    assert found[truth].all(), "every injected hot pixel is masked"
+    assert (found & ~truth).sum() <= 2, "almost no false positives on a clean pattern"
+    assert out.attrs["hot_pixels_masked"] == found.sum()
+
+
+def test_registered_through_entry_point():
+    from sipflow.plugins import get_registry
+
+    reg = get_registry()
+    assert reg.stages["prep.hot_pixels"] is HotPixels
+    info = next(p for p in reg.plugins if p.name == "hotpixels")
+    assert info.origin.startswith("entry point of sipflow-hotpixels") and info.error is None
+    assert "hotpixels" in reg.templates
+
+
+def test_pipeline_with_the_plugin_beats_the_one_without():
+    ds = simulated_dataset((64, 64), photons=1e9, hot_pixels=8, seed=1)
+    with_plugin = sipflow.run_pipeline("hotpixels", ds, seed=0)
+    without = sipflow.run_pipeline("default", ds, seed=0)
+    e_with = with_plugin.attrs["metrics"]["error"]
+    e_without = without.attrs["metrics"]["error"]
+    assert e_with < 0.15, e_with
+    assert e_with < 0.5 * e_without, (e_with, e_without)
+    assert np.isfinite(with_plugin["obj"].values).all()

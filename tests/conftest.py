@@ -1,0 +1,48 @@
+"""Shared fixtures. Prefect runs embedded (ephemeral) with a private PREFECT_HOME."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import pytest
+
+# Must be set before Prefect is imported anywhere in this process.
+_PREFECT_HOME = tempfile.mkdtemp(prefix="sipflow-prefect-home-")
+os.environ["PREFECT_HOME"] = _PREFECT_HOME
+os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
+os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+os.environ.pop("PREFECT_API_URL", None)
+
+REAL_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "real"
+REAL_SCAN = REAL_DIR / "aps34idc_au_bcdi_scan54" / "aps34idc_staff20-1a_S0054.h5"
+REAL_SHA256 = "9faefd99c55e2a19330f8ef295ba03f8ad529c5e2709d6852a0ab55cb5f0ce63"
+
+
+@pytest.fixture(scope="session")
+def real_scan() -> Path:
+    """The measured APS 34-ID-C gold-crystal scan (skipped when ../shared is absent)."""
+    if not REAL_SCAN.is_file():
+        pytest.skip(f"real data not found at {REAL_SCAN} (../shared/data/real is not checked "
+                    "out beside the project)")
+    return REAL_SCAN
+
+
+@pytest.fixture(scope="session")
+def scans(tmp_path_factory) -> dict[str, Path]:
+    """Simulated scans written once per session, in each layout."""
+    from sipflow.simulate import Simulation, write_scan
+
+    d = tmp_path_factory.mktemp("scans")
+    return {
+        "2d": write_scan(d / "blob2d.h5", Simulation(shape=(64, 64), photons=None, seed=1)),
+        "2d_noisy": write_scan(d / "blob2d_noisy.h5",
+                               Simulation(shape=(64, 64), photons=1e8, beamstop=1.5, gaps=2,
+                                          seed=2), layout="nexus"),
+        "3d": write_scan(d / "crystal3d.h5", Simulation(shape=(32, 32, 32), kind="crystal",
+                                                        photons=None, seed=3)),
+        "eiger3d": write_scan(d / "eiger3d.h5", Simulation(shape=(40, 48, 48), kind="crystal",
+                                                           photons=1e9, seed=4),
+                              layout="eiger", frames_per_file=16),
+    }
