@@ -139,11 +139,20 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         if schema.OBJ_TRUE not in truth:
             raise SipflowError(f"{args.truth}: holds no ground truth "
                                "(/entry_1/sample_1/sipflow_truth/obj)")
-        if truth[schema.OBJ_TRUE].shape != ds[schema.OBJ].shape:
-            raise SipflowError(f"{args.truth}: truth has shape {truth[schema.OBJ_TRUE].shape} "
+        obj_true = truth[schema.OBJ_TRUE].values
+        window = ds.attrs.get("prep_window")
+        if window and any(b > 1 for b in window["bin"]):
+            raise SipflowError(f"{args.result}: the data were binned, so the truth in "
+                               f"{args.truth} is on another grid and cannot be compared")
+        if window:  # see the truth through the same q-space window as the data
+            from .preprocess import truth_on_grid
+
+            obj_true = truth_on_grid(obj_true, window["centre"], window["shape"])
+        if obj_true.shape != ds[schema.OBJ].shape:
+            raise SipflowError(f"{args.truth}: truth has shape {obj_true.shape} "
                                f"but the result's obj is {ds[schema.OBJ].shape}")
-        ds[schema.OBJ_TRUE] = (ds[schema.OBJ].dims, truth[schema.OBJ_TRUE].values)
-        if schema.SUPPORT_TRUE in truth:
+        ds[schema.OBJ_TRUE] = (ds[schema.OBJ].dims, obj_true)
+        if schema.SUPPORT_TRUE in truth and truth[schema.SUPPORT_TRUE].shape == obj_true.shape:
             ds[schema.SUPPORT_TRUE] = (ds[schema.OBJ].dims, truth[schema.SUPPORT_TRUE].values)
     if schema.OBJ not in ds:
         raise SipflowError(f"{args.result}: has no reconstructed object 'obj' to evaluate")

@@ -41,6 +41,7 @@ def load(path: str | Path, *, reader: str | None = None, **options: Any) -> xr.D
     scored = sorted(((r.can_read(path), i, r) for i, r in enumerate(readers)),
                     key=lambda t: (-t[0], t[1]))
     if not scored or scored[0][0] <= 0:
-        raise InputError(f"{path}: no reader recognises this file "
-                         f"(readers: {', '.join(r.name for r in readers)})")
+        raise InputError(f"{path}: not an HDF5 file (no HDF5 signature), and no other reader "
+                         f"recognises it (readers: {', '.join(r.name for r in readers)}). "
+                         "sipflow reads NeXus, CXI and Eiger HDF5 files.")
     return scored[0][2].read(path, **options)

@@ -109,6 +109,23 @@ def _window(a: np.ndarray, centre: list[int], shape: list[int], fill) -> np.ndar
     return out
 
 
+def truth_on_grid(truth: np.ndarray, centre: list[int], window: list[int]) -> np.ndarray:
+    """A ground-truth object as seen through a q-space window of the detector.
+
+    Cropping the diffraction pattern to `window` around `centre` is, in real
+    space, an exact Fourier resampling (plus a phase ramp when the centre is
+    moved). Applying it to the truth keeps ``|F truth|^2 == intensity``.
+
+    Parameters
+    ----------
+    truth : ndarray, complex, detector shape
+    centre, window : list of int
+        Window centre and shape in detector pixels (``attrs["prep_window"]``).
+    """
+    f = _window(centred_farfield(truth), list(centre), list(window), np.complex64(0))
+    return centred_inverse_farfield(f).astype(np.complex64)
+
+
 def _bin(a: np.ndarray, factors: list[int], reduce=np.sum) -> np.ndarray:
     shape = []
     for n, b in zip(a.shape, factors, strict=True):
@@ -184,6 +201,7 @@ class Standard(Stage):
             attrs=dict(ds.attrs),
         )
         out.attrs["prep_peak_index"] = centre
+        out.attrs["prep_window"] = {"centre": centre, "shape": window, "bin": bins}
         if params.threshold > 0:
             notes.append(f"counts < {params.threshold} zeroed")
         if schema.OBJ_TRUE in ds:
@@ -191,9 +209,7 @@ class Standard(Stage):
             if any(b > 1 for b in bins) or params.sum_frames or truth.ndim != ndim:
                 notes.append("ground truth dropped (binning/summing changes the sampling)")
             else:
-                f = centred_farfield(truth)
-                f = _window(f, centre, window, np.complex64(0))
-                new_truth = centred_inverse_farfield(f).astype(np.complex64)
+                new_truth = truth_on_grid(truth, centre, window)
                 rdims = schema.real_dims(ndim)
                 out[schema.OBJ_TRUE] = (rdims, new_truth)
                 if schema.SUPPORT_TRUE in ds and new_truth.shape == truth.shape:

@@ -128,10 +128,10 @@ def write_scan(path: str | Path, sim: Simulation | None = None, *, layout: str =
         beside it as ``<stem>_data_NNNNNN.h5``).
     sim : Simulation
     layout : {"cxi", "nexus", "eiger"}
-        ``cxi``: ``/entry_1/instrument_1/detector_1/data`` (float or uint32) with a
-        mask; ``nexus``: an ``NXdata`` group with ``signal``; ``eiger``: uint32
-        frames in bitshuffle/LZ4 data files behind external links, with
-        ``detectorSpecific/pixel_mask``.
+        ``cxi``: ``/entry_1/instrument_1/detector_1/data`` with a mask; ``nexus``:
+        an ``NXdata`` group with ``signal``; ``eiger``: frames in bitshuffle/LZ4
+        data files behind external links, with ``detectorSpecific/pixel_mask``.
+        Counts are uint32 with noise and float32 when noiseless.
     overwrite : bool
         Replace an existing file.
     """
@@ -168,8 +168,7 @@ def write_scan(path: str | Path, sim: Simulation | None = None, *, layout: str =
                 f["/entry/instrument/detector/pixel_mask"] = mask2d
                 _write_geometry(f, sim, "/entry/instrument/detector", "/entry/instrument/source")
             elif layout == "eiger":
-                frames = counts if counts.ndim == 3 else counts[None]
-                frames = frames.astype(np.uint32)
+                frames = counts if counts.ndim == 3 else counts[None]  # uint32 unless noiseless
                 f["/entry/instrument/detector/detectorSpecific/pixel_mask"] = mask2d
                 _write_geometry(f, sim, "/entry/instrument/detector", "/entry/instrument/source")
                 for k, start in enumerate(range(0, frames.shape[0], frames_per_file), start=1):

@@ -1,0 +1,99 @@
+"""The plugin manager: built-ins via the same hooks, entry points, broken plugins skipped."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from sipflow.plugins import build_registry
+
+
+def test_builtins_registered_through_hooks():
+    reg = build_registry(load_entry_points=False)
+    assert {"prep.standard", "phase.classic", "analyse.metrics"} <= set(reg.stages)
+    assert [r.name for r in reg.readers] == ["hdf5"]
+    assert {"default", "cdi", "bcdi"} <= set(reg.templates)
+    assert all(p.origin == "builtin" and p.error is None for p in reg.plugins)
+
+
+def _fake_dist(root, name, module, source):
+    """Install a plugin distribution by hand: a module plus a dist-info with an entry point."""
+    (root / f"{module}.py").write_text(textwrap.dedent(source))
+    info = root / f"{name}-1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: 1.0\n")
+    (info / "entry_points.txt").write_text(f"[sipflow]\n{name} = {module}\n")
+
+
+@pytest.fixture
+def plugin_path(tmp_path):
+    _fake_dist(tmp_path, "broken", "sipflow_broken_plugin", "raise RuntimeError('boom')\n")
+    _fake_dist(tmp_path, "misspelled", "sipflow_misspelled", """
+        from sipflow import hookimpl
+
+        @hookimpl
+        def sipflow_stagez():
+            return []
+    """)
+    _fake_dist(tmp_path, "dupe", "sipflow_dupe", """
+        from sipflow import hookimpl
+        from sipflow.reconstruct import Classic
+
+        class Again(Classic):
+            pass
+
+        @hookimpl
+        def sipflow_stages():
+            return [Again]
+    """)
+    return tmp_path
+
+
+def _plugins_json(plugin_path, **env):
+    import os
+
+    out = subprocess.run([sys.executable, "-m", "sipflow.cli", "plugins", "--json"],
+                         capture_output=True, text=True, check=True,
+                         env=os.environ | {"PYTHONPATH": str(plugin_path)} | env)
+    return {p["name"]: p for p in json.loads(out.stdout)}
+
+
+def test_broken_plugins_are_reported_and_skipped(plugin_path):
+    plugins = _plugins_json(plugin_path)
+    assert plugins["broken"]["error"] == "RuntimeError: boom"
+    assert "sipflow_stagez" in plugins["misspelled"]["error"]
+    assert "provided by both" in plugins["dupe"]["error"]
+    assert plugins["sipflow.reconstruct._stage"]["stages"] == ["phase.classic"]
+    assert plugins["broken"]["origin"] == "entry point of broken"
+
+
+def test_allow_list(plugin_path):
+    plugins = _plugins_json(plugin_path, SIPFLOW_LOAD_PLUGINS="broken")
+    assert "broken" in plugins and "dupe" not in plugins and "misspelled" not in plugins
+
+
+def test_bad_hook_result_is_a_plugin_error():
+    class Bad:
+        __name__ = "bad"
+
+        from sipflow import hookimpl
+
+        @hookimpl
+        def sipflow_stages(self):
+            return [object]
+
+    reg = build_registry(load_entry_points=False, extra=(Bad(),))
+    failed = {p.name: p.error for p in reg.failures}
+    assert "expected subclasses of sipflow.Stage" in failed["bad"]
+    assert "phase.classic" in reg.stages, "the other plugins still load"
+
+
+def test_import_sipflow_stays_light():
+    code = ("import sys, sipflow; "
+            "print(sorted(m for m in ('torch', 'prefect', 'napari', 'h5py') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

@@ -1,0 +1,111 @@
+"""prep.standard on 2-D and 3-D data: corrections, centring, cropping, bad counts."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import xarray as xr
+
+from sipflow.errors import DataError
+from sipflow.physics import centred_farfield
+from sipflow.preprocess import Standard
+from sipflow.testing import simulated_dataset
+
+
+def _raw(counts, mask=None, **extra):
+    dims = ("frame", "det_y", "det_x")[-counts.ndim:]
+    data = {"intensity": (dims, counts)}
+    if mask is not None:
+        data["mask"] = (dims[-mask.ndim:], mask)
+    data.update(extra)
+    return xr.Dataset(data, attrs={"source": "raw.h5"})
+
+
+def test_dark_threshold_and_mask():
+    counts = np.full((16, 16), 10, np.int32)
+    counts[8, 8] = 1000
+    counts[0, 0] = 3
+    mask = np.ones((16, 16), bool)
+    mask[1, 1] = False
+    dark = np.full((16, 16), 2.0, np.float32)
+    out = Standard()(_raw(counts, mask, dark=(("det_y", "det_x"), dark)),
+                     {"threshold": 5, "centre": "none"})
+    i = out["intensity"].values
+    assert i[8, 8] == 998 and i[2, 2] == 8, "dark subtracted"
+    assert i[0, 0] == 0, "1 count after dark is below threshold"
+    assert i[1, 1] == 0 and not out["mask"].values[1, 1], "masked pixel zeroed"
+
+
+def test_saturated_integer_pixels_are_masked():
+    counts = np.full((16, 16), 5, np.uint32)
+    counts[3, 4] = np.iinfo(np.uint32).max
+    out = Standard()(_raw(counts), {"centre": "none"})
+    assert not out["mask"].values[3, 4] and out["intensity"].values[3, 4] == 0
+
+
+@pytest.mark.parametrize("how", ["max", "com"])
+def test_centring_moves_the_peak_to_the_middle(how):
+    counts = np.zeros((32, 40), np.float32)
+    counts[10:13, 20:23] = 1.0
+    counts[11, 21] = 5.0
+    out = Standard()(_raw(counts), {"centre": how})
+    i = out["intensity"].values
+    assert i.shape == (32, 40)
+    assert np.unravel_index(i.argmax(), i.shape) == (16, 20)
+    assert not out["mask"].values[0].any(), "rows moved in from beyond the detector are masked"
+
+
+def test_crop_and_bin_3d():
+    ds = simulated_dataset((24, 32, 32), photons=1e8)
+    out = Standard()(ds, {"size": [12, 8, 8], "bin": [1, 2, 2]})
+    assert out["intensity"].shape == (12, 8, 8)
+    assert out["intensity"].dims == ("frame", "det_y", "det_x")
+    total_window = ds["intensity"].values[6:18, 8:24, 8:24].sum()
+    assert out["intensity"].values.sum() == pytest.approx(total_window, rel=1e-5)
+    assert "obj_true" not in out, "truth dropped when binning"
+
+
+def test_truth_follows_a_q_space_crop():
+    ds = simulated_dataset((64, 64), photons=None)
+    out = Standard()(ds, {"size": 48})
+    model = np.abs(centred_farfield(out["obj_true"].values)) ** 2
+    np.testing.assert_allclose(model, out["intensity"].values, rtol=1e-3,
+                               atol=1e-4 * model.max())
+
+
+@pytest.mark.parametrize("value, what", [(np.nan, "NaN or Inf"), (np.inf, "NaN or Inf"),
+                                         (-3.0, "negative")])
+def test_invalid_counts_are_reported_with_count_and_place(value, what):
+    counts = np.ones((3, 16, 16), np.float32)
+    counts[1, 2, 3] = value
+    counts[2, 5, 5] = value
+    with pytest.raises(DataError, match=rf"raw\.h5: intensity has 2 {what} count\(s\).*"
+                                        r"\(1, 2, 3\), \(2, 5, 5\)"):
+        Standard()(_raw(counts))
+    out = Standard()(_raw(counts), {"on_invalid": "mask", "centre": "none"})
+    assert not out["mask"].values[1, 2, 3]
+
+
+def test_invalid_counts_under_the_mask_are_fine():
+    counts = np.ones((16, 16), np.float32)
+    counts[2, 3] = np.nan
+    mask = np.ones((16, 16), bool)
+    mask[2, 3] = False
+    assert np.isfinite(Standard()(_raw(counts, mask))["intensity"].values).all()
+
+
+def test_all_zero_data():
+    with pytest.raises(DataError, match="zero on every valid pixel"):
+        Standard()(_raw(np.zeros((16, 16), np.float32)))
+
+
+def test_mask_of_wrong_shape_in_a_dataset():
+    ds = _raw(np.ones((16, 16), np.float32)).assign(mask=(("my", "mx"), np.ones((8, 8), bool)))
+    with pytest.raises(DataError, match=r"mask has shape \(8, 8\); expected"):
+        Standard()(ds)
+
+
+def test_one_dimensional_intensity():
+    ds = xr.Dataset({"intensity": (("q",), np.ones(16))}, attrs={"source": "line.h5"})
+    with pytest.raises(DataError, match=r"line\.h5: intensity has shape \(16,\) \(1-D\)"):
+        Standard()(ds)

@@ -1,0 +1,28 @@
+"""Every registered stage (built-in or installed plugin) honours the stage contract."""
+
+from __future__ import annotations
+
+import pytest
+
+from sipflow.plugins import get_registry
+from sipflow.testing import assert_stage_contract
+
+# Small, fast parameters for stages whose defaults are production-sized.
+FAST = {"phase.classic": {"schedule": "(sup * HIO**10)**2 * ER**5", "runs": 2}}
+
+
+@pytest.mark.parametrize("name", sorted(get_registry().stages))
+def test_stage_contract(name):
+    stage = get_registry().stages[name]
+    assert_stage_contract(stage, params=FAST.get(name))
+
+
+@pytest.mark.parametrize("name", sorted(get_registry().stages))
+def test_stage_works_on_3d(name, sipflow_dataset_3d):
+    stage = get_registry().stages[name]
+    ds = sipflow_dataset_3d
+    if "obj" in stage.requires:
+        ds = ds.assign(obj=ds["obj_true"], support=ds["support_true"])
+    out = stage()(ds, FAST.get(name))
+    if "obj" in out:
+        assert out["obj"].dims == ("z", "y", "x")
