@@ -6,7 +6,6 @@ import numpy as np
 import xarray as xr
 
 import sipflow
-from conftest import REAL_SHA256  # noqa: F401  (keeps the real-data constant in one place)
 
 FAST = {"stages": ["prep.standard",
                    {"use": "phase.classic",

@@ -15,7 +15,7 @@ def test_bcdi_template_gives_one_compact_crystal(real_scan):
     out = sipflow.run_pipeline("bcdi", real_scan, seed=1)
     support = out["support"].values
     assert out["obj"].dims == ("z", "y", "x") and out["obj"].shape == (64, 64, 64)
-    labels, n = ndimage.label(support)
+    labels, _ = ndimage.label(support)
     sizes = np.bincount(labels.ravel())[1:]
     assert sizes.max() > 0.95 * support.sum(), f"one connected object, got components {sizes}"
     assert 1000 < support.sum() < 0.1 * support.size, support.sum()

@@ -89,7 +89,7 @@ def test_truncated_hdf5(scans, tmp_path):
     p = tmp_path / "truncated.h5"
     p.write_bytes(data[: len(data) // 3])
     with pytest.raises(InputError, match="truncated"):
-        sipflow.load(p).intensity.values
+        _ = sipflow.load(p).intensity.values
 
 
 def test_no_frames_lists_what_was_found(tmp_path):

@@ -37,7 +37,7 @@ def test_round_trip_complex_and_attrs(tmp_path):
 
 def test_existing_output_is_not_overwritten_unasked(tmp_path):
     path = sipflow.save(_result(0), tmp_path / "r.zarr")
-    with pytest.raises(OutputError, match="output exists.*--overwrite"):
+    with pytest.raises(OutputError, match=r"output exists.*--overwrite"):
         sipflow.save(_result(1), path)
     np.testing.assert_array_equal(sipflow.open_result(path)["obj"].values, _result(0)["obj"])
     sipflow.save(_result(1), path, overwrite=True)

@@ -37,7 +37,8 @@ def test_noiseless_3d_crystal():
     ds = simulated_dataset((32, 32, 32), photons=None, seed=6)
     pipe = {"stages": ["prep.standard",
                        {"use": "phase.classic",
-                        "with": {"schedule": "(sup * ER**5 * HIO**40)**8 * ER**50", "runs": 2}},
+                        "with": {"schedule": "(sup * ER**5 * HIO**40)**12 * ER**100",
+                                 "runs": 4}},
                        "analyse.metrics"]}
     out = sipflow.run_pipeline(pipe, ds, seed=0)
     assert out["obj"].dims == ("z", "y", "x")

@@ -1,10 +1,11 @@
 """Tests of the example plugin, written only against sipflow's public testing API."""
 
 import numpy as np
+from sipflow_hotpixels import HotPixels
+
 import sipflow
 from sipflow.simulate import Simulation, simulate
 from sipflow.testing import assert_stage_contract, simulated_dataset
-from sipflow_hotpixels import HotPixels
 
 
 def test_contract():

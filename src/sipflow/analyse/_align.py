@@ -20,7 +20,7 @@ def _freqs(n: int) -> np.ndarray:
 def _refine(prod: np.ndarray, centre: np.ndarray, half_width: float, step: float
             ) -> np.ndarray:
     """Maximise |cross-correlation| on a fine grid around `centre` by a separable matrix DFT."""
-    k = int(round(half_width / step))
+    k = round(half_width / step)
     offsets = np.arange(-k, k + 1) * step
     out = prod
     for axis, n in enumerate(prod.shape):

@@ -22,8 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import hdf5plugin  # noqa: F401  (registers bitshuffle/LZ4 and friends with HDF5)
 import h5py
+import hdf5plugin  # noqa: F401  (registers bitshuffle/LZ4 and friends with HDF5)
 import numpy as np
 import xarray as xr
 

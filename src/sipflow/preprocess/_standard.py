@@ -80,7 +80,7 @@ def _peak(counts: np.ndarray, how: str) -> list[int]:
     for axis in range(counts.ndim):
         other = tuple(a for a in range(counts.ndim) if a != axis)
         profile = counts.sum(axis=other, dtype=np.float64)
-        out.append(int(round(float((profile * np.arange(profile.size)).sum() / total))))
+        out.append(round(float((profile * np.arange(profile.size)).sum() / total)))
     return out
 
 
@@ -93,7 +93,7 @@ def _symmetry_centre(profile: np.ndarray) -> int:
     n = profile.size
     p = profile - profile.mean()
     corr = np.fft.irfft(np.fft.rfft(p, 2 * n) ** 2, 2 * n)  # sum_k p[k] p[m-k]
-    return int(round(np.argmax(corr[: 2 * n - 1]) / 2))
+    return round(float(np.argmax(corr[: 2 * n - 1])) / 2)
 
 
 def _window(a: np.ndarray, centre: list[int], shape: list[int], fill) -> np.ndarray:

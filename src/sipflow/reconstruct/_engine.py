@@ -83,7 +83,7 @@ def centre_runs(x: torch.Tensor, support: torch.Tensor, ndim: int
             phase = torch.exp(2j * math.pi * torch.arange(n, device=w.device) / n)
             angle = torch.angle((profile * phase).sum()).item()
             com = (angle / (2 * math.pi)) * n % n
-            shifts.append(int(round(n // 2 - com)))
+            shifts.append(round(n // 2 - com))
         out_x.append(torch.roll(x[r], shifts=shifts, dims=dims))
         out_s.append(torch.roll(support[r], shifts=shifts, dims=dims))
     return torch.stack(out_x), torch.stack(out_s)

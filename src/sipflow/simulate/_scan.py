@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import hdf5plugin
 import h5py
+import hdf5plugin
 import numpy as np
 
 from ..errors import OutputError
