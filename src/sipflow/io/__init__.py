@@ -1,8 +1,12 @@
 """Input and output: HDF5 detector data in, Zarr result stores out."""
 
-from ._hdf5 import HDF5Reader, read_hdf5, sha256_file
-from ._load import load
-from ._zarr import check_writable, is_complete, open_result, save
+from .._lazy import lazy_exports
 
-__all__ = ["HDF5Reader", "check_writable", "is_complete", "load", "open_result", "read_hdf5",
-           "save", "sha256_file"]
+_EXPORTS = {
+    "HDF5Reader": "._builtin", "read_hdf5": "._hdf5", "sha256_file": "._hdf5",
+    "load": "._load",
+    "check_writable": "._zarr", "is_complete": "._zarr", "open_result": "._zarr",
+    "save": "._zarr",
+}
+__getattr__ = lazy_exports(__name__, _EXPORTS)
+__all__ = sorted(_EXPORTS)

@@ -384,21 +384,3 @@ def read_hdf5(path: str | Path, *, dataset: str | None = None, mask: str | bool 
     if checksum:
         attrs["source_sha256"] = sha256_file(fname)
     return xr.Dataset(data_vars, attrs=attrs)
-
-
-class HDF5Reader:
-    """Built-in reader for ``.h5``/``.hdf5``/``.nxs``/``.cxi`` files (by signature)."""
-
-    name = "hdf5"
-
-    def can_read(self, path: str | Path) -> int:
-        p = Path(path)
-        try:
-            if p.is_file() and h5py.is_hdf5(str(p)):
-                return 10
-        except OSError:
-            return 0
-        return 1 if p.suffix.lower() in {".h5", ".hdf5", ".nxs", ".cxi", ".hdf"} else 0
-
-    def read(self, path: str | Path, **options: Any) -> xr.Dataset:
-        return read_hdf5(path, **options)

@@ -1,8 +1,11 @@
 """Iterative phase retrieval: plan algebra, projections, shrinkwrap, the batched engine."""
 
-from ._engine import EngineResult, EngineSettings, iterate
+from .._lazy import lazy_exports
 from ._plan import ER, HIO, RAAR, Op, Plan, Repeat, Seq, parse, sup
-from ._stage import Classic, ClassicParams
 
-__all__ = ["ER", "HIO", "RAAR", "Classic", "ClassicParams", "EngineResult", "EngineSettings",
-           "Op", "Plan", "Repeat", "Seq", "iterate", "parse", "sup"]
+_EXPORTS = {
+    "EngineResult": "._engine", "EngineSettings": "._engine", "iterate": "._engine",
+    "Classic": "._stage", "ClassicParams": "._stage",
+}
+__getattr__ = lazy_exports(__name__, _EXPORTS)
+__all__ = ["ER", "HIO", "RAAR", "Op", "Plan", "Repeat", "Seq", "parse", "sup", *_EXPORTS]

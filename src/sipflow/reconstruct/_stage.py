@@ -13,7 +13,6 @@ from ..errors import ReconstructionError
 from ..hookspecs import hookimpl
 from ..preprocess._validate import checked_counts
 from ..stage import Context, Stage, StageParams
-from ._engine import EngineSettings, iterate
 from ._plan import parse
 
 
@@ -83,6 +82,8 @@ class Classic(Stage):
 
     def run(self, ds: xr.Dataset, params: ClassicParams, context: Context) -> xr.Dataset:
         import torch
+
+        from ._engine import EngineSettings, iterate
 
         counts, mask = checked_counts(ds, stage=self.name)
         plan = parse(params.schedule)
