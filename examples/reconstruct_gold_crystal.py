@@ -31,7 +31,7 @@ def figure(ds, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     obj, support = ds["obj"].values, ds["support"].values
-    centre = [int(round(c.mean())) for c in np.nonzero(support)]
+    centre = [round(float(c.mean())) for c in np.nonzero(support)]
     fig, axes = plt.subplots(2, 3, figsize=(11, 7))
     names = ("z (rocking)", "y", "x")
     for axis in range(3):

@@ -58,12 +58,16 @@ class ProgressRecord:
         Iterations planned.
     metrics : dict of str to float
         Figures of merit at this iteration (e.g. ``{"llk": 1.3}``, best run).
+    preview : dict of str to ndarray, optional
+        Low-resolution ``amplitude``, ``phase`` [rad] and ``support`` of the best run
+        (central slice in 3-D), for live views; None on most records.
     """
 
     stage: str
     iteration: int
     total: int
     metrics: dict[str, float] = field(default_factory=dict)
+    preview: dict[str, Any] | None = None
 
 
 ProgressFn = Callable[[ProgressRecord], None]

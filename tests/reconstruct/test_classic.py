@@ -1,4 +1,10 @@
-"""phase.classic recovers known objects from simulated data (error modulo ambiguities)."""
+"""phase.classic recovers known objects from simulated data (error modulo ambiguities).
+
+Bounds are relative complex errors after removing global phase, sub-pixel translation
+and twin (SCIENCE.md §1), for the run the stage selects (best free LLK of 4). RAAR
+converges more slowly to the exact solution than HIO on noiseless data, hence its
+looser bound. A failure means the algorithm, the support update or the ranking broke.
+"""
 
 from __future__ import annotations
 
@@ -8,60 +14,155 @@ import pytest
 import sipflow
 from sipflow.errors import ReconstructionError
 from sipflow.reconstruct import Classic
+from sipflow.reconstruct._runs import align_to
 from sipflow.testing import simulated_dataset
 
-# Bounds: relative complex error after removing global phase, translation and twin.
-NOISELESS_2D = 0.05
-NOISELESS_3D = 0.10
+BOUND = {"HIO": 0.05, "RAAR": 0.1}
+RECIPE = "(sup * ER**5 * {A}**40)**12 * ER**100"
 
 
-def _best_error(out):
-    return min(out.attrs["metrics"]["error_runs"])
+def _run(ds, prep=True, **params):
+    pipe = {"stages": [{"use": "phase.classic", "with": params}, "analyse.metrics"]}
+    if prep:
+        pipe["stages"].insert(0, "prep.standard")
+    return sipflow.run_pipeline(pipe, ds, seed=0)
 
 
 @pytest.mark.parametrize("seed", [5, 6, 7])
-def test_noiseless_2d(seed):
-    schedule = "(sup * ER**5 * HIO**40)**12 * ER**100"
-    ds = simulated_dataset((64, 64), photons=None, seed=seed)
-    pipe = {"stages": ["prep.standard",
-                       {"use": "phase.classic", "with": {"schedule": schedule, "runs": 4}},
-                       "analyse.metrics"]}
-    out = sipflow.run_pipeline(pipe, ds, seed=0)
-    m = out.attrs["metrics"]
-    assert m["error"] < NOISELESS_2D, m
+@pytest.mark.parametrize("algorithm", ["HIO", "RAAR"])
+def test_noiseless_2d(algorithm, seed):
+    out = _run(simulated_dataset((64, 64), photons=None, seed=seed),
+               schedule=RECIPE.format(A=algorithm))
+    assert out.attrs["metrics"]["error"] < BOUND[algorithm], out.attrs["metrics"]
     assert out["obj"].dims == ("y", "x") and out["obj_runs"].dims == ("run", "y", "x")
-    assert out["llk"].dims == ("run", "iter")
+    assert out["llk"].dims == ("run", "iter") and out["llk_free"].dims == ("run", "iter")
 
 
-def test_noiseless_3d_crystal():
-    ds = simulated_dataset((32, 32, 32), photons=None, seed=6)
-    pipe = {"stages": ["prep.standard",
-                       {"use": "phase.classic",
-                        "with": {"schedule": "(sup * ER**5 * HIO**40)**12 * ER**100",
-                                 "runs": 4}},
-                       "analyse.metrics"]}
-    out = sipflow.run_pipeline(pipe, ds, seed=0)
+@pytest.mark.parametrize("algorithm", ["HIO", "RAAR"])
+def test_noiseless_3d(algorithm):
+    out = _run(simulated_dataset((32, 32, 32), kind="blob", photons=None, seed=6),
+               schedule=RECIPE.format(A=algorithm))
     assert out["obj"].dims == ("z", "y", "x")
-    assert out.attrs["metrics"]["error"] < NOISELESS_3D, out.attrs["metrics"]
+    assert out.attrs["metrics"]["error"] < BOUND[algorithm], out.attrs["metrics"]
 
 
-def test_poisson_data_fit_is_close_to_ideal():
-    ds = simulated_dataset((64, 64), photons=1e9, seed=7)
-    out = sipflow.run_pipeline("default", ds, seed=0)
-    m = out.attrs["metrics"]
-    assert m["error"] < 0.05, m
-    assert 0.7 < m["llk_poisson"] < 1.5, m
+def test_er_and_ml_with_a_known_support():
+    ds = simulated_dataset((64, 64), photons=None, seed=5)
+    ds = ds.assign(support=ds["support_true"])
+    out = _run(ds, prep=False, schedule="ER**300", initial_support="input", runs=2)
+    assert out.attrs["metrics"]["error"] < 0.05, out.attrs["metrics"]
+    out = _run(ds, prep=False, schedule="ER**100 * ML**100", initial_support="input", runs=2,
+               llk_every=1)
+    assert out.attrs["metrics"]["error"] < 0.05, out.attrs["metrics"]
+    best = out.attrs["phase_classic"]["best_run"]
+    ml = out["llk"].values[best, 100:]
+    assert ml[-1] < ml[0], "ML steps lower the Poisson LLK"
 
 
-def test_same_seed_same_result_on_cpu():
+def test_shrinkwrap_finds_the_support():
+    out = _run(simulated_dataset((64, 64), photons=None, seed=6), schedule=RECIPE.format(A="HIO"))
+    _, support = align_to(out["obj_true"].values, out["obj"].values[None],
+                          out["support"].values[None])
+    truth = out["support_true"].values
+    iou = (support[0] & truth).sum() / (support[0] | truth).sum()
+    assert iou >= 0.8, iou
+
+
+def test_free_llk_of_a_correct_reconstruction_is_about_one():
+    out = _run(simulated_dataset((64, 64), photons=1e8, seed=8))
+    pc = out.attrs["phase_classic"]
+    assert out.attrs["metrics"]["error"] < 0.05
+    assert pc["ranked_by"] == "llk_free" and pc["free_pixels"] > 0.03 * 64 * 64
+    # a correct run predicts the held-out pixels almost as well as it fits the others;
+    # stagnated runs score 5-500 here
+    assert 0.8 < pc["final_llk_free"][pc["best_run"]] < 2.0, pc
+    assert 0.7 < pc["final_llk"][pc["best_run"]] < 1.3, pc
+    free = out["free_mask"].values
+    assert not free[28:36, 28:36].any(), "no free pixels at the centre"
+
+
+def test_batched_runs_equal_the_same_runs_one_by_one():
+    import torch
+
+    from sipflow.reconstruct import EngineSettings, iterate, parse
+    from sipflow.reconstruct._stage import run_seeds
+
+    ds = simulated_dataset((48, 48), photons=1e8, seed=2)
+    i = torch.as_tensor(ds["intensity"].values)
+    m = torch.as_tensor(ds["mask"].values)
+    plan = parse("(sup * HIO**20)**3 * ER**20")
+    seeds = run_seeds(3, 0, 3)
+
+    def result(s):
+        gen = iterate(i, m, plan, s, EngineSettings())
+        while True:
+            try:
+                next(gen)
+            except StopIteration as stop:
+                return stop.value
+
+    batch = result(seeds)
+    for r, s in enumerate(seeds):
+        alone = result([s])
+        np.testing.assert_allclose(batch.x[r].numpy(), alone.x[0].numpy(), rtol=0,
+                                   atol=1e-4 * float(alone.x.abs().max()))
+        assert (batch.support[r] == alone.support[0]).all()
+
+
+def test_positivity_for_a_real_object():
+    out = _run(simulated_dataset((64, 64), photons=None, seed=9, phase_amplitude=0.0),
+               schedule=RECIPE.format(A="HIO"), positivity=True)
+    assert out.attrs["metrics"]["error"] < 0.05
+
+
+def test_best_runs_averaged_and_prtf():
+    out = _run(simulated_dataset((64, 64), photons=1e8, seed=8), keep_best=3)
+    pc = out.attrs["phase_classic"]
+    assert len(pc["averaged_runs"]) == 3
+    assert out.attrs["metrics"]["error"] < 0.05
+    prtf = out["prtf"].values
+    assert out["prtf"].dims == ("q_shell",) and prtf.shape == (32,)
+    assert np.nanmax(prtf) == pytest.approx(1.0) and np.nanmin(prtf[:20]) > 0.5
+
+
+def test_generations_breed_the_best():
+    out = _run(simulated_dataset((64, 64), photons=1e8, seed=7), generations=2,
+               generation_schedules=["(sup * HIO**40)**4 * ER**100"])
+    pc = out.attrs["phase_classic"]
+    assert pc["generations"] == 2 and pc["plans"][1] == "(sup * HIO**40)**4 * ER**100"
+    assert out.attrs["metrics"]["error"] < 0.05
+
+
+@pytest.mark.parametrize("shape", ["circle", "box"])
+def test_shaped_initial_supports(shape):
+    out = _run(simulated_dataset((64, 64), photons=None, seed=5), initial_support=shape,
+               support_size=0.3, schedule=RECIPE.format(A="HIO"))
+    assert out.attrs["metrics"]["error"] < 0.05
+
+
+def test_progress_records_with_previews():
+    records = []
+    ds = simulated_dataset((32, 32), photons=1e7)
+    Classic()(ds, {"schedule": "(sup * HIO**20)**5", "runs": 2, "preview_every": 50},
+              sipflow.Context(progress=records.append))
+    assert [r.iteration for r in records] == [50, 100]
+    assert records[-1].preview["amplitude"].shape == (32, 32)
+    assert set(records[-1].metrics) >= {"llk", "llk_free", "alive"}
+
+
+def test_same_seed_same_result_and_float64():
     ds = simulated_dataset((32, 32), photons=1e7, seed=8)
     params = {"schedule": "(sup * HIO**20)**3 * ER**10", "runs": 3}
     a = Classic()(ds, params, sipflow.Context(seed=4))
     b = Classic()(ds, params, sipflow.Context(seed=4))
     np.testing.assert_array_equal(a["obj_runs"].values, b["obj_runs"].values)
+    c = Classic()(ds, params, sipflow.Context(seed=4, dtype="float64"))
+    assert c["obj"].dtype == np.complex128
 
 
 def test_every_run_failing_is_a_clear_error():
     ds = simulated_dataset((32, 32), photons=None)
     with pytest.raises(ReconstructionError, match=r"every run failed: run 0: support collapsed"):
         Classic()(ds, {"schedule": "HIO * sup * ER", "runs": 2, "shrinkwrap_threshold": 5})
+    with pytest.raises(ReconstructionError, match=r"outside the support"):
+        Classic()(ds, {"schedule": "HIO**5", "runs": 2, "max_outside": 1e-6})

@@ -36,9 +36,12 @@ def test_registered_through_entry_point():
 def test_pipeline_with_the_plugin_beats_the_one_without():
     ds = simulated_dataset((64, 64), photons=1e9, hot_pixels=8, seed=1)
     with_plugin = sipflow.run_pipeline("hotpixels", ds, seed=0)
-    without = sipflow.run_pipeline("default", ds, seed=0)
     e_with = with_plugin.attrs["metrics"]["error"]
-    e_without = without.attrs["metrics"]["error"]
-    assert e_with < 0.15, e_with
-    assert e_with < 0.5 * e_without, (e_with, e_without)
+    assert e_with < 0.05, e_with
     assert np.isfinite(with_plugin["obj"].values).all()
+    try:  # without the plugin the hot pixels wreck the support estimate
+        without = sipflow.run_pipeline("default", ds, seed=0)
+    except sipflow.ReconstructionError as exc:
+        assert "every run failed" in str(exc)
+    else:
+        assert without.attrs["metrics"]["error"] > 4 * e_with

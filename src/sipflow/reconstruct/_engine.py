@@ -8,7 +8,7 @@ progress (CLI bar, Prefect log, nothing) and can stop early by closing it.
 from __future__ import annotations
 
 import math
-from collections.abc import Generator
+from collections.abc import Generator, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -16,8 +16,8 @@ import torch
 
 from ..stage import ProgressRecord
 from ._plan import Plan
-from ._projections import modulus_projection, poisson_llk, update
-from ._support import autocorrelation_support, shrinkwrap
+from ._projections import ml_step, modulus_projection, poisson_llk, update
+from ._support import autocorrelation_support, detwin, morph, shaped_support, shrinkwrap
 
 #: guard on the support size, as a fraction of the array (SCIENCE.md §1)
 SUPPORT_FRACTION_RANGE = (1e-4, 0.7)
@@ -29,13 +29,20 @@ class EngineSettings:
 
     beta: float = 0.9
     positivity: bool = False
+    initial_support: str = "auto"
+    support_size: float = 0.25
     support_threshold: tuple[float, float] = (0.09, 0.11)
     shrinkwrap_threshold: float = 0.2
     shrinkwrap_method: str = "max"
     sigma_start: float = 2.0
     sigma_end: float = 0.7
+    force_shrink: bool = False
+    post_expand: tuple[int, ...] = ()
+    detwin_axis: int = 0
     llk_every: int = 10
     progress_every: int = 50
+    preview_every: int = 0
+    preview_size: int = 64
 
 
 @dataclass
@@ -45,10 +52,16 @@ class EngineResult:
     Attributes
     ----------
     x : complex (runs, *spatial)
+        Final objects, each rolled so that its support's centroid is at n//2.
     support : bool (runs, *spatial)
     llk_iterations : list of int
-        Iteration numbers at which LLK was evaluated.
+        Iteration numbers at which the LLKs were evaluated.
     llk : real (runs, len(llk_iterations))
+        Normalised Poisson LLK on the projected (measured, not free) pixels.
+    llk_free : real (runs, len(llk_iterations))
+        The same on the held-out free pixels (NaN when there are none).
+    outside_fraction : real (runs,)
+        Share of ``|P_M x|^2`` outside the support at the end.
     status : list of str
         ``"ok"`` or why the run was stopped.
     """
@@ -57,6 +70,8 @@ class EngineResult:
     support: torch.Tensor
     llk_iterations: list[int]
     llk: torch.Tensor
+    llk_free: torch.Tensor
+    outside_fraction: torch.Tensor
     status: list[str] = field(default_factory=list)
 
 
@@ -69,52 +84,67 @@ def _sigmas(n_updates: int, start: float, end: float) -> list[float]:
 def centre_runs(x: torch.Tensor, support: torch.Tensor, ndim: int
                 ) -> tuple[torch.Tensor, torch.Tensor]:
     """fftshift then roll every run so its support's (circular) centroid is at ``n // 2``."""
+    from ._support import circular_centroid
+
     dims = tuple(range(-ndim, 0))
     x = torch.fft.fftshift(x, dim=dims)
     support = torch.fft.fftshift(support, dim=dims)
+    centres = circular_centroid(support, ndim).cpu().tolist()
     out_x, out_s = [], []
     for r in range(x.shape[0]):
-        w = support[r].to(torch.float64)
-        shifts = []
-        for axis in range(ndim):
-            n = w.shape[axis]
-            other = tuple(a for a in range(ndim) if a != axis)
-            profile = w.sum(dim=other) if other else w
-            phase = torch.exp(2j * math.pi * torch.arange(n, device=w.device) / n)
-            angle = torch.angle((profile * phase).sum()).item()
-            com = (angle / (2 * math.pi)) * n % n
-            shifts.append(round(n // 2 - com))
+        shifts = [round(n // 2 - c) for n, c in zip(support.shape[1:], centres[r], strict=True)]
         out_x.append(torch.roll(x[r], shifts=shifts, dims=dims))
         out_s.append(torch.roll(support[r], shifts=shifts, dims=dims))
     return torch.stack(out_x), torch.stack(out_s)
 
 
-def iterate(intensity: torch.Tensor, mask: torch.Tensor, plan: Plan, runs: int,
-            settings: EngineSettings, generator: torch.Generator, stage: str = "phase.classic",
-            initial_support: torch.Tensor | None = None,
+def _preview(x: torch.Tensor, support: torch.Tensor, size: int, ndim: int) -> dict[str, np.ndarray]:
+    """Low-resolution amplitude/phase/support of one run (central slice in 3-D), centred."""
+    dims = tuple(range(-ndim, 0))
+    xc = torch.fft.fftshift(x, dim=dims)
+    sc = torch.fft.fftshift(support, dim=dims)
+    if ndim == 3:
+        xc, sc = xc[xc.shape[0] // 2], sc[sc.shape[0] // 2]
+    step = max(1, max(xc.shape) // size)
+    xc, sc = xc[::step, ::step], sc[::step, ::step]
+    return {"amplitude": xc.abs().cpu().numpy(), "phase": torch.angle(xc).cpu().numpy(),
+            "support": sc.cpu().numpy()}
+
+
+def iterate(intensity: torch.Tensor, mask: torch.Tensor, plan: Plan, seeds: Sequence[int],
+            settings: EngineSettings, *, stage: str = "phase.classic",
+            free: torch.Tensor | None = None, initial_support: torch.Tensor | None = None,
+            start: torch.Tensor | None = None,
             ) -> Generator[ProgressRecord, None, EngineResult]:
-    """Run `plan` on `runs` independent random starts at once.
+    """Run `plan` on ``len(seeds)`` independent starts at once (the batch dimension).
+
+    Every random number of run r comes from ``seeds[r]``, so a run in a batch is the
+    same run as when computed alone with that seed.
 
     Parameters
     ----------
     intensity : torch.Tensor, real, (*spatial)
         Centred measured intensity [photons], non-negative.
     mask : torch.Tensor, bool, (*spatial)
-        Valid pixels.
+        Valid (measured) pixels, centred.
     plan : Plan
-        Schedule of ER / HIO / RAAR iterations and ``sup`` updates.
-    runs : int
-        Number of independent random starts (the batch dimension).
+        Schedule of ER / HIO / RAAR / ML iterations, ``sup`` and ``detwin``.
+    seeds : sequence of int
+        One seed per run.
     settings : EngineSettings
-    generator : torch.Generator
-        Source of all randomness (same seed, same result on CPU).
+    free : torch.Tensor, bool, (*spatial), optional
+        Centred pixels held out of the projections, scored by the free LLK.
     initial_support : torch.Tensor, bool, (*spatial), optional
-        Centred starting support; default from the autocorrelation.
+        Centred starting support (``settings.initial_support == "input"``).
+    start : torch.Tensor, complex, (runs, *spatial), optional
+        Centred starting objects (e.g. bred from an earlier generation); their
+        supports start from a shrinkwrap of the start.
 
     Yields
     ------
     ProgressRecord
-        Every ``settings.progress_every`` iterations and at the end.
+        Every ``settings.progress_every`` iterations and at the end; with a low-resolution
+        ``preview`` of the best run every ``settings.preview_every`` iterations.
 
     Returns
     -------
@@ -125,26 +155,44 @@ def iterate(intensity: torch.Tensor, mask: torch.Tensor, plan: Plan, runs: int,
     device = intensity.device
     rdtype = intensity.dtype
     cdtype = torch.complex64 if rdtype == torch.float32 else torch.complex128
+    runs = len(seeds)
+    shape = tuple(intensity.shape)
+    view = (-1,) + (1,) * ndim
     obs = torch.fft.ifftshift(intensity, dim=dims)
-    valid = torch.fft.ifftshift(mask, dim=dims)
+    measured = torch.fft.ifftshift(mask, dim=dims)
+    held = (torch.fft.ifftshift(free, dim=dims) if free is not None
+            else torch.zeros_like(measured))
+    valid = measured & ~held  # projected on
     amplitude = torch.sqrt(obs.clamp_min(0))
-    size = float(np.prod(intensity.shape))
+    size = float(np.prod(shape))
     n_valid = valid.sum().to(rdtype)
+    n_free = held.sum().to(rdtype)
 
+    gens = [torch.Generator(device=device).manual_seed(int(s)) for s in seeds]
     lo, hi = settings.support_threshold
-    thresholds = lo + (hi - lo) * torch.rand(runs, generator=generator, device=device,
-                                             dtype=rdtype)
-    if initial_support is not None:
-        support = torch.fft.ifftshift(initial_support.to(device), dim=dims).expand(
-            runs, *intensity.shape).clone()
+    thresholds = torch.stack([lo + (hi - lo) * torch.rand((), generator=g, device=device,
+                                                          dtype=rdtype) for g in gens])
+    if start is not None:
+        x = torch.fft.ifftshift(start.to(device=device, dtype=cdtype), dim=dims)
+        support = shrinkwrap(x, torch.ones_like(x, dtype=torch.bool), settings.sigma_start,
+                             settings.shrinkwrap_threshold, "max", ndim)
     else:
-        support = autocorrelation_support(obs, valid, thresholds, ndim)
-    phases = torch.rand((runs, *intensity.shape), generator=generator, device=device,
-                        dtype=rdtype)
-    from ..physics import inverse_farfield
+        if settings.initial_support == "input":
+            if initial_support is None:
+                raise ValueError("initial_support='input' needs a support")
+            base = torch.fft.ifftshift(initial_support.to(device), dim=dims)
+            support = base.expand(runs, *shape).clone()
+        elif settings.initial_support in ("circle", "box"):
+            base = shaped_support(shape, settings.initial_support, settings.support_size, device)
+            support = base.expand(runs, *shape).clone()
+        else:
+            support = autocorrelation_support(obs, valid, thresholds, ndim)
+        phases = torch.stack([torch.rand(shape, generator=g, device=device, dtype=rdtype)
+                              for g in gens])
+        from ..physics import inverse_farfield
 
-    x = inverse_farfield(amplitude * torch.exp(2j * math.pi * phases).to(cdtype), ndim)
-    x = torch.where(support, x, torch.zeros_like(x))
+        x = inverse_farfield(amplitude * torch.exp(2j * math.pi * phases).to(cdtype), ndim)
+        x = torch.where(support, x, torch.zeros_like(x))
 
     n_iter = plan.n_iterations()
     sigmas = iter(_sigmas(plan.count("sup"), settings.sigma_start, settings.sigma_end))
@@ -152,15 +200,23 @@ def iterate(intensity: torch.Tensor, mask: torch.Tensor, plan: Plan, runs: int,
     alive = torch.ones(runs, dtype=torch.bool, device=device)
     llk_its: list[int] = []
     llk_vals: list[torch.Tensor] = []
+    free_vals: list[torch.Tensor] = []
     it = 0
     lo_frac, hi_frac = SUPPORT_FRACTION_RANGE
     for op in plan.steps():
         if op == "sup":
             sigma = next(sigmas)
-            if it == 0:  # nothing to shrink-wrap before the first iteration
+            if it == 0 and start is None:  # nothing to shrink-wrap before the first iteration
                 continue
-            new = shrinkwrap(x, support, sigma, settings.shrinkwrap_threshold,
+            # wrap the in-support part: HIO/RAAR leave large values outside a wrong
+            # support, which would make the support explode instead of shrink
+            inner = torch.where(support, x, torch.zeros_like(x))
+            new = shrinkwrap(inner, support, sigma, settings.shrinkwrap_threshold,
                              settings.shrinkwrap_method, ndim)
+            if settings.post_expand:
+                new = morph(new, settings.post_expand, ndim)
+            if settings.force_shrink:
+                new &= support
             frac = new.sum(dim=dims).to(rdtype) / size
             bad = ((frac < lo_frac) | (frac > hi_frac)) & alive
             if bool(bad.any()):
@@ -169,19 +225,41 @@ def iterate(intensity: torch.Tensor, mask: torch.Tensor, plan: Plan, runs: int,
                     status[r] = (f"support {kind} to {frac[r].item():.2%} of the array at "
                                  f"iteration {it} (allowed {lo_frac:.2%}-{hi_frac:.0%})")
                 alive &= ~bad
-            keep = alive.reshape((-1,) + (1,) * ndim)
-            support = torch.where(keep, new, support)
+            support = torch.where(alive.reshape(view), new, support)
             continue
-        d, calc = modulus_projection(x, amplitude, valid, ndim)
+        if op == "detwin":
+            support = detwin(support, ndim, settings.detwin_axis)
+            continue
         it += 1
+        if op == "ML":
+            x, calc = ml_step(x, obs, valid, support, ndim)
+        else:
+            d, calc = modulus_projection(x, amplitude, valid, ndim)
+            x = update(op, x, d, support, settings.beta, settings.positivity)
         if it % settings.llk_every == 0 or it == n_iter:
-            llk_its.append(it)
             dof = n_valid - support.sum(dim=dims).to(rdtype)
+            llk_its.append(it)
             llk_vals.append(poisson_llk(calc, obs, valid, ndim, dof))
-        x = update(op, x, d, support, settings.beta, settings.positivity)
+            free_vals.append(poisson_llk(calc, obs, held, ndim, n_free) if n_free > 0
+                             else torch.full((runs,), math.nan, dtype=rdtype, device=device))
         if it % settings.progress_every == 0 or it == n_iter:
-            best = llk_vals[-1][alive].min().item() if llk_vals and bool(alive.any()) else math.nan
-            yield ProgressRecord(stage, it, n_iter, {"llk": best, "alive": int(alive.sum())})
-    llk = torch.stack(llk_vals, dim=1) if llk_vals else torch.zeros((runs, 0), dtype=rdtype)
+            best_llk = (llk_vals[-1][alive].min().item() if llk_vals and bool(alive.any())
+                        else math.nan)
+            metrics = {"llk": best_llk, "alive": int(alive.sum())}
+            if n_free > 0 and free_vals:
+                metrics["llk_free"] = free_vals[-1][alive].min().item() if bool(
+                    alive.any()) else math.nan
+            preview = None
+            if settings.preview_every and (it % settings.preview_every == 0 or it == n_iter):
+                best = int(torch.argmin(torch.where(alive, llk_vals[-1], math.inf)))
+                preview = _preview(x[best], support[best], settings.preview_size, ndim)
+            yield ProgressRecord(stage, it, n_iter, metrics, preview)
+    # share of the data-consistent object outside the support
+    d, _ = modulus_projection(x, amplitude, valid, ndim)
+    power = d.real**2 + d.imag**2
+    outside = torch.where(support, torch.zeros_like(power), power).sum(dim=dims) / power.sum(
+        dim=dims).clamp_min(1e-30)
+    llk = torch.stack(llk_vals, dim=1)
+    llk_free = torch.stack(free_vals, dim=1)
     xc, sc = centre_runs(x, support, ndim)
-    return EngineResult(xc, sc, llk_its, llk, status)
+    return EngineResult(xc, sc, llk_its, llk, llk_free, outside, status)

@@ -9,10 +9,17 @@ Operators
 ---------
 ER, HIO, RAAR
     One iteration of error reduction, hybrid input-output, relaxed averaged
-    alternating reflections (SCIENCE.md §1).
+    alternating reflections (SCIENCE.md §1); with ``positivity`` the in-support
+    pixels with Re < 0 count as outside.
+ML
+    One Poisson maximum-likelihood gradient step inside the support, with a
+    quadratic line search (a refinement to end a schedule with).
 sup
     A shrinkwrap support update (no iteration). A ``sup`` before the first
     iteration keeps the initial support: there is no iterate to wrap yet.
+detwin
+    Keep the half of the support on one side of its centroid (Bragg CDI); the
+    next ``sup`` grows it back.
 """
 
 from __future__ import annotations
@@ -25,9 +32,9 @@ from dataclasses import dataclass
 from ..errors import PipelineError
 
 #: operators that are one iteration each
-ITERATION_OPS = ("ER", "HIO", "RAAR")
+ITERATION_OPS = ("ER", "HIO", "RAAR", "ML")
 #: operators that act between iterations
-OTHER_OPS = ("sup",)
+OTHER_OPS = ("sup", "detwin")
 _CANON = {name.lower(): name for name in ITERATION_OPS + OTHER_OPS}
 
 
@@ -131,7 +138,8 @@ class Repeat(Plan):
         return self.n * self.plan.count(name)
 
 
-ER, HIO, RAAR, sup = Op("ER"), Op("HIO"), Op("RAAR"), Op("sup")
+ER, HIO, RAAR, ML = Op("ER"), Op("HIO"), Op("RAAR"), Op("ML")
+sup, detwin = Op("sup"), Op("detwin")
 
 _TOKEN = re.compile(r"\s*(?:(\*\*)|(\*)|(\()|(\))|(\d+)|([A-Za-z_][A-Za-z_0-9]*))")
 
@@ -214,5 +222,5 @@ def parse(text: str) -> Plan:
     if i != len(tokens):
         raise fail(f"unexpected {tokens[i][1]!r}")
     if plan.n_iterations() == 0:
-        raise PipelineError(f"plan {text!r} has no iterations (ER, HIO or RAAR)")
+        raise PipelineError(f"plan {text!r} has no iterations (ER, HIO, RAAR or ML)")
     return plan

@@ -1,4 +1,4 @@
-"""``phase.classic``: ER / HIO / RAAR with shrinkwrap, many runs as one batch."""
+"""``phase.classic``: ER / HIO / RAAR / ML with shrinkwrap, many runs as one batch."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import xarray as xr
 from pydantic import Field, field_validator, model_validator
 
 from .. import schema
-from ..errors import ReconstructionError
+from ..errors import DataError, ReconstructionError
 from ..hookspecs import hookimpl
 from ..preprocess._validate import checked_counts
 from ..stage import Context, Stage, StageParams
@@ -22,26 +22,53 @@ class ClassicParams(StageParams):
     schedule: str = Field(
         "(sup * ER**5 * HIO**40)**20 * ER**100",
         description="Plan expression, read left to right: '*' = then, '**n' = repeat n times; "
-                    "operators ER, HIO, RAAR and sup (shrinkwrap update).")
+                    "operators ER, HIO, RAAR, ML (Poisson gradient step), sup (shrinkwrap "
+                    "update) and detwin (halve the support).")
     runs: int = Field(4, ge=1, le=1024, description="Independent random starts, computed as "
                                                     "one batched tensor.")
+    keep_best: int = Field(1, ge=1, description="Average this many best-ranked runs after "
+                                                "aligning them (1: the best run alone).")
+    generations: int = Field(1, ge=1, le=50, description="Generations of runs; each later one "
+                             "starts from the runs of the previous one bred with its best "
+                             "(cohere's sqrt_ab).")
+    generation_schedules: list[str] | None = Field(
+        None, description="Schedule of generations 2, 3, ... (default: 'schedule' again).")
     beta: float = Field(0.9, gt=0, lt=1, description="Feedback parameter of HIO and RAAR.")
     positivity: bool = Field(False, description="Treat in-support pixels with Re < 0 as "
                                                 "outside (for real, non-negative objects).")
+    initial_support: Literal["auto", "circle", "box", "input"] = Field(
+        "auto", description="'auto': autocorrelation thresholded per run in support_threshold; "
+                            "'circle'/'box' of support_size; 'input': the dataset's support.")
+    support_size: float = Field(0.25, gt=0, le=0.5, description="Radius (circle) or half-width "
+                                "(box) of a shaped initial support [fraction of each axis].")
     support_threshold: tuple[float, float] = Field(
         (0.09, 0.11), description="Initial support: autocorrelation above this fraction of its "
                                   "maximum, drawn uniformly per run in [low, high].")
     shrinkwrap_threshold: float = Field(0.2, gt=0, lt=10, description="Shrinkwrap threshold, "
                                         "relative to the reference of shrinkwrap_method.")
-    shrinkwrap_method: Literal["max", "rms"] = Field(
-        "max", description="'max': fraction of the blurred amplitude's maximum (Marchesini); "
-                           "'rms': multiple of its RMS inside the support (PyNX).")
+    shrinkwrap_method: Literal["max", "rms", "average"] = Field(
+        "max", description="Reference of the threshold: the blurred amplitude's maximum "
+                           "(Marchesini), its RMS or its mean inside the support (PyNX).")
     sigma_start: float = Field(2.0, gt=0, description="Shrinkwrap Gaussian width at the first "
                                                       "update [pixels].")
     sigma_end: float = Field(0.7, gt=0, description="Width at the last update [pixels]; "
                                                     "shrinks geometrically in between.")
-    llk_every: int = Field(10, ge=1, description="Evaluate the Poisson LLK every this many "
+    force_shrink: bool = Field(False, description="A shrinkwrap update may only remove pixels.")
+    post_expand: list[int] = Field([], description="Dilate (+n) / erode (-n) the support by n "
+                                   "pixels after each shrinkwrap, in order, e.g. [-1, 1].")
+    detwin_axis: int = Field(0, ge=0, le=2, description="Axis along which 'detwin' halves the "
+                                                        "support.")
+    free_fraction: float = Field(0.05, ge=0, le=0.2, description="Share of valid pixels held "
+                                 "out in small islands for the free LLK (0: none).")
+    free_radius: float = Field(1.0, gt=0, description="Radius of a free-pixel island [pixels]. "
+                               "Small islands keep the free LLK of a correct reconstruction "
+                               "near 1 (PyNX uses 3 for ranking only).")
+    max_outside: float = Field(0.1, gt=0, le=1, description="Reject runs with more than this "
+                               "share of |P_M x|^2 outside their support.")
+    llk_every: int = Field(10, ge=1, description="Evaluate the LLKs every this many "
                                                  "iterations.")
+    preview_every: int = Field(0, ge=0, description="Attach a low-resolution preview of the best "
+                               "run to progress records every this many iterations (0: never).")
     keep_runs: bool = Field(True, description="Store every run as obj_runs/support_runs.")
 
     @field_validator("schedule")
@@ -50,11 +77,20 @@ class ClassicParams(StageParams):
         parse(v)
         return v
 
+    @field_validator("generation_schedules")
+    @classmethod
+    def _valid_plans(cls, v: list[str] | None) -> list[str] | None:
+        for text in v or ():
+            parse(text)
+        return v
+
     @model_validator(mode="after")
-    def _ordered(self):
+    def _consistent(self):
         lo, hi = self.support_threshold
         if not 0 < lo <= hi < 1:
             raise ValueError("support_threshold must satisfy 0 < low <= high < 1")
+        if self.keep_best > self.runs:
+            raise ValueError(f"keep_best ({self.keep_best}) cannot exceed runs ({self.runs})")
         return self
 
 
@@ -64,18 +100,27 @@ def _torch_dtype(name: str):
     return {"float32": torch.float32, "float64": torch.float64}[name]
 
 
-class Classic(Stage):
-    """Classical phase retrieval (ER/HIO/RAAR + shrinkwrap), batched over random starts.
+def run_seeds(seed: int, generation: int, runs: int) -> list[int]:
+    """Seed of each run of a generation (run r is the same run in any batch size)."""
+    return [(seed * 7919 + generation * 104729 + r * 15485863) % 2**31 for r in range(runs)]
 
-    Input: a centred ``intensity`` (q = 0 at n//2, e.g. from ``prep.standard``)
-    and its ``mask``, 2-D or 3-D. Output adds ``obj`` and ``support`` (the run
-    with the lowest final Poisson LLK), ``obj_runs``/``support_runs`` and
-    ``llk`` (run, iter). Runs whose support collapsed or exploded are kept but
-    never selected; if none survives the stage fails with their reasons.
+
+class Classic(Stage):
+    """Classical phase retrieval (ER/HIO/RAAR/ML + shrinkwrap), batched over random starts.
+
+    Input: a centred ``intensity`` (q = 0 at n//2, e.g. from ``prep.standard``) and
+    its ``mask``, 2-D or 3-D. About 5 % of the valid pixels (small islands away
+    from q = 0) are never projected on; their Poisson LLK, the free LLK, ranks
+    the runs. Runs whose support collapsed or exploded, or with more than
+    ``max_outside`` of their power outside the support, are rejected. The output
+    adds ``obj``/``support`` (best run, or the aligned average of the
+    ``keep_best`` best), ``obj_runs``/``support_runs``, ``llk``/``llk_free``
+    (run, iter), ``prtf`` (q_shell) and ``attrs["phase_classic"]`` with every run's
+    rank, status and final figures.
     """
 
     name = "phase.classic"
-    version = "1.0"
+    version = "2.0"
     Params = ClassicParams
     requires = (schema.INTENSITY,)
     heavy = True
@@ -83,64 +128,123 @@ class Classic(Stage):
     def run(self, ds: xr.Dataset, params: ClassicParams, context: Context) -> xr.Dataset:
         import torch
 
+        from . import _support
         from ._engine import EngineSettings, iterate
+        from ._runs import average_runs, breed, prtf
 
         counts, mask = checked_counts(ds, stage=self.name)
-        plan = parse(params.schedule)
+        source = ds.attrs.get("source", "input")
+        ndim = counts.ndim
         dtype = _torch_dtype(context.dtype)
         device = context.device
         intensity = torch.as_tensor(counts, dtype=dtype, device=device)
         valid = torch.as_tensor(mask, device=device)
+        given_support = None
+        if params.initial_support == "input":
+            if schema.SUPPORT not in ds or ds[schema.SUPPORT].shape != counts.shape:
+                raise DataError(f"{source}: initial_support 'input' needs a 'support' variable "
+                                f"of shape {counts.shape}")
+            given_support = torch.as_tensor(np.asarray(ds[schema.SUPPORT].values, bool),
+                                            device=device)
+        free = _support.free_pixel_mask(valid, params.free_fraction, params.free_radius,
+                               context.generator())
         settings = EngineSettings(
             beta=params.beta, positivity=params.positivity,
+            initial_support=params.initial_support, support_size=params.support_size,
             support_threshold=params.support_threshold,
             shrinkwrap_threshold=params.shrinkwrap_threshold,
             shrinkwrap_method=params.shrinkwrap_method, sigma_start=params.sigma_start,
-            sigma_end=params.sigma_end, llk_every=params.llk_every,
+            sigma_end=params.sigma_end, force_shrink=params.force_shrink,
+            post_expand=tuple(params.post_expand), detwin_axis=min(params.detwin_axis, ndim - 1),
+            llk_every=params.llk_every, preview_every=params.preview_every,
         )
-        gen = iterate(intensity, valid, plan, params.runs, settings, context.generator(),
-                      stage=self.name)
-        while True:
-            try:
-                record = next(gen)
-            except StopIteration as stop:
-                result = stop.value
-                break
-            try:
-                context.progress(record)
-            except Exception:  # progress display must never break the science
-                context.logger.debug("progress callback failed", exc_info=True)
+        schedules = [params.schedule] + [
+            (params.generation_schedules or [])[g - 1]
+            if params.generation_schedules and g - 1 < len(params.generation_schedules)
+            else params.schedule for g in range(1, params.generations)]
+        start = None
+        for generation, text in enumerate(schedules):
+            gen = iterate(intensity, valid, parse(text),
+                          run_seeds(context.seed, generation, params.runs), settings,
+                          stage=self.name, free=free, initial_support=given_support,
+                          start=start)
+            while True:
+                try:
+                    record = next(gen)
+                except StopIteration as stop:
+                    result = stop.value
+                    break
+                try:
+                    context.progress(record)
+                except Exception:  # progress display must never break the science
+                    context.logger.debug("progress callback failed", exc_info=True)
+            x = result.x.detach().cpu().numpy()
+            support = result.support.detach().cpu().numpy()
+            llk = result.llk.detach().cpu().numpy()
+            llk_free = result.llk_free.detach().cpu().numpy()
+            outside = result.outside_fraction.detach().cpu().numpy()
+            status = list(result.status)
+            for r in range(params.runs):
+                if status[r] == "ok" and outside[r] > params.max_outside:
+                    status[r] = (f"rejected: {outside[r]:.1%} of |P_M x|^2 outside the support "
+                                 f"(max_outside {params.max_outside:.0%})")
+            ok = np.array([s == "ok" for s in status])
+            if not ok.any():
+                raise ReconstructionError(
+                    f"{source}: phase.classic: every run failed"
+                    + (f" in generation {generation + 1}" if params.generations > 1 else "")
+                    + ": " + "; ".join(f"run {i}: {s}" for i, s in enumerate(status))
+                    + ". Try another shrinkwrap_threshold or support_threshold.")
+            score = llk_free[:, -1] if np.isfinite(llk_free[:, -1]).all() else llk[:, -1]
+            ranked = [int(r) for r in np.argsort(np.where(ok, score, np.inf)) if ok[r]]
+            if generation + 1 < len(schedules):
+                start = torch.as_tensor(breed(x, support, ranked[0]), device=device)
+                context.logger.info("phase.classic: generation %d done, best run %d",
+                                    generation + 1, ranked[0])
 
-        llk = result.llk.detach().cpu().numpy()
-        ok = np.array([s == "ok" for s in result.status])
-        if not ok.any():
-            raise ReconstructionError(
-                f"{ds.attrs.get('source', 'input')}: phase.classic: every run failed: "
-                + "; ".join(f"run {i}: {s}" for i, s in enumerate(result.status))
-                + ". Try another shrinkwrap_threshold or support_threshold.")
-        final = np.where(ok, llk[:, -1], np.inf)
-        best = int(np.argmin(final))
-        x = result.x.detach().cpu().numpy()
-        support = result.support.detach().cpu().numpy()
-        ndim = counts.ndim
+        chosen = ranked[: params.keep_best]
+        if len(chosen) > 1:
+            obj, obj_support = average_runs(x[chosen], support[chosen])
+            obj = obj.astype(x.dtype)
+        else:
+            obj, obj_support = x[chosen[0]], support[chosen[0]]
+        shells, prtf_values = prtf(obj, counts, mask)
+
         rdims = schema.real_dims(ndim)
         out = ds.copy()
         out[schema.INTENSITY] = (ds[schema.INTENSITY].dims, counts)
         out[schema.MASK] = (ds[schema.INTENSITY].dims, mask)
-        out[schema.OBJ] = (rdims, x[best])
-        out[schema.SUPPORT] = (rdims, support[best])
+        out[schema.OBJ] = (rdims, obj)
+        out[schema.SUPPORT] = (rdims, obj_support)
         if params.keep_runs:
             out[schema.OBJ_RUNS] = ((schema.RUN, *rdims), x)
             out[schema.SUPPORT_RUNS] = ((schema.RUN, *rdims), support)
         out[schema.LLK] = ((schema.RUN, schema.ITER), llk.astype(np.float32))
+        out["llk_free"] = ((schema.RUN, schema.ITER), llk_free.astype(np.float32))
+        out["prtf"] = (("q_shell",), prtf_values.astype(np.float32))
+        out["free_mask"] = (ds[schema.INTENSITY].dims, free.cpu().numpy())
         out = out.assign_coords({schema.ITER: np.asarray(result.llk_iterations, dtype=np.int64),
-                                 schema.RUN: np.arange(params.runs)})
+                                 schema.RUN: np.arange(params.runs), "q_shell": shells})
+        below = np.nonzero(prtf_values[1:] < 1 / np.e)[0]
+        rank_of = {r: i for i, r in enumerate(ranked)}
         out.attrs["phase_classic"] = {
-            "plan": str(plan), "iterations": plan.n_iterations(), "best_run": best,
-            "run_status": result.status, "final_llk": [float(v) for v in llk[:, -1]],
+            "plans": [str(parse(t)) for t in schedules],
+            "plan": str(parse(schedules[-1])),
+            "iterations": sum(parse(t).n_iterations() for t in schedules),
+            "generations": len(schedules),
+            "best_run": ranked[0], "averaged_runs": chosen,
+            "ranked_by": "llk_free" if np.isfinite(llk_free[:, -1]).all() else "llk",
+            "run_status": status,
+            "run_rank": [rank_of.get(r) for r in range(params.runs)],
+            "final_llk": [float(v) for v in llk[:, -1]],
+            "final_llk_free": [float(v) for v in llk_free[:, -1]],
+            "outside_fraction": [float(v) for v in outside],
+            "free_pixels": int(free.sum()),
+            "prtf_resolution_shell": int(below[0] + 1) if below.size else None,
         }
-        context.logger.info("phase.classic: %d runs x %d iterations, best run %d (LLK %.4g)",
-                            params.runs, plan.n_iterations(), best, final[best])
+        context.logger.info("phase.classic: %d runs x %d iterations, best run %d (LLK %.4g, "
+                            "free LLK %.4g)", params.runs, parse(schedules[-1]).n_iterations(),
+                            ranked[0], llk[ranked[0], -1], llk_free[ranked[0], -1])
         return out
 
 

@@ -69,9 +69,10 @@ def shrinkwrap(x: torch.Tensor, support: torch.Tensor, sigma: float, threshold: 
         Gaussian width [pixels].
     threshold : float
         Relative threshold.
-    method : {"max", "rms"}
+    method : {"max", "rms", "average"}
         ``max``: keep pixels above ``threshold * max(blurred)`` (Marchesini);
-        ``rms``: above ``threshold * rms(blurred inside the support)`` (PyNX).
+        ``rms``: above ``threshold * rms(blurred inside the support)`` (PyNX);
+        ``average``: above ``threshold * mean(blurred inside the support)``.
     """
     b = blur(x.abs(), sigma, ndim)
     dims = tuple(range(-ndim, 0))
@@ -81,6 +82,130 @@ def shrinkwrap(x: torch.Tensor, support: torch.Tensor, sigma: float, threshold: 
     elif method == "rms":
         n = support.sum(dim=dims).clamp_min(1)
         ref = torch.sqrt((torch.where(support, b, torch.zeros_like(b)) ** 2).sum(dim=dims) / n)
+    elif method == "average":
+        n = support.sum(dim=dims).clamp_min(1)
+        ref = torch.where(support, b, torch.zeros_like(b)).sum(dim=dims) / n
     else:
         raise ValueError(f"unknown shrinkwrap threshold method {method!r}")
     return b > threshold * ref.reshape(view)
+
+
+def morph(support: torch.Tensor, steps: tuple[int, ...], ndim: int) -> torch.Tensor:
+    """Dilate (positive step) or erode (negative step) supports by whole pixels.
+
+    Parameters
+    ----------
+    support : torch.Tensor, bool, (runs, *spatial)
+    steps : tuple of int
+        Applied in order; ``(-1, 1)`` is an opening that removes one-pixel spurs.
+    """
+    import torch.nn.functional as F
+
+    pool = F.max_pool2d if ndim == 2 else F.max_pool3d
+    out = support.to(torch.float32).unsqueeze(1)
+    for step in steps:
+        for _ in range(abs(step)):
+            if step > 0:
+                out = pool(out, 3, stride=1, padding=1)
+            else:
+                out = -pool(-out, 3, stride=1, padding=1)
+    return out.squeeze(1) > 0.5
+
+
+def circular_centroid(support: torch.Tensor, ndim: int) -> torch.Tensor:
+    """Centroid of each run's support on the periodic grid, (runs, ndim) in pixels."""
+    out = []
+    w = support.to(torch.float64)
+    for axis in range(ndim):
+        n = support.shape[-ndim + axis]
+        other = tuple(d for d in range(-ndim, 0) if d != -ndim + axis)
+        profile = w.sum(dim=other) if other else w
+        phase = torch.exp(2j * math.pi * torch.arange(n, device=support.device) / n)
+        angle = torch.angle((profile * phase).sum(dim=-1))
+        out.append((angle / (2 * math.pi) * n) % n)
+    return torch.stack(out, dim=-1)
+
+
+def detwin(support: torch.Tensor, ndim: int, axis: int = 0) -> torch.Tensor:
+    """Keep the half of each support on one side of its centroid along `axis`.
+
+    Breaking the support's centro-symmetry for a few cycles pushes a run out of the
+    mixture of the object and its twin (PyNX's Bragg-CDI recipe).
+    """
+    n = support.shape[-ndim + axis]
+    centre = circular_centroid(support, ndim)[:, axis]  # (runs,)
+    coord = torch.arange(n, device=support.device, dtype=torch.float64)
+    delta = (coord.unsqueeze(0) - centre.unsqueeze(1) + n / 2) % n - n / 2  # (runs, n)
+    view = [support.shape[0]] + [1] * ndim
+    view[1 + axis] = n
+    return support & (delta <= 0).reshape(view)
+
+
+def shaped_support(shape: tuple[int, ...], kind: str, size: float, device) -> torch.Tensor:
+    """A centred circle/sphere or box support, unshifted layout.
+
+    Parameters
+    ----------
+    kind : {"circle", "box"}
+    size : float
+        Radius (circle) or half-width (box) as a fraction of each axis.
+    """
+    coords = torch.meshgrid(*[(torch.arange(n, device=device) - n // 2) / n for n in shape],
+                            indexing="ij")
+    if kind == "circle":
+        inside = sum(c**2 for c in coords) <= size**2
+    elif kind == "box":
+        inside = torch.ones(shape, dtype=torch.bool, device=device)
+        for c in coords:
+            inside &= c.abs() <= size
+    else:
+        raise ValueError(f"unknown support shape {kind!r}")
+    return torch.fft.ifftshift(inside, dim=tuple(range(len(shape))))
+
+
+def free_pixel_mask(mask: torch.Tensor, fraction: float, radius: float, generator: torch.Generator,
+                    min_q: float = 0.1) -> torch.Tensor:
+    """Pixels held out for the free log-likelihood: small islands away from the centre.
+
+    Parameters
+    ----------
+    mask : torch.Tensor, bool, (*spatial), centred
+        Valid pixels.
+    fraction : float
+        Target share of valid pixels to hold out (e.g. 0.05).
+    radius : float
+        Island radius [pixels].
+    min_q : float
+        Islands start beyond this fraction of the half-size from q = 0, where the
+        few strongest pixels carry the most information.
+
+    Returns
+    -------
+    torch.Tensor, bool, centred, True on held-out (valid) pixels.
+    """
+    shape = mask.shape
+    ndim = len(shape)
+    device = mask.device
+    free = torch.zeros(shape, dtype=torch.bool, device=device)
+    if fraction <= 0:
+        return free
+    coords = torch.meshgrid(*[torch.arange(n, device=device) - n // 2 for n in shape],
+                            indexing="ij")
+    rq = torch.sqrt(sum((c / (n / 2)) ** 2 for c, n in zip(coords, shape, strict=True)))
+    candidates = torch.nonzero(mask & (rq > min_q) & (rq < 0.95))
+    if len(candidates) == 0:
+        return free
+    target = fraction * float(mask.sum())
+    island = math.pi * radius**2 if ndim == 2 else 4 / 3 * math.pi * radius**3
+    n_islands = max(1, int(target / island))
+    picks = candidates[torch.randint(len(candidates), (n_islands,), generator=generator,
+                                     device=device)]
+    r = math.ceil(radius)
+    offsets = torch.stack(torch.meshgrid(*[torch.arange(-r, r + 1, device=device)] * ndim,
+                                         indexing="ij"), dim=-1).reshape(-1, ndim)
+    offsets = offsets[(offsets.to(torch.float32) ** 2).sum(-1) <= radius**2]
+    points = (picks.unsqueeze(1) + offsets.unsqueeze(0)).reshape(-1, ndim)
+    sizes = torch.tensor(shape, device=device)
+    points = points[((points >= 0) & (points < sizes)).all(dim=1)]
+    free[tuple(points.T)] = True
+    return free & mask

@@ -1,0 +1,84 @@
+"""Working with many runs: breeding generations, aligned averages, the PRTF (numpy)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..analyse import align
+from ..analyse._align import fourier_shift, twin
+from ..physics import centred_farfield
+
+
+def align_to(reference: np.ndarray, runs: np.ndarray, supports: np.ndarray
+             ) -> tuple[np.ndarray, np.ndarray]:
+    """Align every run (and its support) to `reference` over twin, translation and phase.
+
+    Parameters
+    ----------
+    reference : ndarray, complex, (*spatial)
+    runs : ndarray, complex, (k, *spatial)
+    supports : ndarray, bool, (k, *spatial)
+
+    Returns
+    -------
+    aligned : ndarray, complex, (k, *spatial)
+    aligned_supports : ndarray, bool, (k, *spatial)
+    """
+    objs, sups = [], []
+    for obj, sup in zip(runs, supports, strict=True):
+        a = align(reference, obj)
+        s = twin(sup.astype(np.float64)).real if a.twin else sup.astype(np.float64)
+        s = fourier_shift(s, np.asarray(a.shift))
+        objs.append(a.aligned)
+        sups.append(s > 0.5)
+    return np.stack(objs), np.stack(sups)
+
+
+def average_runs(runs: np.ndarray, supports: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mean of runs aligned to the first, and the majority vote of their supports."""
+    aligned, sups = align_to(runs[0], runs, supports)
+    return aligned.mean(axis=0), sups.mean(axis=0) > 0.5
+
+
+def breed(runs: np.ndarray, supports: np.ndarray, best: int) -> np.ndarray:
+    """Children for the next generation (cohere's ``sqrt_ab``).
+
+    Each run is aligned to the best one and replaced by
+    ``sqrt(|a| |b|) exp(i (phi_a + phi_b) / 2)``; the best run carries on unchanged.
+    """
+    aligned, _ = align_to(runs[best], runs, supports)
+    b = aligned[best]
+    children = np.sqrt(np.abs(aligned) * np.abs(b)) * np.exp(
+        0.5j * (np.angle(aligned) + np.angle(b)))
+    children[best] = runs[best]
+    return children.astype(runs.dtype)
+
+
+def prtf(obj: np.ndarray, intensity: np.ndarray, mask: np.ndarray
+         ) -> tuple[np.ndarray, np.ndarray]:
+    """Phase-retrieval transfer function per radial shell.
+
+    ``PRTF(q) = sum |F x| / sum sqrt(I)`` over the valid pixels of each one-pixel
+    shell, normalised to its maximum. Computed on an average of aligned runs it
+    falls where the runs disagree on the phases.
+
+    Returns
+    -------
+    shells : ndarray, float, (n_shells,)
+        Shell radius [pixels from q = 0].
+    values : ndarray, float, (n_shells,)
+    """
+    calc = np.abs(centred_farfield(obj))
+    coords = np.meshgrid(*[np.arange(n) - n // 2 for n in obj.shape], indexing="ij")
+    r = np.sqrt(sum(c.astype(float) ** 2 for c in coords))
+    shell = np.rint(r).astype(int)
+    n = shell.max() + 1
+    num = np.bincount(shell[mask], weights=calc[mask], minlength=n)
+    den = np.bincount(shell[mask], weights=np.sqrt(np.clip(intensity[mask], 0, None)),
+                      minlength=n)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        values = np.where(den > 0, num / den, np.nan)
+    limit = min(obj.shape) // 2
+    values = values[:limit]
+    peak = np.nanmax(values) if np.isfinite(values).any() else 1.0
+    return np.arange(limit, dtype=float), values / peak
