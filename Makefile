@@ -39,6 +39,7 @@ lint: install-test
 	$(VENV)/bin/ruff check src tests plugins flows examples benchmarks
 
 bench: install
+	$(PIP) install -q cohere-core   # benchmark-only: the APS reference implementation
 	$(PY) benchmarks/bench_hio.py
 
 clean:

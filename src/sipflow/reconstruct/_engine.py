@@ -43,6 +43,9 @@ class EngineSettings:
     progress_every: int = 50
     preview_every: int = 0
     preview_size: int = 64
+    #: runs computed together in one iteration; 0: all on a GPU, a cache-sized group on CPU
+    batch_chunk: int = 0
+    chunk_bytes: float = 4 * 2**20
 
 
 @dataclass
@@ -195,6 +198,10 @@ def iterate(intensity: torch.Tensor, mask: torch.Tensor, plan: Plan, seeds: Sequ
         x = torch.where(support, x, torch.zeros_like(x))
 
     n_iter = plan.n_iterations()
+    chunk = settings.batch_chunk or (
+        runs if device.type != "cpu"
+        else max(1, int(settings.chunk_bytes // (x.element_size() * np.prod(shape)))))
+    chunks = [slice(a, min(a + chunk, runs)) for a in range(0, runs, chunk)]
     sigmas = iter(_sigmas(plan.count("sup"), settings.sigma_start, settings.sigma_end))
     status = ["ok"] * runs
     alive = torch.ones(runs, dtype=torch.bool, device=device)
@@ -231,17 +238,29 @@ def iterate(intensity: torch.Tensor, mask: torch.Tensor, plan: Plan, seeds: Sequ
             support = detwin(support, ndim, settings.detwin_axis)
             continue
         it += 1
-        if op == "ML":
-            x, calc = ml_step(x, obs, valid, support, ndim)
-        else:
-            d, calc = modulus_projection(x, amplitude, valid, ndim)
-            x = update(op, x, d, support, settings.beta, settings.positivity)
-        if it % settings.llk_every == 0 or it == n_iter:
-            dof = n_valid - support.sum(dim=dims).to(rdtype)
+        want_llk = it % settings.llk_every == 0 or it == n_iter
+        llk_parts, free_parts = [], []
+        for sl in chunks:  # runs are independent: process cache-sized groups of them
+            xs, ss = x[sl], support[sl]
+            if op == "ML":
+                xs, calc = ml_step(xs, obs, valid, ss, ndim)
+            else:
+                d, calc = modulus_projection(xs, amplitude, valid, ndim)
+                xs = update(op, xs, d, ss, settings.beta, settings.positivity)
+            if len(chunks) == 1:
+                x = xs
+            else:
+                x[sl] = xs
+            if want_llk:
+                dof = n_valid - ss.sum(dim=dims).to(rdtype)
+                llk_parts.append(poisson_llk(calc, obs, valid, ndim, dof))
+                free_parts.append(poisson_llk(calc, obs, held, ndim, n_free) if n_free > 0
+                                  else torch.full((xs.shape[0],), math.nan, dtype=rdtype,
+                                                  device=device))
+        if want_llk:
             llk_its.append(it)
-            llk_vals.append(poisson_llk(calc, obs, valid, ndim, dof))
-            free_vals.append(poisson_llk(calc, obs, held, ndim, n_free) if n_free > 0
-                             else torch.full((runs,), math.nan, dtype=rdtype, device=device))
+            llk_vals.append(torch.cat(llk_parts))
+            free_vals.append(torch.cat(free_parts))
         if it % settings.progress_every == 0 or it == n_iter:
             best_llk = (llk_vals[-1][alive].min().item() if llk_vals and bool(alive.any())
                         else math.nan)

@@ -13,6 +13,25 @@ import torch
 from ..physics import farfield, inverse_farfield
 
 
+def cwhere(cond: torch.Tensor, a: torch.Tensor, b: torch.Tensor | float) -> torch.Tensor:
+    """``torch.where`` for complex tensors, through a real view of the same element size.
+
+    On CPU, ``torch.where`` on complex64 is several times slower than on float64; a
+    complex64 element is reinterpreted as one float64 (bits unchanged).
+    """
+    if a.dtype == torch.complex64:
+        other = b.view(torch.float64) if isinstance(b, torch.Tensor) else float(b)
+        return torch.where(cond, a.view(torch.float64), other).view(torch.complex64)
+    ar = torch.view_as_real(a)
+    br = torch.view_as_real(b) if isinstance(b, torch.Tensor) else float(b)
+    return torch.view_as_complex(torch.where(cond.unsqueeze(-1), ar, br).contiguous())
+
+
+def cscale(z: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
+    """``z * r`` for complex `z` and real `r` (broadcast), as a real multiply."""
+    return torch.view_as_complex(torch.view_as_real(z) * r.unsqueeze(-1))
+
+
 def modulus_projection(x: torch.Tensor, amplitude: torch.Tensor, mask: torch.Tensor, ndim: int,
                        eps: float = 1e-12) -> tuple[torch.Tensor, torch.Tensor]:
     """Replace Fourier magnitudes by the measured ones on valid pixels.
@@ -31,8 +50,8 @@ def modulus_projection(x: torch.Tensor, amplitude: torch.Tensor, mask: torch.Ten
     """
     f = farfield(x, ndim)
     mag = f.abs()
-    scale = torch.where(mask, amplitude / mag.clamp_min(eps), torch.ones_like(mag))
-    return inverse_farfield(f * scale, ndim), mag
+    scale = torch.where(mask, amplitude / mag.clamp_min(eps), 1.0)
+    return inverse_farfield(cscale(f, scale), ndim), mag
 
 
 def update(name: str, x: torch.Tensor, d: torch.Tensor, support: torch.Tensor, beta: float,
@@ -50,22 +69,18 @@ def update(name: str, x: torch.Tensor, d: torch.Tensor, support: torch.Tensor, b
     With `positivity` the object is taken as real and non-negative: in-support pixels
     with Re(d) < 0 are treated as outside, and the others keep only Re(d).
     """
+    inside = support
     if positivity:
         inside = support & (d.real >= 0)
-        d_in = torch.complex(d.real, torch.zeros_like(d.real))
-        if name == "ER":
-            return torch.where(inside, d_in, torch.zeros_like(d))
-        if name == "HIO":
-            return torch.where(inside, d_in, x - beta * d)
-        if name == "RAAR":
-            return torch.where(inside, d_in, (1 - 2 * beta) * d + beta * x)
-    inside = support
+        d = torch.complex(d.real, torch.zeros_like(d.real)).where(inside, d)
     if name == "ER":
-        return torch.where(inside, d, torch.zeros_like(d))
+        return cwhere(inside, d, 0.0)
     if name == "HIO":
-        return torch.where(inside, d, x - beta * d)
+        return cwhere(inside, d, torch.add(x, d, alpha=-beta))
     if name == "RAAR":
-        return torch.where(inside, d, (1 - 2 * beta) * d + beta * x)
+        outside = torch.view_as_complex(torch.add(torch.view_as_real(d) * (1 - 2 * beta),
+                                                  torch.view_as_real(x), alpha=beta))
+        return cwhere(inside, d, outside)
     raise ValueError(f"unknown update {name!r}")
 
 
