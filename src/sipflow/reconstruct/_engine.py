@@ -16,7 +16,7 @@ import torch
 
 from ..stage import ProgressRecord
 from ._plan import Plan
-from ._projections import ml_step, modulus_projection, poisson_llk, update
+from ._projections import ml_step, modulus_projection, normalised_sum, poisson_deviance, update
 from ._support import autocorrelation_support, detwin, morph, shaped_support, shrinkwrap
 
 #: guard on the support size, as a fraction of the array (SCIENCE.md §1)
@@ -167,6 +167,7 @@ def iterate(intensity: torch.Tensor, mask: torch.Tensor, plan: Plan, seeds: Sequ
             else torch.zeros_like(measured))
     valid = measured & ~held  # projected on
     amplitude = torch.sqrt(obs.clamp_min(0))
+    obs_log_obs = torch.where(obs > 0, obs * torch.log(obs.clamp_min(1e-12)), 0.0)
     size = float(np.prod(shape))
     n_valid = valid.sum().to(rdtype)
     n_free = held.sum().to(rdtype)
@@ -251,10 +252,11 @@ def iterate(intensity: torch.Tensor, mask: torch.Tensor, plan: Plan, seeds: Sequ
                 x = xs
             else:
                 x[sl] = xs
-            if want_llk:
+            if want_llk:  # one deviance map, summed over projected and free pixels
+                term = poisson_deviance(calc, obs, obs_log_obs)
                 dof = n_valid - ss.sum(dim=dims).to(rdtype)
-                llk_parts.append(poisson_llk(calc, obs, valid, ndim, dof))
-                free_parts.append(poisson_llk(calc, obs, held, ndim, n_free) if n_free > 0
+                llk_parts.append(normalised_sum(term, valid, ndim, dof))
+                free_parts.append(normalised_sum(term, held, ndim, n_free) if n_free > 0
                                   else torch.full((xs.shape[0],), math.nan, dtype=rdtype,
                                                   device=device))
         if want_llk:

@@ -84,25 +84,37 @@ def update(name: str, x: torch.Tensor, d: torch.Tensor, support: torch.Tensor, b
     raise ValueError(f"unknown update {name!r}")
 
 
-def poisson_llk(calc_amplitude: torch.Tensor, intensity: torch.Tensor, mask: torch.Tensor,
-                ndim: int, dof: torch.Tensor | float, eps: float = 1e-12) -> torch.Tensor:
-    """Normalised Poisson log-likelihood per run (an ideal fit gives about 1).
+def poisson_deviance(calc_amplitude: torch.Tensor, intensity: torch.Tensor,
+                     obs_log_obs: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
+    """Per-pixel Poisson deviance term ``c - o + o ln(o / c)``, ``c = |F x|^2``.
 
-    .. math:: \\mathrm{LLK} = \\frac{2}{\\nu} \\sum_{\\text{mask}} c - o + o \\ln(o / c),
-              \\quad c = |F x|^2
+    Parameters
+    ----------
+    calc_amplitude : torch.Tensor, real, (runs, *spatial)
+        ``|F x|``.
+    intensity : torch.Tensor, real, (*spatial)
+        Observed counts ``o``.
+    obs_log_obs : torch.Tensor, real, (*spatial)
+        ``o ln o`` (0 where o = 0), computed once per reconstruction.
 
-    where ν (`dof`) is the number of valid pixels minus the support size.
-    Twice the Poisson deviance is distributed like chi-square with one degree
-    of freedom per pixel, hence the factor 2.
+    One logarithm per pixel: ``o ln(o/c) = o ln o - 2 o ln|F x|``.
     """
-    calc = (calc_amplitude * calc_amplitude).clamp_min(eps)
-    obs = intensity
-    term = calc - obs + torch.where(obs > 0, obs * torch.log(obs.clamp_min(eps) / calc),
-                                    torch.zeros_like(obs))
-    term = torch.where(mask, term, torch.zeros_like(term))
+    mag = calc_amplitude.clamp_min(eps)
+    return mag * mag - intensity + obs_log_obs - 2 * intensity * torch.log(mag)
+
+
+def normalised_sum(term: torch.Tensor, mask: torch.Tensor, ndim: int,
+                   dof: torch.Tensor | float) -> torch.Tensor:
+    """``2 / dof * sum(term over mask)`` per run: a normalised LLK (ideal fit about 1).
+
+    Twice the Poisson deviance is distributed like chi-square with one degree of
+    freedom per pixel, hence the factor 2; `dof` is the number of pixels summed
+    minus the number of free parameters (the support size) where that applies.
+    """
+    total = (term * mask).sum(dim=tuple(range(-ndim, 0)))
     if isinstance(dof, torch.Tensor):
         dof = dof.clamp_min(1)
-    return 2 * term.sum(dim=tuple(range(-ndim, 0))) / dof
+    return 2 * total / dof
 
 
 def _poisson_nll(f: torch.Tensor, intensity: torch.Tensor, mask: torch.Tensor, ndim: int,
