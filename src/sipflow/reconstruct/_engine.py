@@ -45,7 +45,7 @@ class EngineSettings:
     preview_size: int = 64
     #: runs computed together in one iteration; 0: all on a GPU, a cache-sized group on CPU
     batch_chunk: int = 0
-    chunk_bytes: float = 4 * 2**20
+    chunk_bytes: float = 2 * 2**20
 
 
 @dataclass
