@@ -59,10 +59,14 @@ def sipflow_readers() -> Sequence[Reader]:
     (a confidence: 0 = not mine, higher wins; it must never raise) and
     ``read(path, **options) -> xarray.Dataset`` following :mod:`sipflow.schema`.
 
+    Returns
+    -------
+    sequence of reader objects
+
     When it is called
     -----------------
-    By :func:`sipflow.load` for every input file; readers are asked in
-    registration order and the highest ``can_read`` wins.
+    Once, when the registry is built; :func:`sipflow.load` then asks every reader
+    for each input file, and the highest ``can_read`` wins (ties: first registered).
     """
 
 
@@ -70,6 +74,14 @@ def sipflow_readers() -> Sequence[Reader]:
 def sipflow_pipeline_templates() -> Mapping[str, Path]:
     """Return named pipeline templates as ``{name: path to a YAML file}``.
 
-    Names are what users type (``sipflow run bcdi scan.h5``). A name used by
-    two plugins is an error naming both.
+    Names are what users type (``sipflow run bcdi scan.h5``).
+
+    Returns
+    -------
+    mapping of str to Path
+        A name used by two plugins is an error naming both.
+
+    When it is called
+    -----------------
+    Once, when the registry is built; the files are read when a template is used.
     """
