@@ -19,7 +19,14 @@ support : bool, real-space dims
 obj_runs, support_runs : complex64 / bool, (run, *real-space dims)
     Every independent random start that was kept.
 llk : float32, (run, iter)
-    Poisson log-likelihood per iteration, normalised so that an ideal fit is ~1.
+    Poisson log-likelihood on the projected pixels, normalised so that an ideal fit
+    is ~1; ``iter`` holds the iteration numbers at which it was evaluated.
+llk_free : float32, (run, iter)
+    The same on the free pixels held out of the projections (ranks the runs).
+free_mask : bool, detector dims
+    The held-out free pixels.
+prtf : float32, (q_shell,)
+    Phase-retrieval transfer function of ``obj`` per one-pixel shell of |q|.
 obj_true, support_true : complex64 / bool, real-space dims
     Ground truth, present for simulated data; used by ``analyse.metrics``.
 
@@ -50,6 +57,9 @@ SUPPORT = "support"
 OBJ_RUNS = "obj_runs"
 SUPPORT_RUNS = "support_runs"
 LLK = "llk"
+LLK_FREE = "llk_free"
+FREE_MASK = "free_mask"
+PRTF = "prtf"
 OBJ_TRUE = "obj_true"
 SUPPORT_TRUE = "support_true"
 

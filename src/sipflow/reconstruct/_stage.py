@@ -220,9 +220,9 @@ class Classic(Stage):
             out[schema.OBJ_RUNS] = ((schema.RUN, *rdims), x)
             out[schema.SUPPORT_RUNS] = ((schema.RUN, *rdims), support)
         out[schema.LLK] = ((schema.RUN, schema.ITER), llk.astype(np.float32))
-        out["llk_free"] = ((schema.RUN, schema.ITER), llk_free.astype(np.float32))
-        out["prtf"] = (("q_shell",), prtf_values.astype(np.float32))
-        out["free_mask"] = (ds[schema.INTENSITY].dims, free.cpu().numpy())
+        out[schema.LLK_FREE] = ((schema.RUN, schema.ITER), llk_free.astype(np.float32))
+        out[schema.PRTF] = (("q_shell",), prtf_values.astype(np.float32))
+        out[schema.FREE_MASK] = (ds[schema.INTENSITY].dims, free.cpu().numpy())
         out = out.assign_coords({schema.ITER: np.asarray(result.llk_iterations, dtype=np.int64),
                                  schema.RUN: np.arange(params.runs), "q_shell": shells})
         below = np.nonzero(prtf_values[1:] < 1 / np.e)[0]
