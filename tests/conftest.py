@@ -19,6 +19,15 @@ REAL_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "real"
 REAL_SCAN = REAL_DIR / "aps34idc_au_bcdi_scan54" / "aps34idc_staff20-1a_S0054.h5"
 REAL_SHA256 = "9faefd99c55e2a19330f8ef295ba03f8ad529c5e2709d6852a0ab55cb5f0ce63"
 
+#: A short pipeline that still recovers the noiseless 64x64 test objects (error < 0.05).
+FAST_PIPELINE = """\
+stages:
+  - use: prep.standard
+  - use: phase.classic
+    with: {schedule: "(sup * ER**5 * HIO**40)**12 * ER**100", runs: 4}
+  - use: analyse.metrics
+"""
+
 
 @pytest.fixture(scope="session")
 def real_scan() -> Path:

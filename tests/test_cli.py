@@ -7,14 +7,7 @@ import subprocess
 import sys
 
 import pytest
-
-FAST_YAML = """\
-stages:
-  - use: prep.standard
-  - use: phase.classic
-    with: {schedule: "(sup * ER**5 * HIO**40)**12 * ER**100", runs: 4}
-  - use: analyse.metrics
-"""
+from conftest import FAST_PIPELINE
 
 
 def sipflow(*args, check=False):
@@ -28,7 +21,7 @@ def sipflow(*args, check=False):
 @pytest.fixture(scope="module")
 def fast_pipeline(tmp_path_factory):
     p = tmp_path_factory.mktemp("pipe") / "fast.yaml"
-    p.write_text(FAST_YAML)
+    p.write_text(FAST_PIPELINE)
     return p
 
 

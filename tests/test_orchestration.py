@@ -12,19 +12,13 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from conftest import FAST_PIPELINE
 
 import sipflow
 from sipflow.errors import InputError, ReconstructionError
 
 pytestmark = [pytest.mark.prefect]
 
-FAST = """\
-stages:
-  - use: prep.standard
-  - use: phase.classic
-    with: {schedule: "(sup * ER**5 * HIO**40)**12 * ER**100", runs: 4}
-  - use: analyse.metrics
-"""
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +30,7 @@ def flows():
 
 def test_process_scan_2d_and_3d(flows, scans, tmp_path):
     process_scan, _ = flows
-    res = process_scan(str(scans["2d"]), FAST, str(tmp_path / "r2.zarr"), seed=3)
+    res = process_scan(str(scans["2d"]), FAST_PIPELINE, str(tmp_path / "r2.zarr"), seed=3)
     assert res["metrics"]["error"] < 0.05, "a noiseless 2-D object comes back"
     ds = sipflow.open_result(res["output"])
     prov = ds.attrs["provenance"]
@@ -45,15 +39,15 @@ def test_process_scan_2d_and_3d(flows, scans, tmp_path):
                                                    "analyse.metrics"]
     assert not Path(str(tmp_path / "r2.zarr") + ".sipflow-work").exists(), "work dir removed"
 
-    res3 = process_scan(str(scans["3d"]), FAST, str(tmp_path / "r3.zarr"), seed=3)
+    res3 = process_scan(str(scans["3d"]), FAST_PIPELINE, str(tmp_path / "r3.zarr"), seed=3)
     assert sipflow.open_result(res3["output"])["obj"].dims == ("z", "y", "x")
     assert res3["metrics"]["error"] < 0.1
 
 
 def test_same_result_as_local_engine(flows, scans, tmp_path):
     process_scan, _ = flows
-    res = process_scan(str(scans["2d_noisy"]), FAST, str(tmp_path / "p.zarr"), seed=5)
-    local = sipflow.run_pipeline(FAST, scans["2d_noisy"], seed=5)
+    res = process_scan(str(scans["2d_noisy"]), FAST_PIPELINE, str(tmp_path / "p.zarr"), seed=5)
+    local = sipflow.run_pipeline(FAST_PIPELINE, scans["2d_noisy"], seed=5)
     prefect = sipflow.open_result(res["output"], load=True)
     assert (prefect["obj"].values == local["obj"].values).all()
 
@@ -61,13 +55,13 @@ def test_same_result_as_local_engine(flows, scans, tmp_path):
 def test_failed_run_resumes_from_intermediate_results(flows, scans, tmp_path):
     process_scan, _ = flows
     out = tmp_path / "resume.zarr"
-    bad = FAST.replace("runs: 4", "runs: 2, shrinkwrap_threshold: 5")
+    bad = FAST_PIPELINE.replace("runs: 4", "runs: 2, shrinkwrap_threshold: 5")
     with pytest.raises(ReconstructionError, match="every run failed"):
         process_scan(str(scans["2d"]), bad, str(out), seed=1)
     assert not out.exists(), "no result that looks complete"
     work = Path(str(out) + ".sipflow-work")
     assert sorted(p.name.split("-")[0] for p in work.glob("*.zarr")) == ["00", "01"]
-    res = process_scan(str(scans["2d"]), FAST, str(out), seed=1)
+    res = process_scan(str(scans["2d"]), FAST_PIPELINE, str(out), seed=1)
     reused = [s["reused"] for s in sipflow.open_result(res["output"]).attrs["provenance"]
               ["stages"]]
     assert reused == [True, False, False], "prep.standard was not recomputed"
@@ -78,7 +72,7 @@ def test_many_scans_isolates_failures(flows, scans, tmp_path):
     bad = tmp_path / "broken.h5"
     bad.write_text("not hdf5")
     with pytest.raises(Exception, match=r"1 of 2 scans failed: .*broken\.h5.*not an HDF5"):
-        process_scans([str(scans["2d"]), str(bad)], FAST, str(tmp_path), seed=0)
+        process_scans([str(scans["2d"]), str(bad)], FAST_PIPELINE, str(tmp_path), seed=0)
     assert sipflow.open_result(tmp_path / "blob2d.zarr")["obj"].shape == (64, 64)
     assert not (tmp_path / "broken.zarr").exists()
 
@@ -86,7 +80,7 @@ def test_many_scans_isolates_failures(flows, scans, tmp_path):
 def test_bad_input_error_passes_through_the_flow(flows, tmp_path):
     process_scan, _ = flows
     with pytest.raises(InputError, match="no such file"):
-        process_scan(str(tmp_path / "missing.h5"), FAST, str(tmp_path / "o.zarr"))
+        process_scan(str(tmp_path / "missing.h5"), FAST_PIPELINE, str(tmp_path / "o.zarr"))
 
 
 def _env(**extra):
