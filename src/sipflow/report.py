@@ -23,6 +23,12 @@ def summary_rows(ds: xr.Dataset) -> list[tuple[str, str]]:
         rows.append(("plan", pc["plan"]))
         rows.append(("runs ok", f"{sum(s == 'ok' for s in pc['run_status'])}"
                                 f"/{len(pc['run_status'])} (best: run {pc['best_run']})"))
+        for r, status in enumerate(pc["run_status"]):
+            if status != "ok":
+                rows.append((f"run {r}", status))
+        free = pc.get("final_llk_free", [])
+        if free and free[pc["best_run"]] == free[pc["best_run"]]:  # not NaN
+            rows.append(("free LLK (best run)", f"{free[pc['best_run']]:.4g}"))
     for key, value in (ds.attrs.get("metrics") or {}).items():
         if isinstance(value, float):
             rows.append((key, f"{value:.4g}"))
