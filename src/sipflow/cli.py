@@ -132,6 +132,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from .io import open_result
 
     ds = open_result(args.result, load=True)
+    if schema.OBJ not in ds:
+        raise SipflowError(f"{args.result}: has no reconstructed object 'obj' to evaluate")
     if args.truth:
         from .io import load
 
@@ -154,19 +156,14 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         ds[schema.OBJ_TRUE] = (ds[schema.OBJ].dims, obj_true)
         if schema.SUPPORT_TRUE in truth and truth[schema.SUPPORT_TRUE].shape == obj_true.shape:
             ds[schema.SUPPORT_TRUE] = (ds[schema.OBJ].dims, truth[schema.SUPPORT_TRUE].values)
-    if schema.OBJ not in ds:
-        raise SipflowError(f"{args.result}: has no reconstructed object 'obj' to evaluate")
     metrics = compute_metrics(ds)
     if args.json:
         print(json.dumps(metrics, indent=2))
     else:
-        from .report import print_table
+        from .report import print_table, summary_rows
 
         ds.attrs["metrics"] = metrics
-        from .report import summary_rows
-
-        rows = summary_rows(ds)
-        print_table(rows, f"evaluation of {args.result}")
+        print_table(summary_rows(ds), f"evaluation of {args.result}")
     return 0
 
 

@@ -14,10 +14,18 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from ..physics import inverse_farfield
 from ..stage import ProgressRecord
 from ._plan import Plan
 from ._projections import ml_step, modulus_projection, normalised_sum, poisson_deviance, update
-from ._support import autocorrelation_support, detwin, morph, shaped_support, shrinkwrap
+from ._support import (
+    autocorrelation_support,
+    circular_centroid,
+    detwin,
+    morph,
+    shaped_support,
+    shrinkwrap,
+)
 
 #: guard on the support size, as a fraction of the array (SCIENCE.md §1)
 SUPPORT_FRACTION_RANGE = (1e-4, 0.7)
@@ -87,8 +95,6 @@ def _sigmas(n_updates: int, start: float, end: float) -> list[float]:
 def centre_runs(x: torch.Tensor, support: torch.Tensor, ndim: int
                 ) -> tuple[torch.Tensor, torch.Tensor]:
     """fftshift then roll every run so its support's (circular) centroid is at ``n // 2``."""
-    from ._support import circular_centroid
-
     dims = tuple(range(-ndim, 0))
     x = torch.fft.fftshift(x, dim=dims)
     support = torch.fft.fftshift(support, dim=dims)
@@ -193,8 +199,6 @@ def iterate(intensity: torch.Tensor, mask: torch.Tensor, plan: Plan, seeds: Sequ
             support = autocorrelation_support(obs, valid, thresholds, ndim)
         phases = torch.stack([torch.rand(shape, generator=g, device=device, dtype=rdtype)
                               for g in gens])
-        from ..physics import inverse_farfield
-
         x = inverse_farfield(amplitude * torch.exp(2j * math.pi * phases).to(cdtype), ndim)
         x = torch.where(support, x, torch.zeros_like(x))
 
