@@ -16,8 +16,16 @@ import torch
 
 from ..physics import inverse_farfield
 from ..stage import ProgressRecord
+from ._memory import release_freed_memory, reuse_freed_memory
 from ._plan import Plan
-from ._projections import ml_step, modulus_projection, normalised_sum, poisson_deviance, update
+from ._projections import (
+    FourierModulus,
+    PoissonScore,
+    apply_update,
+    ml_step,
+    update,
+    update_factors,
+)
 from ._support import (
     autocorrelation_support,
     circular_centroid,
@@ -173,9 +181,9 @@ def iterate(intensity: torch.Tensor, mask: torch.Tensor, plan: Plan, seeds: Sequ
             else torch.zeros_like(measured))
     valid = measured & ~held  # projected on
     amplitude = torch.sqrt(obs.clamp_min(0))
-    obs_log_obs = torch.where(obs > 0, obs * torch.log(obs.clamp_min(1e-12)), 0.0)
+    project = FourierModulus(amplitude, valid)
+    score = PoissonScore(obs, valid, held)
     size = float(np.prod(shape))
-    n_valid = valid.sum().to(rdtype)
     n_free = held.sum().to(rdtype)
 
     gens = [torch.Generator(device=device).manual_seed(int(s)) for s in seeds]
@@ -215,72 +223,89 @@ def iterate(intensity: torch.Tensor, mask: torch.Tensor, plan: Plan, seeds: Sequ
     free_vals: list[torch.Tensor] = []
     it = 0
     lo_frac, hi_frac = SUPPORT_FRACTION_RANGE
-    for op in plan.steps():
-        if op == "sup":
-            sigma = next(sigmas)
-            if it == 0 and start is None:  # nothing to shrink-wrap before the first iteration
+    factors: dict[str, tuple[torch.Tensor, torch.Tensor | None]] = {}  # of the current support
+
+    def factors_for(name: str) -> tuple[torch.Tensor, torch.Tensor | None]:
+        if name not in factors:
+            factors.clear()  # one algorithm's factors at a time
+            factors[name] = update_factors(name, support, settings.beta, rdtype)
+        return factors[name]
+
+    if device.type == "cpu":
+        reuse_freed_memory()
+    try:
+        for op in plan.steps():
+            if op == "sup":
+                sigma = next(sigmas)
+                if it == 0 and start is None:  # nothing to shrink-wrap before the first iteration
+                    continue
+                # wrap the in-support part: HIO/RAAR leave large values outside a wrong
+                # support, which would make the support explode instead of shrink
+                inner = torch.where(support, x, torch.zeros_like(x))
+                new = shrinkwrap(inner, support, sigma, settings.shrinkwrap_threshold,
+                                 settings.shrinkwrap_method, ndim)
+                if settings.post_expand:
+                    new = morph(new, settings.post_expand, ndim)
+                if settings.force_shrink:
+                    new &= support
+                frac = new.sum(dim=dims).to(rdtype) / size
+                bad = ((frac < lo_frac) | (frac > hi_frac)) & alive
+                if bool(bad.any()):
+                    for r in torch.nonzero(bad).flatten().tolist():
+                        kind = "collapsed" if frac[r] < lo_frac else "exploded"
+                        status[r] = (f"support {kind} to {frac[r].item():.2%} of the array at "
+                                     f"iteration {it} (allowed {lo_frac:.2%}-{hi_frac:.0%})")
+                    alive &= ~bad
+                support = torch.where(alive.reshape(view), new, support)
+                factors.clear()
                 continue
-            # wrap the in-support part: HIO/RAAR leave large values outside a wrong
-            # support, which would make the support explode instead of shrink
-            inner = torch.where(support, x, torch.zeros_like(x))
-            new = shrinkwrap(inner, support, sigma, settings.shrinkwrap_threshold,
-                             settings.shrinkwrap_method, ndim)
-            if settings.post_expand:
-                new = morph(new, settings.post_expand, ndim)
-            if settings.force_shrink:
-                new &= support
-            frac = new.sum(dim=dims).to(rdtype) / size
-            bad = ((frac < lo_frac) | (frac > hi_frac)) & alive
-            if bool(bad.any()):
-                for r in torch.nonzero(bad).flatten().tolist():
-                    kind = "collapsed" if frac[r] < lo_frac else "exploded"
-                    status[r] = (f"support {kind} to {frac[r].item():.2%} of the array at "
-                                 f"iteration {it} (allowed {lo_frac:.2%}-{hi_frac:.0%})")
-                alive &= ~bad
-            support = torch.where(alive.reshape(view), new, support)
-            continue
-        if op == "detwin":
-            support = detwin(support, ndim, settings.detwin_axis)
-            continue
-        it += 1
-        want_llk = it % settings.llk_every == 0 or it == n_iter
-        llk_parts, free_parts = [], []
-        for sl in chunks:  # runs are independent: process cache-sized groups of them
-            xs, ss = x[sl], support[sl]
-            if op == "ML":
-                xs, calc = ml_step(xs, obs, valid, ss, ndim)
-            else:
-                d, calc = modulus_projection(xs, amplitude, valid, ndim)
-                xs = update(op, xs, d, ss, settings.beta, settings.positivity)
-            if len(chunks) == 1:
-                x = xs
-            else:
-                x[sl] = xs
-            if want_llk:  # one deviance map, summed over projected and free pixels
-                term = poisson_deviance(calc, obs, obs_log_obs)
-                dof = n_valid - ss.sum(dim=dims).to(rdtype)
-                llk_parts.append(normalised_sum(term, valid, ndim, dof))
-                free_parts.append(normalised_sum(term, held, ndim, n_free) if n_free > 0
-                                  else torch.full((xs.shape[0],), math.nan, dtype=rdtype,
-                                                  device=device))
-        if want_llk:
-            llk_its.append(it)
-            llk_vals.append(torch.cat(llk_parts))
-            free_vals.append(torch.cat(free_parts))
-        if it % settings.progress_every == 0 or it == n_iter:
-            best_llk = (llk_vals[-1][alive].min().item() if llk_vals and bool(alive.any())
-                        else math.nan)
-            metrics = {"llk": best_llk, "alive": int(alive.sum())}
-            if n_free > 0 and free_vals:
-                metrics["llk_free"] = free_vals[-1][alive].min().item() if bool(
-                    alive.any()) else math.nan
-            preview = None
-            if settings.preview_every and (it % settings.preview_every == 0 or it == n_iter):
-                best = int(torch.argmin(torch.where(alive, llk_vals[-1], math.inf)))
-                preview = _preview(x[best], support[best], settings.preview_size, ndim)
-            yield ProgressRecord(stage, it, n_iter, metrics, preview)
+            if op == "detwin":
+                support = detwin(support, ndim, settings.detwin_axis)
+                factors.clear()
+                continue
+            it += 1
+            want_llk = it % settings.llk_every == 0 or it == n_iter
+            llk_parts, free_parts = [], []
+            for sl in chunks:  # runs are independent: process cache-sized groups of them
+                xs, ss = x[sl], support[sl]
+                if op == "ML":
+                    xs, calc = ml_step(xs, obs, valid, ss, ndim)
+                elif settings.positivity:
+                    d, calc = project(xs, with_calc=want_llk)
+                    xs = update(op, xs, d, ss, settings.beta, positivity=True)
+                else:
+                    d, calc = project(xs, with_calc=want_llk)
+                    a, b = factors_for(op)
+                    xs = apply_update(d, xs, a[sl], None if b is None else b[sl])
+                if len(chunks) == 1:
+                    x = xs
+                else:
+                    x[sl] = xs
+                if want_llk:
+                    llk_chunk, free_chunk = score(calc, ss.sum(dim=dims))
+                    llk_parts.append(llk_chunk)
+                    free_parts.append(free_chunk)
+            if want_llk:
+                llk_its.append(it)
+                llk_vals.append(torch.cat(llk_parts))
+                free_vals.append(torch.cat(free_parts))
+            if it % settings.progress_every == 0 or it == n_iter:
+                best_llk = (llk_vals[-1][alive].min().item() if llk_vals and bool(alive.any())
+                            else math.nan)
+                metrics = {"llk": best_llk, "alive": int(alive.sum())}
+                if n_free > 0 and free_vals:
+                    metrics["llk_free"] = free_vals[-1][alive].min().item() if bool(
+                        alive.any()) else math.nan
+                preview = None
+                if settings.preview_every and (it % settings.preview_every == 0 or it == n_iter):
+                    best = int(torch.argmin(torch.where(alive, llk_vals[-1], math.inf)))
+                    preview = _preview(x[best], support[best], settings.preview_size, ndim)
+                yield ProgressRecord(stage, it, n_iter, metrics, preview)
+    finally:
+        if device.type == "cpu":
+            release_freed_memory()
     # share of the data-consistent object outside the support
-    d, _ = modulus_projection(x, amplitude, valid, ndim)
+    d, _ = project(x)
     power = d.real**2 + d.imag**2
     outside = torch.where(support, torch.zeros_like(power), power).sum(dim=dims) / power.sum(
         dim=dims).clamp_min(1e-30)
