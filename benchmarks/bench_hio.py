@@ -1,20 +1,28 @@
 """Per-iteration time of HIO: sipflow vs the floor vs NumPy vs cohere-core, one table.
 
 For each size (256², 512², 1024², 128³) and runs (1, 16) it times, on the same
-simulated data and in the same process:
+simulated data:
 
 1. ``sipflow``: the ``phase.classic`` engine (:func:`sipflow.reconstruct.iterate`)
-   running ``HIO**n`` with its default settings (LLK every 10 iterations);
+   running ``HIO**n`` with its default settings (LLK and free LLK every 10
+   iterations, 5 % free pixels), set-up cost subtracted;
 2. ``floor``: a bare torch loop doing only the unavoidable work — one FFT pair, the
-   masked magnitude replacement and the HIO support step;
+   masked magnitude replacement and the HIO support step — in the fastest
+   formulation we know, with the same allocator setting as sipflow; for 16 runs the
+   faster of one batch and 16 single runs;
 3. ``numpy``: the same iteration written plainly with ``numpy.fft``;
 4. ``cohere-np`` / ``cohere-torch``: cohere-core's own HIO iteration (``Rec.iterate``)
    with its numpy and torch libraries, when cohere-core is installed
    (``pip install cohere-core``; a benchmark-only dependency, installed by
    ``make bench``). cohere runs one reconstruction per process, so only runs = 1.
+   ``cohere-torch+m`` is cohere's torch back end with sipflow's allocator setting
+   (:mod:`sipflow.reconstruct._memory`) switched on first, to show how much of the
+   difference is the allocator and how much the iteration itself.
 
-It also prints "16 batched / 16 sequential" for sipflow. Times are medians of
-repeats, in milliseconds per iteration (for 16 runs: per iteration of all 16).
+Every cell is measured in a fresh Python process, so that no implementation
+inherits another's allocator state, caches or thread pools. Times are medians of
+repeats, in milliseconds per iteration (for 16 runs: per iteration of all 16). The
+last row of each size is sipflow's 16-run time over 16 times its single-run time.
 
 Usage::
 
@@ -26,8 +34,11 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
+import json
 import platform
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -35,41 +46,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from sipflow.reconstruct import EngineSettings, iterate, parse
-from sipflow.simulate import Simulation, simulate
+IMPLEMENTATIONS = ("sipflow", "floor", "numpy", "cohere-np", "cohere-torch", "cohere-torch+m")
+SINGLE_RUN_ONLY = {"cohere-np", "cohere-torch", "cohere-torch+m"}
 
 
 def _sync(device: str) -> None:
     if device.startswith("cuda"):
         torch.cuda.synchronize()
-
-
-def _data(shape):
-    arrays = simulate(Simulation(shape=shape, photons=1e9, kind="blob" if len(shape) == 2
-                                 else "crystal", seed=0))
-    return arrays["intensity"].astype(np.float32), arrays["mask"], arrays["support"]
-
-
-def time_sipflow(intensity, mask, runs, n, device, repeats):
-    i = torch.as_tensor(intensity, device=device)
-    m = torch.as_tensor(mask, device=device)
-    plan = parse(f"HIO**{n}")
-    settings = EngineSettings(progress_every=10**9)
-
-    def once():
-        for _ in iterate(i, m, plan, list(range(runs)), settings):
-            pass
-
-    once()  # warm-up (plans, allocator)
-    # subtract the fixed set-up cost (autocorrelation support, random start) measured at n=1
-    plan_setup = parse("HIO")
-
-    def setup():
-        for _ in iterate(i, m, plan_setup, list(range(runs)), settings):
-            pass
-
-    t_setup = _median(setup, device, repeats)
-    return max(_median(once, device, repeats) - t_setup, 0.0) / (n - 1)
 
 
 def _median(fn, device, repeats):
@@ -83,36 +66,65 @@ def _median(fn, device, repeats):
     return statistics.median(times)
 
 
+def _data(shape):
+    from sipflow.simulate import Simulation, simulate
+
+    arrays = simulate(Simulation(shape=shape, photons=1e9, kind="blob" if len(shape) == 2
+                                 else "crystal", seed=0))
+    return arrays["intensity"].astype(np.float32), arrays["mask"], arrays["support"]
+
+
+def time_sipflow(intensity, mask, support, runs, n, device, repeats):
+    from sipflow.reconstruct import EngineSettings, iterate, parse
+
+    i = torch.as_tensor(intensity, device=device)
+    m = torch.as_tensor(mask, device=device)
+    settings = EngineSettings(progress_every=10**9)
+
+    def run(plan):
+        def once():
+            for _ in iterate(i, m, plan, list(range(runs)), settings):
+                pass
+        return once
+
+    full, setup = run(parse(f"HIO**{n + 1}")), run(parse("HIO"))
+    full()  # warm-up (FFT plans, allocator)
+    # subtract the fixed set-up cost (autocorrelation support, random start, centring)
+    return max(_median(full, device, repeats) - _median(setup, device, repeats), 0.0) / n
+
+
 def time_floor(intensity, mask, support, runs, n, device, repeats):
+    from sipflow.reconstruct._memory import reuse_freed_memory
+
+    if device == "cpu":
+        reuse_freed_memory()
     ndim = intensity.ndim
     dims = tuple(range(-ndim, 0))
     amp = torch.fft.ifftshift(torch.sqrt(torch.as_tensor(intensity, device=device)), dim=dims)
     m = torch.fft.ifftshift(torch.as_tensor(mask, device=device), dim=dims)
-    s = torch.fft.ifftshift(torch.as_tensor(support, device=device), dim=dims)
+    s = torch.fft.ifftshift(torch.as_tensor(support, device=device), dim=dims).float()
     x0 = torch.randn((runs, *intensity.shape), dtype=torch.complex64, device=device)
     beta = 0.9
-
-    sv, mv = s, m
+    # unnormalised FFTs: |f| = sqrt(N) |F x|, folded into the target magnitudes
+    target = torch.where(m, amp, 0.0) * float(np.prod(intensity.shape)) ** 0.5
+    keep = (~m).float()
+    a, b = s * (1 + beta) - beta, 1 - s  # HIO: x' = a d + b x
+    tiny = torch.finfo(torch.float32).tiny
 
     def loop():
-        # the fastest formulation we know on CPU torch: real multiply through a real view,
-        # fused x - beta d, and where() on the complex64 bits viewed as float64
         x = x0
         for _ in range(n):
-            f = torch.fft.fftn(x, dim=dims, norm="ortho")
-            scale = torch.where(mv, amp / f.abs().clamp_min(1e-12), 1.0)
-            f = torch.view_as_complex(torch.view_as_real(f) * scale.unsqueeze(-1))
-            d = torch.fft.ifftn(f, dim=dims, norm="ortho")
-            out = torch.add(x, d, alpha=-beta)
-            x = torch.where(sv, d.view(torch.float64), out.view(torch.float64)).view(
-                torch.complex64)
+            f = torch.fft.fftn(x, dim=dims)
+            power = f.real.square().addcmul_(f.imag, f.imag)
+            f.mul_(torch.addcmul(keep, target, power.clamp_min_(tiny).rsqrt_()))
+            x = torch.fft.ifftn(f, dim=dims).mul_(a).addcmul_(x, b)
         return x
 
     loop()
     return _median(loop, device, repeats) / n
 
 
-def time_numpy(intensity, mask, support, runs, n, repeats):
+def time_numpy(intensity, mask, support, runs, n, device, repeats):
     axes = tuple(range(-intensity.ndim, 0))
     amp = np.fft.ifftshift(np.sqrt(intensity))
     m = np.fft.ifftshift(mask)
@@ -120,6 +132,7 @@ def time_numpy(intensity, mask, support, runs, n, repeats):
     rng = np.random.default_rng(0)
     x0 = (rng.standard_normal((runs, *intensity.shape))
           + 1j * rng.standard_normal((runs, *intensity.shape))).astype(np.complex64)
+    n = max(2, n // 2)
 
     def loop():
         x = x0
@@ -132,10 +145,10 @@ def time_numpy(intensity, mask, support, runs, n, repeats):
         return x
 
     loop()
-    return _median(loop, "cpu", repeats) / n
+    return _median(loop, "cpu", 1) / n
 
 
-def time_cohere(intensity, n, pkg, repeats, workdir):
+def time_cohere(intensity, n, pkg, repeats, tuned):
     """cohere-core's own HIO iteration (``Rec.iterate``) with its numpy or torch library.
 
     Returns None when cohere-core is not installed. cohere reads the centred amplitudes
@@ -146,7 +159,11 @@ def time_cohere(intensity, n, pkg, repeats, workdir):
         from cohere_core.controller.phasing import Rec
     except ImportError:
         return None
-    path = Path(workdir) / f"amplitudes_{'x'.join(map(str, intensity.shape))}.npy"
+    if tuned:
+        from sipflow.reconstruct._memory import reuse_freed_memory
+
+        reuse_freed_memory()
+    path = Path(tempfile.mkdtemp(prefix="sipflow-bench-")) / "amplitudes.npy"
     np.save(path, np.sqrt(intensity).astype(np.float32))
     params = {"algorithm_sequence": f"{n}*HIO", "hio_beta": 0.9,
               "initial_support_area": [0.5] * intensity.ndim}
@@ -163,51 +180,79 @@ def time_cohere(intensity, n, pkg, repeats, workdir):
         return _median(run, "cpu", repeats) / n
 
 
+def measure_one(impl, shape, runs, n, device, repeats):
+    """Seconds per iteration of one implementation, or None if it cannot run."""
+    intensity, mask, support = _data(shape)
+    if impl == "sipflow":
+        return time_sipflow(intensity, mask, support, runs, n, device, repeats)
+    if impl == "floor":
+        return time_floor(intensity, mask, support, runs, n, device, repeats)
+    if impl == "numpy":
+        return time_numpy(intensity, mask, support, runs, n, device, repeats)
+    pkg = "np" if impl == "cohere-np" else "torch"
+    return time_cohere(intensity, n, pkg, repeats, tuned=impl.endswith("+m"))
+
+
+def _in_fresh_process(impl, shape, runs, args):
+    cmd = [sys.executable, __file__, "--one", impl, "x".join(map(str, shape)), str(runs),
+           "--iterations", str(args.iterations), "--repeats", str(args.repeats),
+           "--device", args.device]
+    out = subprocess.run(cmd, capture_output=True, text=True)
+    if out.returncode != 0:
+        print(f"  ({impl} {shape} x{runs} failed: {out.stderr.strip().splitlines()[-1:]})",
+              file=sys.stderr)
+        return None
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--device", default="cpu")
-    p.add_argument("--iterations", type=int, default=10)
-    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--iterations", type=int, default=20)
+    p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--quick", action="store_true", help="256² and 64³ only")
+    p.add_argument("--one", nargs=3, metavar=("IMPL", "SHAPE", "RUNS"), help=argparse.SUPPRESS)
     args = p.parse_args()
-    torch.set_num_threads(torch.get_num_threads())
+    if args.one:
+        impl, shape, runs = args.one
+        t = measure_one(impl, tuple(int(v) for v in shape.split("x")), int(runs),
+                        args.iterations, args.device, args.repeats)
+        print(json.dumps(t))
+        return
     sizes = [(256, 256), (64, 64, 64)] if args.quick else [(256, 256), (512, 512),
                                                             (1024, 1024), (128, 128, 128)]
     print(f"machine: {platform.node()} {platform.processor() or platform.machine()}, "
           f"{torch.get_num_threads()} torch threads, torch {torch.__version__}, "
           f"numpy {np.__version__}, device {args.device}")
-    header = ("size", "runs", "sipflow", "floor", "numpy", "cohere-np", "cohere-torch",
-              "sipflow/floor", "numpy/sipflow", "cohere-np/sipflow", "cohere-torch/sipflow")
+    header = ("size", "runs", *IMPLEMENTATIONS, "sipflow/floor", "numpy/sipflow",
+              "cohere-np/sipflow", "cohere-torch/sipflow", "cohere-torch+m/sipflow")
     print("| " + " | ".join(header) + " |")
-    print("|" + "---|" * len(header))
-    n, rep = args.iterations, args.repeats
-    workdir = tempfile.mkdtemp(prefix="sipflow-bench-")
+    print("|" + "---|" * len(header), flush=True)
 
     def ms(t):
         return "n/a" if t is None else f"{1e3 * t:.2f}"
 
     def ratio(a, b):
-        return "n/a" if a is None or b is None else f"{a / b:.2f}"
+        return "n/a" if a is None or b is None or b == 0 else f"{a / b:.2f}"
 
     for shape in sizes:
-        intensity, mask, support = _data(shape)
-        single = floor_single = None
+        single = None
         for runs in (1, 16):
-            t_sip = time_sipflow(intensity, mask, runs, n, args.device, rep)
-            t_floor = time_floor(intensity, mask, support, runs, n, args.device, rep)
+            t = {impl: None if runs > 1 and impl in SINGLE_RUN_ONLY
+                 else _in_fresh_process(impl, shape, runs, args) for impl in IMPLEMENTATIONS}
             if runs == 1:
-                single, floor_single = t_sip, t_floor
-            else:  # the floor of 16 runs: one batch or 16 single runs, whichever is faster
-                t_floor = min(t_floor, 16 * floor_single)
-            t_np = time_numpy(intensity, mask, support, runs, max(2, n // 2), 1)
-            t_cnp = time_cohere(intensity, n, "np", rep, workdir) if runs == 1 else None
-            t_cto = time_cohere(intensity, n, "torch", rep, workdir) if runs == 1 else None
-            print(f"| {'x'.join(map(str, shape))} | {runs} | {ms(t_sip)} | {ms(t_floor)} | "
-                  f"{ms(t_np)} | {ms(t_cnp)} | {ms(t_cto)} | {ratio(t_sip, t_floor)} | "
-                  f"{ratio(t_np, t_sip)} | {ratio(t_cnp, t_sip)} | {ratio(t_cto, t_sip)} |",
-                  flush=True)
-        print(f"| {'x'.join(map(str, shape))} | 16 batched / 16 sequential | "
-              f"{t_sip / (16 * single):.2f} |" + " |" * (len(header) - 3), flush=True)
+                single = t
+            elif t["floor"] is not None and single["floor"] is not None:
+                t["floor"] = min(t["floor"], 16 * single["floor"])  # batch or 16 single runs
+            sip = t["sipflow"]
+            cells = [ms(t[impl]) for impl in IMPLEMENTATIONS]
+            ratios = [ratio(sip, t["floor"]), ratio(t["numpy"], sip), ratio(t["cohere-np"], sip),
+                      ratio(t["cohere-torch"], sip), ratio(t["cohere-torch+m"], sip)]
+            print(f"| {'x'.join(map(str, shape))} | {runs} | " + " | ".join(cells + ratios)
+                  + " |", flush=True)
+        batched = ratio(t["sipflow"], 16 * single["sipflow"] if single["sipflow"] else None)
+        print(f"| {'x'.join(map(str, shape))} | 16 batched / 16 sequential | {batched} |"
+              + " |" * (len(header) - 3), flush=True)
 
 
 if __name__ == "__main__":

@@ -128,6 +128,49 @@ def _preview(x: torch.Tensor, support: torch.Tensor, size: int, ndim: int) -> di
             "support": sc.cpu().numpy()}
 
 
+@dataclass(frozen=True)
+class _Step:
+    """One plan step with what it needs: the iteration it is or follows, its sigma."""
+
+    op: str
+    iteration: int
+    sigma: float = 0.0
+
+
+def _annotate(plan: Plan, settings: EngineSettings, skip_first_sup: bool) -> list[_Step]:
+    """The plan's steps with iteration numbers and shrinkwrap widths, in order.
+
+    A ``sup`` before the first iteration is dropped when there is nothing to wrap yet
+    (a random start); it still takes its place in the sigma schedule.
+    """
+    sigmas = iter(_sigmas(plan.count("sup"), settings.sigma_start, settings.sigma_end))
+    steps, it = [], 0
+    for op in plan.steps():
+        if op == "sup":
+            sigma = next(sigmas)
+            if not (it == 0 and skip_first_sup):
+                steps.append(_Step(op, it, sigma))
+        elif op == "detwin":
+            steps.append(_Step(op, it))
+        else:
+            it += 1
+            steps.append(_Step(op, it))
+    return steps
+
+
+def _segments(steps: list[_Step], n_iter: int, every: int) -> list[list[_Step]]:
+    """Split `steps` after every iteration that is a progress point (and at the end)."""
+    out: list[list[_Step]] = [[]]
+    for step in steps:
+        out[-1].append(step)
+        if step.op not in ("sup", "detwin") and (step.iteration % every == 0
+                                                 or step.iteration == n_iter):
+            out.append([])
+    if not out[-1]:
+        out.pop()
+    return out
+
+
 def iterate(intensity: torch.Tensor, mask: torch.Tensor, plan: Plan, seeds: Sequence[int],
             settings: EngineSettings, *, stage: str = "phase.classic",
             free: torch.Tensor | None = None, initial_support: torch.Tensor | None = None,
@@ -215,92 +258,90 @@ def iterate(intensity: torch.Tensor, mask: torch.Tensor, plan: Plan, seeds: Sequ
         runs if device.type != "cpu"
         else max(1, int(settings.chunk_bytes // (x.element_size() * np.prod(shape)))))
     chunks = [slice(a, min(a + chunk, runs)) for a in range(0, runs, chunk)]
-    sigmas = iter(_sigmas(plan.count("sup"), settings.sigma_start, settings.sigma_end))
     status = ["ok"] * runs
     alive = torch.ones(runs, dtype=torch.bool, device=device)
-    llk_its: list[int] = []
-    llk_vals: list[torch.Tensor] = []
-    free_vals: list[torch.Tensor] = []
-    it = 0
     lo_frac, hi_frac = SUPPORT_FRACTION_RANGE
-    factors: dict[str, tuple[torch.Tensor, torch.Tensor | None]] = {}  # of the current support
+    llk_its = [k for k in range(1, n_iter + 1) if k % settings.llk_every == 0 or k == n_iter]
+    llk = torch.full((runs, len(llk_its)), math.nan, dtype=rdtype, device=device)
+    llk_free = torch.full_like(llk, math.nan)
+    column = {k: j for j, k in enumerate(llk_its)}
 
-    def factors_for(name: str) -> tuple[torch.Tensor, torch.Tensor | None]:
-        if name not in factors:
-            factors.clear()  # one algorithm's factors at a time
-            factors[name] = update_factors(name, support, settings.beta, rdtype)
-        return factors[name]
-
-    if device.type == "cpu":
-        reuse_freed_memory()
-    try:
-        for op in plan.steps():
-            if op == "sup":
-                sigma = next(sigmas)
-                if it == 0 and start is None:  # nothing to shrink-wrap before the first iteration
-                    continue
+    def advance(sl: slice, steps: list[_Step]) -> None:
+        """Run `steps` on the runs in `sl` (a cache-sized group on CPU, all on a GPU)."""
+        xs, ss = x[sl], support[sl]
+        factors: dict[str, tuple[torch.Tensor, torch.Tensor | None]] = {}  # of ss
+        for step in steps:
+            if step.op == "sup":
                 # wrap the in-support part: HIO/RAAR leave large values outside a wrong
                 # support, which would make the support explode instead of shrink
-                inner = torch.where(support, x, torch.zeros_like(x))
-                new = shrinkwrap(inner, support, sigma, settings.shrinkwrap_threshold,
+                inner = torch.where(ss, xs, torch.zeros_like(xs))
+                new = shrinkwrap(inner, ss, step.sigma, settings.shrinkwrap_threshold,
                                  settings.shrinkwrap_method, ndim)
                 if settings.post_expand:
                     new = morph(new, settings.post_expand, ndim)
                 if settings.force_shrink:
-                    new &= support
+                    new &= ss
                 frac = new.sum(dim=dims).to(rdtype) / size
-                bad = ((frac < lo_frac) | (frac > hi_frac)) & alive
+                ok = alive[sl]
+                bad = ((frac < lo_frac) | (frac > hi_frac)) & ok
                 if bool(bad.any()):
                     for r in torch.nonzero(bad).flatten().tolist():
                         kind = "collapsed" if frac[r] < lo_frac else "exploded"
-                        status[r] = (f"support {kind} to {frac[r].item():.2%} of the array at "
-                                     f"iteration {it} (allowed {lo_frac:.2%}-{hi_frac:.0%})")
-                    alive &= ~bad
-                support = torch.where(alive.reshape(view), new, support)
+                        status[sl.start + r] = (
+                            f"support {kind} to {frac[r].item():.2%} of the array at "
+                            f"iteration {step.iteration} (allowed {lo_frac:.2%}-{hi_frac:.0%})")
+                    ok = ok & ~bad
+                    alive[sl] = ok
+                ss = torch.where(ok.reshape(view), new, ss)
                 factors.clear()
-                continue
-            if op == "detwin":
-                support = detwin(support, ndim, settings.detwin_axis)
+            elif step.op == "detwin":
+                ss = detwin(ss, ndim, settings.detwin_axis)
                 factors.clear()
-                continue
-            it += 1
-            want_llk = it % settings.llk_every == 0 or it == n_iter
-            llk_parts, free_parts = [], []
-            for sl in chunks:  # runs are independent: process cache-sized groups of them
-                xs, ss = x[sl], support[sl]
-                if op == "ML":
+            else:
+                want_llk = step.iteration in column
+                if step.op == "ML":
                     xs, calc = ml_step(xs, obs, valid, ss, ndim)
                 elif settings.positivity:
                     d, calc = project(xs, with_calc=want_llk)
-                    xs = update(op, xs, d, ss, settings.beta, positivity=True)
+                    xs = update(step.op, xs, d, ss, settings.beta, positivity=True)
                 else:
                     d, calc = project(xs, with_calc=want_llk)
-                    a, b = factors_for(op)
-                    xs = apply_update(d, xs, a[sl], None if b is None else b[sl])
-                if len(chunks) == 1:
-                    x = xs
-                else:
-                    x[sl] = xs
+                    if step.op not in factors:
+                        factors.clear()  # one algorithm's factors at a time
+                        factors[step.op] = update_factors(step.op, ss, settings.beta, rdtype)
+                    xs = apply_update(d, xs, *factors[step.op])
                 if want_llk:
-                    llk_chunk, free_chunk = score(calc, ss.sum(dim=dims))
-                    llk_parts.append(llk_chunk)
-                    free_parts.append(free_chunk)
-            if want_llk:
-                llk_its.append(it)
-                llk_vals.append(torch.cat(llk_parts))
-                free_vals.append(torch.cat(free_parts))
-            if it % settings.progress_every == 0 or it == n_iter:
-                best_llk = (llk_vals[-1][alive].min().item() if llk_vals and bool(alive.any())
-                            else math.nan)
-                metrics = {"llk": best_llk, "alive": int(alive.sum())}
-                if n_free > 0 and free_vals:
-                    metrics["llk_free"] = free_vals[-1][alive].min().item() if bool(
-                        alive.any()) else math.nan
-                preview = None
-                if settings.preview_every and (it % settings.preview_every == 0 or it == n_iter):
-                    best = int(torch.argmin(torch.where(alive, llk_vals[-1], math.inf)))
-                    preview = _preview(x[best], support[best], settings.preview_size, ndim)
-                yield ProgressRecord(stage, it, n_iter, metrics, preview)
+                    j = column[step.iteration]
+                    llk[sl, j], llk_free[sl, j] = score(calc, ss.sum(dim=dims))
+        x[sl], support[sl] = xs, ss
+
+    steps = _annotate(plan, settings, skip_first_sup=start is None)
+    if device.type == "cpu":
+        reuse_freed_memory()
+    try:
+        # Runs are independent, so each group of runs goes through a whole segment of
+        # the plan (up to the next progress record) while its arrays are in cache.
+        for segment in _segments(steps, n_iter, settings.progress_every):
+            for sl in chunks:
+                advance(sl, segment)
+            iterations = [s.iteration for s in segment if s.op not in ("sup", "detwin")]
+            if not iterations:  # support steps after the last iteration
+                continue
+            it = iterations[-1]
+            done = [j for j, k in enumerate(llk_its) if k <= it]
+            metrics: dict[str, float] = {"llk": math.nan, "alive": int(alive.sum())}
+            best = 0
+            if done and bool(alive.any()):
+                latest = torch.where(alive, llk[:, done[-1]], math.inf)
+                best = int(torch.argmin(latest))
+                metrics["llk"] = latest[best].item()
+                if n_free > 0:
+                    metrics["llk_free"] = torch.where(alive, llk_free[:, done[-1]],
+                                                      math.inf).min().item()
+            preview = None
+            if settings.preview_every and (it % settings.preview_every == 0 or it == n_iter):
+                preview = _preview(x[best], support[best], settings.preview_size, ndim)
+            yield ProgressRecord(stage, it, n_iter, metrics, preview)
     finally:
         if device.type == "cpu":
             release_freed_memory()
@@ -309,7 +350,5 @@ def iterate(intensity: torch.Tensor, mask: torch.Tensor, plan: Plan, seeds: Sequ
     power = d.real**2 + d.imag**2
     outside = torch.where(support, torch.zeros_like(power), power).sum(dim=dims) / power.sum(
         dim=dims).clamp_min(1e-30)
-    llk = torch.stack(llk_vals, dim=1)
-    llk_free = torch.stack(free_vals, dim=1)
     xc, sc = centre_runs(x, support, ndim)
     return EngineResult(xc, sc, llk_its, llk, llk_free, outside, status)
