@@ -35,6 +35,8 @@ from ._support import (
     shrinkwrap,
 )
 
+#: plan steps that change the support and are not iterations
+SUPPORT_STEPS = ("sup", "detwin")
 #: guard on the support size, as a fraction of the array (SCIENCE.md §1)
 SUPPORT_FRACTION_RANGE = (1e-4, 0.7)
 
@@ -59,7 +61,9 @@ class EngineSettings:
     progress_every: int = 50
     preview_every: int = 0
     preview_size: int = 64
-    #: runs computed together in one iteration; 0: all on a GPU, a cache-sized group on CPU
+    #: runs computed together; 0: all on a GPU, on CPU groups of at most `chunk_bytes` per
+    #: complex array, each taken through the plan up to the next progress record before
+    #: the next group (so its arrays stay in cache)
     batch_chunk: int = 0
     chunk_bytes: float = 2 * 2**20
 
@@ -163,7 +167,7 @@ def _segments(steps: list[_Step], n_iter: int, every: int) -> list[list[_Step]]:
     out: list[list[_Step]] = [[]]
     for step in steps:
         out[-1].append(step)
-        if step.op not in ("sup", "detwin") and (step.iteration % every == 0
+        if step.op not in SUPPORT_STEPS and (step.iteration % every == 0
                                                  or step.iteration == n_iter):
             out.append([])
     if not out[-1]:
@@ -324,7 +328,7 @@ def iterate(intensity: torch.Tensor, mask: torch.Tensor, plan: Plan, seeds: Sequ
         for segment in _segments(steps, n_iter, settings.progress_every):
             for sl in chunks:
                 advance(sl, segment)
-            iterations = [s.iteration for s in segment if s.op not in ("sup", "detwin")]
+            iterations = [s.iteration for s in segment if s.op not in SUPPORT_STEPS]
             if not iterations:  # support steps after the last iteration
                 continue
             it = iterations[-1]
