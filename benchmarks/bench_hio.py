@@ -113,14 +113,14 @@ def time_floor(intensity, mask, support, runs, n, device, repeats):
     target = torch.where(m, amp, 0.0) * float(np.prod(intensity.shape)) ** 0.5
     keep = (~m).float()
     a, b = s * (1 + beta) - beta, 1 - s  # HIO: x' = a d + b x
-    tiny = torch.finfo(torch.float32).tiny
+    tiny = torch.tensor(torch.finfo(torch.float32).tiny, device=device)
 
     def loop():
         x = x0
         for _ in range(n):
             f = torch.fft.fftn(x, dim=dims)
-            power = f.real.square().addcmul_(f.imag, f.imag)
-            f.mul_(torch.addcmul(keep, target, power.clamp_min_(tiny).rsqrt_()))
+            power = torch.addcmul(tiny, f.real, f.real).addcmul_(f.imag, f.imag)
+            f.mul_(torch.addcmul(keep, target, power.rsqrt_(), out=power))
             x = torch.fft.ifftn(f, dim=dims).mul_(a).addcmul_(x, b)
         return x
 

@@ -61,11 +61,11 @@ class EngineSettings:
     progress_every: int = 50
     preview_every: int = 0
     preview_size: int = 64
-    #: runs computed together; 0: all on a GPU, on CPU groups of at most `chunk_bytes` per
-    #: complex array, each taken through the plan up to the next progress record before
-    #: the next group (so its arrays stay in cache)
+    #: runs computed together; 0: all on a GPU, on CPU groups of at most `chunk_bytes`
+    #: per thread per complex array, each taken through the plan up to the next progress
+    #: record before the next group (so its arrays stay in cache)
     batch_chunk: int = 0
-    chunk_bytes: float = 2 * 2**20
+    chunk_bytes: float = 2**20
 
 
 @dataclass
@@ -260,7 +260,8 @@ def iterate(intensity: torch.Tensor, mask: torch.Tensor, plan: Plan, seeds: Sequ
     n_iter = plan.n_iterations()
     chunk = settings.batch_chunk or (
         runs if device.type != "cpu"
-        else max(1, int(settings.chunk_bytes // (x.element_size() * np.prod(shape)))))
+        else max(1, int(settings.chunk_bytes * torch.get_num_threads()
+                        // (x.element_size() * np.prod(shape)))))
     chunks = [slice(a, min(a + chunk, runs)) for a in range(0, runs, chunk)]
     status = ["ok"] * runs
     alive = torch.ones(runs, dtype=torch.bool, device=device)

@@ -59,8 +59,9 @@ class FourierModulus:
     Mathematically the same as :func:`modulus_projection`. It uses unnormalised FFTs
     (``|f| = sqrt(N) |F x|`` for N pixels) and folds sqrt(N) and the mask into two
     precomputed real arrays, so that one projection is: FFT, ``|f|^2`` from the real
-    and imaginary parts, an in-place ``rsqrt``, one fused multiply-add for the scale,
-    an in-place complex-by-real multiply, inverse FFT. On CPU torch, complex ``abs``
+    and imaginary parts (two fused multiply-adds), an in-place ``rsqrt``, one fused
+    multiply-add for the scale into the same buffer, an in-place complex-by-real
+    multiply, inverse FFT. On CPU torch, complex ``abs``
     and ``where`` each cost about as much as an FFT of the same array; these ops do
     not, and the in-place ones reuse memory that is already in cache.
 
@@ -78,7 +79,8 @@ class FourierModulus:
         self.n = float(amplitude.numel())
         self.target = torch.where(valid, amplitude, 0.0) * self.n**0.5
         self.keep = (~valid).to(amplitude.dtype)
-        self.tiny = torch.finfo(amplitude.dtype).tiny
+        self.tiny = torch.tensor(torch.finfo(amplitude.dtype).tiny, dtype=amplitude.dtype,
+                                 device=amplitude.device)
 
     def __call__(self, x: torch.Tensor, with_calc: bool = False
                  ) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -93,9 +95,10 @@ class FourierModulus:
             for figures of merit.
         """
         f = torch.fft.fftn(x, dim=self.dims)
-        power = f.real.square().addcmul_(f.imag, f.imag)  # |f|^2 = N |F x|^2
+        # |f|^2 = N |F x|^2, plus the smallest normal number so that rsqrt stays finite
+        power = torch.addcmul(self.tiny, f.real, f.real).addcmul_(f.imag, f.imag)
         calc = power / self.n if with_calc else None
-        scale = torch.addcmul(self.keep, self.target, power.clamp_min_(self.tiny).rsqrt_())
+        scale = torch.addcmul(self.keep, self.target, power.rsqrt_(), out=power)
         return torch.fft.ifftn(f.mul_(scale), dim=self.dims), calc
 
 
