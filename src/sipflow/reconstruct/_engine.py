@@ -274,6 +274,7 @@ def iterate(intensity: torch.Tensor, mask: torch.Tensor, plan: Plan, seeds: Sequ
     def advance(sl: slice, steps: list[_Step]) -> None:
         """Run `steps` on the runs in `sl` (a cache-sized group on CPU, all on a GPU)."""
         xs, ss = x[sl], support[sl]
+        sizes = ss.sum(dim=dims)  # support sizes, for the LLK's degrees of freedom
         factors: dict[str, tuple[torch.Tensor, torch.Tensor | None]] = {}  # of ss
         for step in steps:
             if step.op == "sup":
@@ -298,9 +299,11 @@ def iterate(intensity: torch.Tensor, mask: torch.Tensor, plan: Plan, seeds: Sequ
                     ok = ok & ~bad
                     alive[sl] = ok
                 ss = torch.where(ok.reshape(view), new, ss)
+                sizes = ss.sum(dim=dims)
                 factors.clear()
             elif step.op == "detwin":
                 ss = detwin(ss, ndim, settings.detwin_axis)
+                sizes = ss.sum(dim=dims)
                 factors.clear()
             else:
                 want_llk = step.iteration in column
@@ -317,7 +320,7 @@ def iterate(intensity: torch.Tensor, mask: torch.Tensor, plan: Plan, seeds: Sequ
                     xs = apply_update(d, xs, *factors[step.op])
                 if want_llk:
                     j = column[step.iteration]
-                    llk[sl, j], llk_free[sl, j] = score(calc, ss.sum(dim=dims))
+                    llk[sl, j], llk_free[sl, j] = score(calc, sizes)
         x[sl], support[sl] = xs, ss
 
     steps = _annotate(plan, settings, skip_first_sup=start is None)
