@@ -153,7 +153,7 @@ def time_sipflow_and_floor(intensity, mask, support, runs, n, device, repeats):
     return best
 
 
-def time_numpy(intensity, mask, support, runs, n, repeats):
+def time_numpy(intensity, mask, support, runs, n):
     axes = tuple(range(-intensity.ndim, 0))
     amp = np.fft.ifftshift(np.sqrt(intensity))
     m = np.fft.ifftshift(mask)
@@ -215,7 +215,7 @@ def measure_one(impl, shape, runs, n, device, repeats):
     if impl == "sipflow+floor":
         return time_sipflow_and_floor(intensity, mask, support, runs, n, device, repeats)
     if impl == "numpy":
-        return time_numpy(intensity, mask, support, runs, n, repeats)
+        return time_numpy(intensity, mask, support, runs, n)
     pkg = "np" if impl == "cohere-np" else "torch"
     return time_cohere(intensity, n, pkg, repeats, tuned=impl.endswith("+m"))
 

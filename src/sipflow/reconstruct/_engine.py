@@ -231,7 +231,6 @@ def iterate(intensity: torch.Tensor, mask: torch.Tensor, plan: Plan, seeds: Sequ
     project = FourierModulus(amplitude, valid)
     score = PoissonScore(obs, valid, held)
     size = float(np.prod(shape))
-    n_free = held.sum().to(rdtype)
 
     gens = [torch.Generator(device=device).manual_seed(int(s)) for s in seeds]
     lo, hi = settings.support_threshold
@@ -343,20 +342,20 @@ def iterate(intensity: torch.Tensor, mask: torch.Tensor, plan: Plan, seeds: Sequ
                 latest = torch.where(alive, llk[:, done[-1]], math.inf)
                 best = int(torch.argmin(latest))
                 metrics["llk"] = latest[best].item()
-                if n_free > 0:
+                if score.has_free:
                     metrics["llk_free"] = torch.where(alive, llk_free[:, done[-1]],
                                                       math.inf).min().item()
             preview = None
             if settings.preview_every and (it % settings.preview_every == 0 or it == n_iter):
                 preview = _preview(x[best], support[best], settings.preview_size, ndim)
             yield ProgressRecord(stage, it, n_iter, metrics, preview)
-    finally:
+        # share of the data-consistent object outside the support
+        d, _ = project(x)
+        power = d.real**2 + d.imag**2
+        outside = torch.where(support, torch.zeros_like(power), power).sum(
+            dim=dims) / power.sum(dim=dims).clamp_min(1e-30)
+        xc, sc = centre_runs(x, support, ndim)
+        return EngineResult(xc, sc, llk_its, llk, llk_free, outside, status)
+    finally:  # after the last allocation, so that nothing kept outlives the reconstruction
         if device.type == "cpu":
             release_freed_memory()
-    # share of the data-consistent object outside the support
-    d, _ = project(x)
-    power = d.real**2 + d.imag**2
-    outside = torch.where(support, torch.zeros_like(power), power).sum(dim=dims) / power.sum(
-        dim=dims).clamp_min(1e-30)
-    xc, sc = centre_runs(x, support, ndim)
-    return EngineResult(xc, sc, llk_its, llk, llk_free, outside, status)

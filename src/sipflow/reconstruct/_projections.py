@@ -207,6 +207,8 @@ class PoissonScore:
         self.sets = torch.stack([valid.reshape(-1), held.reshape(-1)]).to(intensity.dtype)
         self.n_valid = valid.sum()
         self.n_free = held.sum()
+        #: whether any pixel is held out (else the free LLK is NaN)
+        self.has_free = bool(self.n_free > 0)
 
     def __call__(self, calc: torch.Tensor, support_size: torch.Tensor,
                  eps: float = 1e-24) -> tuple[torch.Tensor, torch.Tensor]:
@@ -222,7 +224,7 @@ class PoissonScore:
         sums = torch.mm(self.sets, term.reshape(term.shape[0], -1).T).T  # (runs, 2)
         dof = (self.n_valid - support_size).to(c.dtype).clamp_min(1)
         llk = 2 * sums[:, 0] / dof
-        if self.n_free > 0:
+        if self.has_free:
             free = 2 * sums[:, 1] / self.n_free.to(c.dtype)
         else:
             free = torch.full_like(llk, math.nan)
