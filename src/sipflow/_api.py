@@ -12,6 +12,7 @@ from typing import Any
 
 import xarray as xr
 
+from .errors import PluginError, SipflowError
 from .pipeline import Pipeline, Step
 from .stage import Context, ProgressFn, _no_progress
 
@@ -25,8 +26,36 @@ def stage_seed(seed: int, index: int) -> int:
 
 def run_step(step: Step, ds: xr.Dataset, context: Context) -> tuple[xr.Dataset, dict[str, Any]]:
     """Run one validated step; return the new dataset and its provenance record."""
+    from ._resources import cpu_threads
+
     t0 = time.perf_counter()
-    out = step.stage()(ds, step.params, context)  # checks required variables, then runs
+    name = step.stage.name
+    try:
+        if step.stage.heavy and context.device == "cpu":
+            with cpu_threads() as threads:
+                context.logger.debug("%s: %d CPU threads", name, threads)
+                out = step.stage()(ds, step.params, context)
+        else:
+            out = step.stage()(ds, step.params, context)  # checks required variables, runs
+    except SipflowError:
+        raise
+    except MemoryError as exc:
+        from .errors import ResourceError
+
+        raise ResourceError(f"stage {name!r} ran out of memory on {context.device} "
+                            f"({exc or 'MemoryError'}); use fewer runs, crop or bin the data, "
+                            "or another device") from exc
+    except Exception as exc:
+        module = getattr(step.stage, "__module__", "?")
+        if module.startswith("sipflow."):
+            raise
+        raise PluginError(f"stage {name!r} (from {module}) failed with "
+                          f"{type(exc).__name__}: {exc}. This is a fault in that plugin; report "
+                          "it to its authors (--debug shows the traceback)") from exc
+    if not isinstance(out, xr.Dataset):
+        raise PluginError(f"stage {name!r} (from {step.stage.__module__}) returned "
+                          f"{type(out).__name__}, expected an xarray.Dataset; the stage is "
+                          "broken, report it to its authors")
     record = step.spec() | {"seed": context.seed, "wall_s": round(time.perf_counter() - t0, 4)}
     return out, record
 
@@ -54,6 +83,58 @@ def base_provenance(pipeline: Pipeline, ds: xr.Dataset, device: str, seed: int,
                   "dataset": ds.attrs.get("source_dataset")},
         "stages": [],
     }
+
+
+def preflight(pipeline: Pipeline | str | Path | dict, input_path: str | Path,
+              output: str | Path | None = None, *, device: str | None = "auto",
+              overwrite: bool = False, dtype: str = "float32", **load_options: Any
+              ) -> tuple[Pipeline, str, xr.Dataset]:
+    """Check everything a run needs before any work (or any server) starts.
+
+    The pipeline (stages, parameters, input options), the device, the output path
+    (never the input, never a non-sipflow folder, not locked by another run), the
+    input file (readable, frames found, declared size within memory) and its counts
+    (streamed: NaN, negative, no signal; empty frames are warned about), and each
+    stage's memory estimate against the device.
+
+    Returns
+    -------
+    pipeline : Pipeline
+    device : str
+        The resolved torch device.
+    ds : xarray.Dataset
+        The input, read lazily.
+
+    Raises
+    ------
+    SipflowError
+        The same errors the run itself would raise, with the same messages.
+    """
+    from . import schema
+    from ._resources import check_device, check_memory_estimate
+    from .errors import InputError
+    from .io import check_writable
+    from .preprocess._validate import precheck_counts
+
+    pipe = Pipeline.load(pipeline)
+    device = check_device(device)
+    path = Path(input_path)
+    if not path.exists() and not path.is_symlink():
+        raise InputError(f"{path}: no such file")
+    if output is not None:
+        check_writable(output, overwrite=overwrite, inputs=(path,))
+    ds = load_input(path, pipe, **load_options)
+    consumer = next((s for s in pipe.steps if schema.INTENSITY in s.stage.requires), None)
+    if consumer is not None:
+        precheck_counts(ds, stage=consumer.stage.name,
+                        allow_invalid=getattr(consumer.params, "on_invalid", "error") == "mask")
+    shape = tuple(int(n) for n in ds[schema.INTENSITY].shape)
+    itemsize = 8 if dtype == "float64" else 4
+    for step in pipe.steps:
+        need = step.stage.estimate_memory(step.params, shape, itemsize)
+        if need:
+            check_memory_estimate(step.stage.name, int(need), device)
+    return pipe, device, ds
 
 
 def load_input(data: xr.Dataset | str | Path, pipeline: Pipeline,
@@ -95,8 +176,10 @@ def run_pipeline(pipeline: Pipeline | str | Path | dict, data: xr.Dataset | str 
     xarray.Dataset
         The last stage's output, with ``attrs["provenance"]``.
     """
+    from ._resources import check_device
+
     pipeline = Pipeline.load(pipeline)
-    device = Context.resolve_device(device)
+    device = check_device(device)
     seed = Context.new_seed() if seed is None else int(seed)
     ds = load_input(data, pipeline, **load_options)
     provenance = base_provenance(pipeline, ds, device, seed, engine="local")

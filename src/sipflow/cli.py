@@ -88,28 +88,34 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 def _run(pipeline: str, input_path: str, output: str, *, engine: str, device: str,
          seed: int | None, overwrite: bool, dtype: str, load_options: dict[str, Any],
          progress: bool = True) -> Path:
-    from .io import check_writable, save
-    from .pipeline import Pipeline
+    """Check everything, lock the output, run under `engine`, return the store's path.
 
-    pipe = Pipeline.load(pipeline)  # validated before any data is read
-    if not Path(input_path).exists():
-        raise SipflowError(f"{input_path}: no such file")
-    check_writable(output, overwrite=overwrite)
-    with _Bar(progress) as bar:
+    Every check that needs no computation (pipeline, device, output, the input's
+    structure, size and counts, memory estimates) runs before any work and before
+    an orchestration server starts, so a bad input fails the same way under every
+    engine and leaves nothing behind.
+    """
+    from ._api import preflight
+    from .io import OutputLock, save
+
+    pipe, device, ds = preflight(pipeline, input_path, output, device=device,
+                                 overwrite=overwrite, dtype=dtype, **load_options)
+    with OutputLock(output), _Bar(progress) as bar:
         if engine == "local":
             from ._api import run_pipeline
 
-            ds = run_pipeline(pipe, input_path, device=device, seed=seed, progress=bar,
-                              dtype=dtype, **load_options)
-            return save(ds, output, overwrite=overwrite)
+            result = run_pipeline(pipe, ds, device=device, seed=seed, progress=bar,
+                                  dtype=dtype)
+            return save(result, output, overwrite=overwrite, inputs=(input_path,))
         _prefect_env()
-        from .orchestration import process_scan, set_progress_sink
+        from .orchestration import prefect_api, process_scan, quiet_user_errors, set_progress_sink
 
         set_progress_sink(bar)
         try:
-            result = process_scan(str(input_path), pipe.text, str(output), device=device,
-                                  seed=seed, dtype=dtype, overwrite=overwrite,
-                                  load_options=load_options)
+            with prefect_api(), quiet_user_errors():
+                result = process_scan(str(input_path), pipe.text, str(output), device=device,
+                                      seed=seed, dtype=dtype, overwrite=overwrite,
+                                      load_options=load_options)
         finally:
             set_progress_sink(None)
         return Path(result["output"])
@@ -131,7 +137,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from .analyse import compute_metrics
     from .io import open_result
 
-    ds = open_result(args.result, load=True)
+    ds = open_result(args.result, load=True, verify=True)
     if schema.OBJ not in ds:
         raise SipflowError(f"{args.result}: has no reconstructed object 'obj' to evaluate")
     if args.truth:
@@ -318,9 +324,32 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _terminate(signum: int, frame: Any) -> None:
+    """SIGTERM ends sipflow like Ctrl-C: clean-up code runs, nothing half-written stays."""
+    raise KeyboardInterrupt
+
+
+def _log_warnings() -> None:
+    """sipflow's warnings (empty frames, skipped plugins...) go to stderr, one line each."""
+    import logging
+
+    logger = logging.getLogger("sipflow")
+    if not logger.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("sipflow: %(levelname)s: %(message)s"))
+        handler.setLevel(logging.WARNING)
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+
+
 def main(argv: list[str] | None = None) -> int:
+    import signal
+
     parser = build_parser()
     args = parser.parse_args(argv)
+    _log_warnings()
+    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, _terminate)
     try:
         return args.func(args)
     except SipflowError as exc:
@@ -331,6 +360,13 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         _stderr("sipflow: interrupted; no result was written")
         return 130
+    except OSError as exc:
+        if args.debug:
+            raise
+        where = exc.filename or "a file"
+        _stderr(f"sipflow: error: {where}: {exc.strerror or exc} (operating system error "
+                f"{exc.errno}); nothing was written")
+        return 2
     except Exception as exc:
         if args.debug:
             raise

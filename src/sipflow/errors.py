@@ -3,7 +3,9 @@
 Every error that a user can cause (a bad file, a bad pipeline, an output that
 already exists) is a :class:`SipflowError`. Its message is one paragraph that
 names the input, the array and what was expected; the CLI prints it without a
-traceback and exits non-zero. Anything else that escapes is a bug.
+traceback and exits non-zero (2 for bad input, pipeline or output; 3 when a
+reconstruction fails; 4 when the orchestration back end cannot be started).
+Anything else that escapes is a bug.
 """
 
 from __future__ import annotations
@@ -40,3 +42,13 @@ class ReconstructionError(SipflowError):
     """A reconstruction could not produce a result (e.g. every run's support collapsed)."""
 
     exit_code = 3
+
+
+class OrchestrationError(SipflowError):
+    """The orchestration back end (Prefect) could not be started or reached."""
+
+    exit_code = 4
+
+
+class ResourceError(SipflowError):
+    """The work would need more memory or compute than the machine or device offers."""

@@ -126,6 +126,11 @@ class Pipeline:
         inp = data.get("input") or {}
         if not isinstance(inp, dict):
             raise PipelineError(f"{origin}: 'input' must be a mapping of reader options")
+        known = registry.reader_options()
+        unknown = [str(k) for k in inp if k not in known]
+        if unknown:
+            raise PipelineError(f"{origin}: input: " + "; ".join(
+                unknown_choice("reader option", k, known) for k in unknown))
         return cls(name=str(data.get("name", "pipeline")), steps=tuple(steps), text=text,
                    description=str(data.get("description", "")).strip(), input=dict(inp),
                    origin=origin)

@@ -66,6 +66,19 @@ class Registry:
     stages: dict[str, type[Stage]]
     readers: list[Reader]
     templates: dict[str, Path]
+    #: plugin name of each reader, by ``id(reader)``
+    reader_owners: dict[int, str] = field(default_factory=dict)
+
+    def reader_plugin(self, reader: Reader) -> str:
+        """Name of the plugin that registered `reader`."""
+        return self.reader_owners.get(id(reader), "?")
+
+    def reader_options(self) -> set[str]:
+        """Every option some reader declares (``options``), plus ``reader`` itself."""
+        out = {"reader"}
+        for r in self.readers:
+            out.update(getattr(r, "options", ()) or ())
+        return out
 
     @property
     def failures(self) -> list[PluginInfo]:
@@ -95,14 +108,21 @@ def _env_list(name: str) -> set[str] | None:
 
 
 def _hook_results(pm: pluggy.PluginManager, hook: str, plugin_name: str) -> list[Any]:
-    """Results of `hook` from one plugin only (so that results can be attributed)."""
-    caller = getattr(pm.hook, hook)
-    return [impl.function() for impl in caller.get_hookimpls() if impl.plugin_name == plugin_name]
+    """Results of `hook` from one plugin only (so that results can be attributed).
+
+    Called through pluggy (a subset hook caller), so hook wrappers, tracing and
+    arguments added to a hook later all apply.
+    """
+    plugin = pm.get_plugin(plugin_name)
+    others = [p for p in pm.get_plugins() if p is not plugin]
+    caller = pm.subset_hook_caller(hook, remove_plugins=others)
+    return list(caller())
 
 
 def _collect(pm: pluggy.PluginManager, info: PluginInfo,
              stages: dict[str, type[Stage]], owners: dict[str, str],
-             readers: list[Reader], templates: dict[str, Path]) -> None:
+             readers: list[Reader], templates: dict[str, Path],
+             reader_owners: dict[int, str]) -> None:
     """Call this plugin's hooks and merge what it returns; raise on a bad result."""
     from .stage import Stage
 
@@ -124,6 +144,7 @@ def _collect(pm: pluggy.PluginManager, info: PluginInfo,
                     raise PluginError(f"plugin {info.name!r} returned a reader without {attr!r}")
             readers.append(reader)
             info.readers.append(reader.name)
+            reader_owners[id(reader)] = info.name
     for result in _hook_results(pm, "sipflow_pipeline_templates", info.name):
         for name, path in (result or {}).items():
             if name in templates:
@@ -152,6 +173,7 @@ def build_registry(load_entry_points: bool = True, extra: tuple[object, ...] = (
     owners: dict[str, str] = {}
     readers: list[Reader] = []
     templates: dict[str, Path] = {}
+    reader_owners: dict[int, str] = {}
 
     candidates: list[tuple[PluginInfo, Any]] = []
     for modname in DEFAULT_PLUGINS:
@@ -185,7 +207,7 @@ def build_registry(load_entry_points: bool = True, extra: tuple[object, ...] = (
                 raise
             snapshot = (dict(stages), dict(owners), list(readers), dict(templates))
             try:
-                _collect(pm, info, stages, owners, readers, templates)
+                _collect(pm, info, stages, owners, readers, templates, reader_owners)
             except Exception:
                 stages, owners, readers, templates = snapshot
                 pm.unregister(plugin)
@@ -195,7 +217,7 @@ def build_registry(load_entry_points: bool = True, extra: tuple[object, ...] = (
             info.error = f"{type(exc).__name__}: {exc}"
             if info.origin == "builtin":
                 raise
-    return Registry(pm, plugins, stages, readers, templates)
+    return Registry(pm, plugins, stages, readers, templates, reader_owners)
 
 
 @cache

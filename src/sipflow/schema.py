@@ -74,7 +74,9 @@ GEOMETRY_ATTRS = ("wavelength_m", "energy_eV", "distance_m", "pixel_size_m")
 COMPLETE_ATTR = "sipflow_complete"
 #: root attribute with the store layout version
 FORMAT_ATTR = "sipflow_format"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+#: root attribute with the SHA-256 of every array's stored chunks, written at completion
+CHECKSUM_ATTR = "sipflow_checksums"
 
 
 def detector_dims(ndim: int) -> tuple[str, ...]:

@@ -155,6 +155,23 @@ class Stage(abc.ABC):
         return cls.name.split(".", 1)[0]
 
     @classmethod
+    def estimate_memory(cls, params: StageParams, shape: tuple[int, ...], itemsize: int
+                        ) -> int | None:
+        """Bytes of device memory the stage needs for data of `shape`, or None (small).
+
+        Checked against the device before a run starts. Override in heavy stages.
+
+        Parameters
+        ----------
+        params : StageParams
+        shape : tuple of int
+            Shape of the input ``intensity`` (an upper bound of what the stage sees).
+        itemsize : int
+            Bytes of one real value (4 for float32, 8 for float64).
+        """
+        return None
+
+    @classmethod
     def summary(cls) -> str:
         """First line of the class docstring."""
         return (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else ""

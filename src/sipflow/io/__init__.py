@@ -6,7 +6,8 @@ _EXPORTS = {
     "HDF5Reader": "._builtin", "read_hdf5": "._hdf5", "sha256_file": "._hdf5",
     "load": "._load",
     "check_writable": "._zarr", "is_complete": "._zarr", "open_result": "._zarr",
-    "save": "._zarr",
+    "save": "._zarr", "store_state": "._zarr", "verify_store": "._zarr",
+    "OutputLock": "._fs", "Reader": "._readers",
 }
 __getattr__ = lazy_exports(__name__, _EXPORTS)
 __all__ = sorted(_EXPORTS)

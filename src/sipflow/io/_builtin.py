@@ -17,6 +17,7 @@ class HDF5Reader:
     """
 
     name = "hdf5"
+    options = frozenset({"dataset", "mask", "dark", "flat", "checksum"})
 
     def can_read(self, path: str | Path) -> int:
         """10 for a file with the HDF5 signature, 1 for an HDF5-like suffix, else 0."""

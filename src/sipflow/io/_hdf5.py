@@ -17,6 +17,7 @@ Frames stay on disk: the intensity is a dask array read one frame per chunk.
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +29,7 @@ import numpy as np
 import xarray as xr
 
 from .. import schema
+from .._resources import check_fits_in_memory
 from ..errors import DataError, InputError
 
 _EIGER_DATA = re.compile(r"^data_\d{6}$")
@@ -116,6 +118,8 @@ def _open(path: Path) -> h5py.File:
         raise InputError(f"{path}: no such file")
     if path.is_dir():
         raise InputError(f"{path}: is a directory, expected an HDF5 file")
+    if not os.access(path, os.R_OK):
+        raise InputError(f"{path}: permission denied (this user cannot read the file)")
     try:
         is_h5 = h5py.is_hdf5(str(path))
     except OSError:
@@ -150,7 +154,41 @@ def _inventory(f: h5py.File, limit: int = 25) -> str:
         f.visititems(visit)
     except (KeyError, OSError):
         pass
+    broken = _dangling_links(f)
+    if broken:
+        rows.append("broken external links: " + "; ".join(broken))
     return "; ".join(rows) if rows else "no datasets at all"
+
+
+def _dangling_links(f: h5py.File, limit: int = 10) -> list[str]:
+    """External links whose target cannot be opened, as '/path -> file:/target'."""
+    out: list[str] = []
+
+    def walk(group: h5py.Group, prefix: str) -> None:
+        for name in group:
+            if len(out) >= limit:
+                return
+            link = group.get(name, getlink=True)
+            path = f"{prefix}/{name}"
+            if isinstance(link, h5py.ExternalLink):
+                try:
+                    group[name]
+                except (KeyError, OSError):
+                    out.append(f"{path} -> {link.filename}:{link.path} (missing)")
+                continue
+            if isinstance(link, h5py.HardLink):
+                try:
+                    obj = group[name]
+                except (KeyError, OSError):
+                    continue
+                if isinstance(obj, h5py.Group):
+                    walk(obj, path)
+
+    try:
+        walk(f, "")
+    except (KeyError, OSError, RuntimeError):
+        pass
+    return out
 
 
 def _find_candidates(f: h5py.File, fname: Path) -> list[_Candidate]:
@@ -329,6 +367,8 @@ def read_hdf5(path: str | Path, *, dataset: str | None = None, mask: str | bool 
         if min(cand.shape[-2:]) < 8 or cand.shape[0] == 0:
             raise DataError(f"{fname}:{cand.paths[0]} has shape {cand.shape}; "
                             "expected at least 8x8 pixels per frame")
+        check_fits_in_memory(f"{fname}:{'+'.join(cand.paths)}", cand.shape,
+                             np.dtype(cand.dtype).itemsize)
 
         parts = []
         for p in cand.paths:

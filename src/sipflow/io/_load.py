@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import logging
+import os
 from pathlib import Path
 from typing import Any
 
 import xarray as xr
 
-from ..errors import InputError
+from ..errors import InputError, PluginError, ResourceError, SipflowError
+
+log = logging.getLogger("sipflow")
 
 
 def load(path: str | Path, *, reader: str | None = None, **options: Any) -> xr.Dataset:
@@ -30,18 +34,69 @@ def load(path: str | Path, *, reader: str | None = None, **options: Any) -> xr.D
     from ..plugins import get_registry, unknown_choice
 
     path = Path(path)
-    readers = get_registry().readers
+    registry = get_registry()
+    readers = registry.readers
     if reader is not None:
         chosen = [r for r in readers if r.name == reader]
         if not chosen:
             raise InputError(unknown_choice("reader", reader, [r.name for r in readers]))
-        return chosen[0].read(path, **options)
+        return _checked(_read(registry, chosen[0], path, options), path)
+    if path.is_symlink() and not path.exists():
+        raise InputError(f"{path}: is a link to {os.readlink(path)}, which does not exist")
     if not path.exists():
         raise InputError(f"{path}: no such file")
-    scored = sorted(((r.can_read(path), i, r) for i, r in enumerate(readers)),
-                    key=lambda t: (-t[0], t[1]))
+    if path.is_file() and not os.access(path, os.R_OK):
+        raise InputError(f"{path}: permission denied (this user cannot read the file)")
+    scored = []
+    for i, r in enumerate(readers):
+        try:
+            confidence = int(r.can_read(path))
+        except Exception as exc:  # a broken plugin must not break every load
+            log.warning("reader %r of plugin %r failed on %s and is skipped: %s: %s", r.name,
+                        registry.reader_plugin(r), path, type(exc).__name__, exc)
+            continue
+        scored.append((confidence, i, r))
+    scored.sort(key=lambda t: (-t[0], t[1]))
     if not scored or scored[0][0] <= 0:
         raise InputError(f"{path}: not an HDF5 file (no HDF5 signature), and no other reader "
                          f"recognises it (readers: {', '.join(r.name for r in readers)}). "
                          "sipflow reads NeXus, CXI and Eiger HDF5 files.")
-    return scored[0][2].read(path, **options)
+    return _checked(_read(registry, scored[0][2], path, options), path)
+
+
+def _read(registry: Any, reader: Any, path: Path, options: dict[str, Any]) -> xr.Dataset:
+    """Call ``reader.read``; anything but a sipflow error is the plugin's fault, named."""
+    accepted = getattr(reader, "options", None)
+    if accepted is not None:
+        unknown = sorted(set(options) - set(accepted))
+        if unknown:
+            raise InputError(f"{path}: reader {reader.name!r} does not take the option(s) "
+                             f"{', '.join(unknown)}; it takes: {', '.join(sorted(accepted))}")
+    try:
+        return reader.read(path, **options)
+    except SipflowError:
+        raise
+    except PermissionError as exc:
+        raise InputError(f"{path}: permission denied reading {exc.filename or path}") from exc
+    except MemoryError as exc:
+        raise ResourceError(f"{path}: reading it ran out of memory") from exc
+    except Exception as exc:
+        owner = registry.reader_plugin(reader)
+        if owner.startswith("sipflow."):
+            raise
+        raise PluginError(f"{path}: reader {reader.name!r} of plugin {owner!r} failed: "
+                          f"{type(exc).__name__}: {exc}") from exc
+
+
+def _checked(ds: Any, path: Path) -> xr.Dataset:
+    """The reader's result, if it is a dataset with intensity of a size that fits memory."""
+    from .. import schema
+    from .._resources import check_fits_in_memory
+
+    if not isinstance(ds, xr.Dataset) or schema.INTENSITY not in ds:
+        raise PluginError(f"{path}: the reader returned {type(ds).__name__} without an "
+                          f"'{schema.INTENSITY}' variable; expected an xarray.Dataset")
+    var = ds[schema.INTENSITY]
+    check_fits_in_memory(f"{path}:{ds.attrs.get('source_dataset', schema.INTENSITY)}",
+                         tuple(var.shape), var.dtype.itemsize)
+    return ds

@@ -8,7 +8,10 @@ replaced only when ``overwrite=True`` (and only once the new one is complete).
 
 from __future__ import annotations
 
+import errno
+import hashlib
 import json
+import os
 import shutil
 import uuid
 import warnings
@@ -21,6 +24,7 @@ import xarray as xr
 
 from .. import schema
 from ..errors import OutputError
+from ._fs import OutputLock, is_within, lock_path, remove_stale_leftovers, rename_noreplace
 
 
 def _jsonable(value: Any) -> Any:
@@ -42,15 +46,57 @@ def _jsonable(value: Any) -> Any:
     return json.loads(json.dumps(value, default=str))
 
 
-def check_writable(path: str | Path, *, overwrite: bool = False) -> Path:
+def store_state(path: str | Path) -> str | None:
+    """``"complete"``, ``"partial"`` (a sipflow store whose writer did not finish) or None.
+
+    None means `path` is not a sipflow store: missing, not Zarr v3, or Zarr written by
+    something else. Only sipflow stores are ever replaced by ``overwrite``.
+    """
+    meta = Path(path) / "zarr.json"
+    try:
+        attrs = json.loads(meta.read_text()).get("attributes", {})
+    except (OSError, ValueError, AttributeError):
+        return None
+    if not isinstance(attrs, dict) or schema.FORMAT_ATTR not in attrs:
+        return None
+    return "complete" if attrs.get(schema.COMPLETE_ATTR) is True else "partial"
+
+
+def check_writable(path: str | Path, *, overwrite: bool = False,
+                   inputs: tuple[str | Path, ...] = ()) -> Path:
     """Raise :class:`OutputError` unless a store can be written at `path`.
 
     Called before any work starts, so a long run never ends in 'cannot write'.
+
+    Parameters
+    ----------
+    path : str or Path
+        The store to create.
+    overwrite : bool
+        Allow replacing an existing *sipflow* store (finished or not); anything
+        else at `path` is always refused.
+    inputs : tuple of paths
+        Files the run reads; an output equal to, inside or containing one is refused.
     """
     path = Path(path).absolute()
-    if path.exists() and not overwrite:
-        raise OutputError(f"{path}: output exists; choose another path or pass --overwrite "
-                          "to replace it (the old result is kept until the new one is complete)")
+    for inp in inputs:
+        inp = Path(inp)
+        if not inp.exists():
+            continue
+        if is_within(path, inp) or is_within(inp, path):
+            how = ("is the input" if path.resolve() == inp.resolve()
+                   else "would be inside, or would contain, the input")
+            raise OutputError(f"{path}: the output {how} {inp}; sipflow never writes over "
+                              "its input. Choose an output path outside it")
+    if path.is_symlink() or path.exists():
+        if not overwrite:
+            raise OutputError(f"{path}: output exists; choose another path or pass --overwrite "
+                              "to replace it (the old result is kept until the new one is "
+                              "complete)")
+        if path.is_symlink() or not path.is_dir() or store_state(path) is None:
+            raise OutputError(f"{path}: exists and is not a sipflow result store, so --overwrite "
+                              "will not replace it (sipflow only replaces stores it wrote); "
+                              "remove it yourself or choose another path")
     parent = path.parent
     if not parent.exists():
         raise OutputError(f"{path}: the output folder {parent} does not exist")
@@ -62,11 +108,69 @@ def check_writable(path: str | Path, *, overwrite: bool = False) -> Path:
         probe.rmdir()
     except OSError as exc:
         raise OutputError(f"{path}: the output folder {parent} is not writable ({exc})") from exc
+    if lock_path(path).exists():  # another writer, or a stale lock that this clears
+        with OutputLock(path):
+            pass
     return path
 
 
-def save(ds: xr.Dataset, path: str | Path, *, overwrite: bool = False) -> Path:
+def _array_checksums(root: Path, names: list[str]) -> dict[str, str]:
+    """SHA-256 of every array's stored chunk files (sorted by key), per array."""
+    out = {}
+    for name in names:
+        h = hashlib.sha256()
+        adir = root / name
+        files = sorted(p for p in adir.rglob("*") if p.is_file() and p.name != "zarr.json")
+        for f in files:
+            h.update(str(f.relative_to(adir)).encode())
+            h.update(b"\0")
+            with open(f, "rb") as fh:
+                for block in iter(lambda fh=fh: fh.read(1 << 22), b""):
+                    h.update(block)
+        out[name] = h.hexdigest()
+    return out
+
+
+def verify_store(path: str | Path) -> None:
+    """Recompute the per-array checksums written at completion; raise on any mismatch.
+
+    Raises
+    ------
+    OutputError
+        Naming the store and every array whose stored bytes changed since it was written.
+    """
+    path = Path(path)
+    attrs = json.loads((path / "zarr.json").read_text()).get("attributes", {})
+    expected = attrs.get(schema.CHECKSUM_ATTR)
+    if not expected:
+        return  # written before stores carried checksums (format 1)
+    actual = _array_checksums(path, sorted(expected))
+    bad = [name for name in sorted(expected) if actual.get(name) != expected[name]]
+    if bad:
+        raise OutputError(f"{path}: the stored bytes of {', '.join(bad)} do not match the "
+                          "checksums written when the store was completed (corrupted or "
+                          "modified on disk); its values cannot be trusted. Rerun to produce "
+                          "the result again")
+
+
+def _space_error(path: Path, exc: OSError) -> OutputError:
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+        what = "no space left on the device (or a size limit reached)"
+    else:
+        what = exc.strerror or str(exc)
+    return OutputError(f"{path}: cannot write the store: {what} while writing "
+                       f"{exc.filename or path.parent}; nothing was written and any older "
+                       "result there is unchanged")
+
+
+def save(ds: xr.Dataset, path: str | Path, *, overwrite: bool = False,
+         inputs: tuple[str | Path, ...] = ()) -> Path:
     """Write `ds` as a complete sipflow Zarr v3 store at `path`.
+
+    The store is written under a hidden temporary name, given per-array checksums
+    and a completion mark, and then renamed into place; the rename refuses to
+    replace anything that appeared meanwhile. While it is written the output is
+    locked, so a second writer fails instead of replacing the first one's result.
 
     Parameters
     ----------
@@ -75,47 +179,67 @@ def save(ds: xr.Dataset, path: str | Path, *, overwrite: bool = False) -> Path:
     path : str or Path
         Target directory, conventionally ending in ``.zarr``.
     overwrite : bool
-        Replace an existing store at `path`. The old one is removed only after
-        the new one is complete.
+        Replace an existing sipflow store at `path` (never anything else). The old
+        one is removed only after the new one is complete.
+    inputs : tuple of paths
+        Files this result was computed from; writing over or inside them is refused.
 
     Returns
     -------
     Path
         The absolute path of the store.
     """
-    path = check_writable(path, overwrite=overwrite)
-    tmp = path.with_name(f".{path.name}.partial-{uuid.uuid4().hex[:8]}")
-    out = ds.copy()
-    out.attrs = _jsonable(dict(ds.attrs))
-    out.attrs[schema.FORMAT_ATTR] = schema.FORMAT_VERSION
-    out.attrs[schema.COMPLETE_ATTR] = False
-    for name, var in out.variables.items():
-        var.attrs = _jsonable(dict(var.attrs))
-        var.encoding = {}
-        if var.dtype == object:
-            raise OutputError(f"{path}: variable {name!r} has dtype object; cannot store it")
-    try:
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message="Consolidated metadata")
-            out.to_zarr(tmp, mode="w-", zarr_format=3, consolidated=True, compute=True)
-            import zarr
+    path = Path(path).absolute()
+    with OutputLock(path):
+        path = check_writable(path, overwrite=overwrite, inputs=inputs)
+        remove_stale_leftovers(path)
+        tag = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        tmp = path.with_name(f".{path.name}.partial-{tag}")
+        out = ds.copy()
+        out.attrs = _jsonable(dict(ds.attrs))
+        out.attrs[schema.FORMAT_ATTR] = schema.FORMAT_VERSION
+        out.attrs[schema.COMPLETE_ATTR] = False
+        for name, var in out.variables.items():
+            var.attrs = _jsonable(dict(var.attrs))
+            var.encoding = {}
+            if var.dtype == object:
+                raise OutputError(f"{path}: variable {name!r} has dtype object; cannot store it")
+        try:
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message="Consolidated metadata")
+                out.to_zarr(tmp, mode="w-", zarr_format=3, consolidated=True, compute=True)
+                import zarr
 
-            group = zarr.open_group(tmp, mode="r+", zarr_format=3)
-            group.attrs[schema.COMPLETE_ATTR] = True
-            zarr.consolidate_metadata(tmp)
-    except PermissionError as exc:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise OutputError(f"{path}: cannot write the store: {exc}") from exc
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    if path.exists():
-        trash = path.with_name(f".{path.name}.old-{uuid.uuid4().hex[:8]}")
-        path.rename(trash)
-        tmp.rename(path)
-        shutil.rmtree(trash, ignore_errors=True)
-    else:
-        tmp.rename(path)
+                group = zarr.open_group(tmp, mode="r+", zarr_format=3)
+                group.attrs[schema.CHECKSUM_ATTR] = _array_checksums(
+                    tmp, sorted(str(n) for n in out.variables))
+                group.attrs[schema.COMPLETE_ATTR] = True
+                zarr.consolidate_metadata(tmp)
+        except OSError as exc:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise _space_error(path, exc) from exc
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        trash = None
+        if overwrite and (path.is_symlink() or path.exists()):
+            if store_state(path) is None:  # checked again: it may have changed meanwhile
+                shutil.rmtree(tmp, ignore_errors=True)
+                raise OutputError(f"{path}: is no longer a sipflow store; not replacing it")
+            trash = path.with_name(f".{path.name}.old-{tag}")
+            path.rename(trash)
+        try:
+            rename_noreplace(tmp, path)
+        except FileExistsError:
+            shutil.rmtree(tmp, ignore_errors=True)
+            if trash is not None:
+                raise OutputError(f"{path}: appeared while this result was being written; the "
+                                  f"previous result is kept at {trash}") from None
+            raise OutputError(f"{path}: another result appeared there while this one was being "
+                              "written; it was left untouched and this result was not saved "
+                              "(pass another -o)") from None
+        if trash is not None:
+            shutil.rmtree(trash, ignore_errors=True)
     return path
 
 
@@ -129,7 +253,7 @@ def is_complete(path: str | Path) -> bool:
     return attrs.get(schema.COMPLETE_ATTR) is True
 
 
-def open_result(path: str | Path, *, load: bool = False) -> xr.Dataset:
+def open_result(path: str | Path, *, load: bool = False, verify: bool = False) -> xr.Dataset:
     """Open a sipflow result store.
 
     Parameters
@@ -138,6 +262,8 @@ def open_result(path: str | Path, *, load: bool = False) -> xr.Dataset:
         A store written by :func:`save`.
     load : bool
         Read every array into memory (default: lazily through dask).
+    verify : bool
+        Check every array against the checksums written at completion first.
 
     Raises
     ------
@@ -150,11 +276,13 @@ def open_result(path: str | Path, *, load: bool = False) -> xr.Dataset:
     if not is_complete(path):
         raise OutputError(f"{path}: incomplete sipflow store (the run that wrote it did not "
                           "finish, or it was not written by sipflow); rerun to produce it")
+    if verify:
+        verify_store(path)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Consolidated metadata")
         ds = xr.open_zarr(path, consolidated=True, zarr_format=3)
     if load:
         ds = ds.load()
-    for key in (schema.COMPLETE_ATTR, schema.FORMAT_ATTR):
+    for key in (schema.COMPLETE_ATTR, schema.FORMAT_ATTR, schema.CHECKSUM_ATTR):
         ds.attrs.pop(key, None)
     return ds

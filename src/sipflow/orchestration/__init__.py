@@ -3,6 +3,9 @@
 Importing this package imports Prefect (slow); ``import sipflow`` never does.
 """
 
-from ._prefect import process_scan, process_scans, set_progress_sink
+from ..errors import OrchestrationError
+from ._prefect import process_scan, process_scans, quiet_user_errors, set_progress_sink
+from ._server import embedded_server, prefect_api
 
-__all__ = ["process_scan", "process_scans", "set_progress_sink"]
+__all__ = ["OrchestrationError", "embedded_server", "prefect_api", "process_scan",
+           "process_scans", "quiet_user_errors", "set_progress_sink"]

@@ -9,12 +9,16 @@ paths, never arrays. Heavy stages are tagged ``gpu`` (plus their kind:
 Resume: intermediate stores live in ``<output>.sipflow-work/``, named by a
 hash of everything that determines them (input file hash, the stage and its
 parameters, the seed, device and precision). A rerun after a failure reuses
-every complete intermediate and recomputes only what is missing; the work
-folder is removed once the final store is complete.
+every complete intermediate and recomputes only what is missing. The seed of the
+failed run is recorded in the work folder (``seed.json``), so a rerun without
+``--seed`` resumes with the same seed; an explicit different ``--seed`` starts
+the stages over. The work folder is removed once the final store is complete,
+and also after a failure when no stage had finished (nothing to resume).
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -29,7 +33,7 @@ from prefect.cache_policies import NONE
 from prefect.runtime import flow_run
 
 from .._api import base_provenance, run_step, stage_seed
-from ..errors import SipflowError
+from ..errors import OutputError, SipflowError
 from ..io import check_writable, is_complete, load, open_result, save
 from ..pipeline import Pipeline
 from ..stage import Context, ProgressRecord
@@ -41,6 +45,50 @@ def set_progress_sink(fn: Callable[[ProgressRecord], None] | None) -> None:
     """Send progress records of in-process task runs to `fn` (e.g. a CLI progress bar)."""
     global _sink
     _sink = fn
+
+
+class _UserErrorFilter(logging.Filter):
+    """Keep Prefect's failure records of sipflow's user errors to one line, or drop them.
+
+    A :class:`~sipflow.errors.SipflowError` is a message for the user, not a bug: its
+    traceback (tens of lines per task and flow) only hides the paragraph that says
+    what to fix.
+    """
+
+    def __init__(self, drop: bool) -> None:
+        super().__init__()
+        self.drop = drop
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, SipflowError):
+            if self.drop:
+                return False
+            record.exc_info = None
+            record.exc_text = None
+        return True
+
+
+_LIBRARY_FILTER = _UserErrorFilter(drop=False)
+for _name in ("prefect.flow_runs", "prefect.task_runs"):
+    logging.getLogger(_name).addFilter(_LIBRARY_FILTER)
+
+
+@contextlib.contextmanager
+def quiet_user_errors():
+    """Inside the block, Prefect logs nothing about runs that failed with a user error.
+
+    The CLI uses it: it prints the error's paragraph itself, the same under every engine.
+    """
+    f = _UserErrorFilter(drop=True)
+    loggers = [logging.getLogger(n) for n in ("prefect.flow_runs", "prefect.task_runs")]
+    for lg in loggers:
+        lg.addFilter(f)
+    try:
+        yield
+    finally:
+        for lg in loggers:
+            lg.removeFilter(f)
 
 
 def _key(*parts: Any) -> str:
@@ -84,7 +132,7 @@ def run_stage(index: int, spec: dict[str, Any], pipeline_text: str, previous: di
         logger.info("%s: reusing %s from an earlier run", step.stage.name, out.name)
         return {"path": str(out), "key": key, "record": json.loads(record_file.read_text()),
                 "reused": True}
-    ds = open_result(previous["path"])
+    ds = open_result(previous["path"], verify=True)
     ctx = Context(device=device, seed=seed, logger=logger, progress=_progress(logger),
                   dtype=dtype)
     result, record = run_step(step, ds, ctx)
@@ -99,9 +147,10 @@ def run_stage(index: int, spec: dict[str, Any], pipeline_text: str, previous: di
 def write_result(last: dict[str, Any], output: str, provenance: dict[str, Any],
                  overwrite: bool) -> str:
     """Copy the last intermediate to `output` with full provenance (atomic, marked complete)."""
-    ds = open_result(last["path"], load=True)
+    ds = open_result(last["path"], load=True, verify=True)
     ds.attrs["provenance"] = provenance
-    return str(save(ds, output, overwrite=overwrite))
+    return str(save(ds, output, overwrite=overwrite,
+                    inputs=(provenance["input"]["path"],) if provenance["input"]["path"] else ()))
 
 
 def _run_name() -> str:
@@ -147,33 +196,60 @@ def process_scan(input_path: str, pipeline: str, output: str, device: str = "aut
     """
     logger = get_run_logger()
     pipe = Pipeline.load(pipeline)
-    check_writable(output, overwrite=overwrite)
+    check_writable(output, overwrite=overwrite, inputs=(input_path,))
     device = Context.resolve_device(device)
-    seed = Context.new_seed() if seed is None else int(seed)
-    options = pipe.input | (load_options or {})
     work = Path(str(output) + ".sipflow-work")
+    seed = _resume_seed(work, seed)
+    options = pipe.input | (load_options or {})
+    created = not work.exists()
     work.mkdir(exist_ok=True)
+    (work / "seed.json").write_text(json.dumps({"seed": seed}))
     t0 = time.perf_counter()
-    current = read_input(str(input_path), options, str(work))
     records = []
-    for index, step in enumerate(pipe.steps):
-        tags = [step.stage.kind()] + (["gpu"] if step.stage.heavy else [])
-        stage_task = run_stage.with_options(name=f"{index + 1:02d}-{step.stage.name}", tags=tags)
-        current = stage_task(index, step.spec(), pipe.text, current, str(work), device,
-                             stage_seed(seed, index), dtype)
-        records.append(current["record"] | {"reused": current["reused"]})
-    first = open_result(current["path"])
-    provenance = base_provenance(pipe, first, device, seed, engine="prefect")
-    provenance["stages"] = records
-    provenance["wall_s"] = round(time.perf_counter() - t0, 4)
-    provenance["prefect_flow_run_id"] = str(flow_run.id)
-    metrics = first.attrs.get("metrics", {})
-    out = write_result(current, str(output), provenance, overwrite)
+    try:
+        current = read_input(str(input_path), options, str(work))
+        for index, step in enumerate(pipe.steps):
+            tags = [step.stage.kind()] + (["gpu"] if step.stage.heavy else [])
+            stage_task = run_stage.with_options(name=f"{index + 1:02d}-{step.stage.name}",
+                                                tags=tags)
+            current = stage_task(index, step.spec(), pipe.text, current, str(work), device,
+                                 stage_seed(seed, index), dtype)
+            records.append(current["record"] | {"reused": current["reused"]})
+        first = open_result(current["path"])
+        provenance = base_provenance(pipe, first, device, seed, engine="prefect")
+        provenance["stages"] = records
+        provenance["wall_s"] = round(time.perf_counter() - t0, 4)
+        provenance["prefect_flow_run_id"] = str(flow_run.id)
+        metrics = first.attrs.get("metrics", {})
+        out = write_result(current, str(output), provenance, overwrite)
+    except BaseException:
+        stages_done = [p for p in work.glob("[0-9][0-9]-*.zarr")
+                       if not p.name.startswith("00-") and is_complete(p)]
+        if created and not stages_done:  # nothing to resume: leave nothing behind
+            shutil.rmtree(work, ignore_errors=True)
+        elif stages_done:
+            logger.info("intermediate results kept in %s; rerun the same command to resume",
+                        work)
+        raise
     if not keep_intermediate:
         shutil.rmtree(work, ignore_errors=True)
     logger.info("wrote %s", out)
     return {"output": out, "metrics": metrics, "seed": seed,
             "stages": [{"use": r["use"], "wall_s": r["wall_s"]} for r in records]}
+
+
+def _resume_seed(work: Path, seed: int | None) -> int:
+    """The seed to use: the given one, else the one a failed run recorded, else a new one."""
+    if seed is not None:
+        return int(seed)
+    record = work / "seed.json"
+    if record.is_file():
+        try:
+            return int(json.loads(record.read_text())["seed"])
+        except (ValueError, KeyError, TypeError):
+            raise OutputError(f"{record}: unreadable resume record; delete {work} to start "
+                              "over") from None
+    return Context.new_seed()
 
 
 @flow(name="sipflow-process-scans", log_prints=True)

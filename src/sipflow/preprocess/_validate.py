@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import xarray as xr
 
@@ -68,7 +70,76 @@ def checked_counts(ds: xr.Dataset, *, stage: str, on_invalid: str = "error"
                 f"mask, or set on_invalid: mask in {stage!r}.")
         mask &= ~bad
     counts[~mask] = 0
+    warn_zero_frames(counts, source)
     if not np.any(counts[mask] > 0):
         raise DataError(f"{source}: intensity is zero on every valid pixel "
                         f"({int(mask.sum())} of {mask.size}); nothing to reconstruct")
     return counts, mask
+
+
+def warn_zero_frames(counts: np.ndarray, source: str) -> list[int]:
+    """Log a warning naming the frames of a 3-D stack that are zero everywhere.
+
+    Returns
+    -------
+    list of int
+        Indices of the empty frames.
+    """
+    if counts.ndim != 3:
+        return []
+    return _report_empty(np.any(counts != 0, axis=(1, 2)), source)
+
+
+def _report_empty(nonzero: np.ndarray, source: str) -> list[int]:
+    empty = [int(k) for k in np.nonzero(~np.asarray(nonzero))[0]]
+    if empty:
+        shown = ", ".join(map(str, empty[:10])) + (" ..." if len(empty) > 10 else "")
+        logging.getLogger("sipflow").warning(
+            "%s: %d of %d frames of intensity are zero everywhere (frame %s); a detector "
+            "or shutter fault? They are used as measured zeros.", source, len(empty),
+            len(nonzero), shown)
+    return empty
+
+
+def precheck_counts(ds: xr.Dataset, *, stage: str, allow_invalid: bool = False) -> None:
+    """The checks of :func:`checked_counts`, streamed over the (lazy) frames before a run.
+
+    Reads the frames chunk by chunk (bounded memory) and raises the same
+    :class:`~sipflow.errors.DataError` the stage would raise, so that a bad input
+    fails before any work (or any orchestration server) starts.
+
+    Parameters
+    ----------
+    ds : xarray.Dataset
+        As returned by :func:`sipflow.load` (``intensity`` may be a dask array).
+    stage : str
+        The stage that will consume the counts, for messages.
+    allow_invalid : bool
+        That stage masks NaN/negative counts instead of failing (``on_invalid: mask``).
+    """
+    import dask.array as da
+
+    var = ds[schema.INTENSITY]
+    if var.ndim not in (2, 3):
+        checked_counts(ds, stage=stage)  # raises the dimension error
+    data = var.data if isinstance(var.data, da.Array) else da.from_array(np.asarray(var.data))
+    mask = None
+    if schema.MASK in ds:
+        m = np.asarray(ds[schema.MASK].values).astype(bool)
+        if m.shape != tuple(var.shape[-m.ndim:]) or m.ndim < 2:
+            checked_counts(ds, stage=stage)  # raises the mask-shape error
+        mask = m
+    bad = ~da.isfinite(data) | (data < 0) if not allow_invalid else None
+    valid = mask if mask is not None else True
+    checks = [da.any((data > 0) & valid)]
+    if bad is not None:
+        checks.append(da.any(bad & valid))
+    if data.ndim == 3:
+        checks.append(da.any(data != 0, axis=(1, 2)))
+    results = da.compute(*checks)
+    has_signal = bool(results[0])
+    has_bad = bool(results[1]) if bad is not None else False
+    if has_bad or not has_signal:
+        checked_counts(ds.load() if hasattr(ds, "load") else ds, stage=stage)
+    if data.ndim == 3 and not has_bad and has_signal:  # else checked_counts reported them
+        _report_empty(np.asarray(results[-1]), ds.attrs.get("source", "input dataset"))

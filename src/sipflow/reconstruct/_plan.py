@@ -36,6 +36,14 @@ ITERATION_OPS = ("ER", "HIO", "RAAR", "ML")
 #: operators that act between iterations
 OTHER_OPS = ("sup", "detwin")
 _CANON = {name.lower(): name for name in ITERATION_OPS + OTHER_OPS}
+#: most iterations one plan may hold (a week of 1024^2 HIO on one GPU is about 10^6)
+MAX_ITERATIONS = 1_000_000
+#: most plan steps (iterations and support updates) one plan may hold
+MAX_STEPS = 2_000_000
+#: deepest nesting of parentheses
+MAX_DEPTH = 32
+#: longest plan text [characters]
+MAX_LENGTH = 2000
 
 
 class Plan(abc.ABC):
@@ -153,6 +161,9 @@ def parse(text: str) -> Plan:
     tokens: list[tuple[str, str, int]] = []
     pos = 0
     text = text.strip()
+    if len(text) > MAX_LENGTH:
+        raise PipelineError(f"plan of {len(text)} characters is longer than the {MAX_LENGTH} "
+                            "allowed; write repeats as '(...)**n'")
     while pos < len(text):
         m = _TOKEN.match(text, pos)
         if not m or m.end() == pos:
@@ -162,6 +173,7 @@ def parse(text: str) -> Plan:
         tokens.append((kind, m.group(m.lastindex), m.start(m.lastindex)))
         pos = m.end()
     i = 0
+    depth = 0
 
     def peek() -> tuple[str, str, int] | None:
         return tokens[i] if i < len(tokens) else None
@@ -196,7 +208,7 @@ def parse(text: str) -> Plan:
         return base
 
     def atom() -> Plan:
-        nonlocal i
+        nonlocal i, depth
         t = peek()
         if t is None:
             raise fail("expected an operator or '('")
@@ -208,8 +220,12 @@ def parse(text: str) -> Plan:
                                     f"{t[2]}; valid: {', '.join(ITERATION_OPS + OTHER_OPS)}")
             return Op(canon)
         if t[0] == "lp":
+            depth += 1
+            if depth > MAX_DEPTH:
+                raise fail(f"parentheses nested deeper than {MAX_DEPTH} levels")
             i += 1
             inner = seq()
+            depth -= 1
             if not (peek() and peek()[0] == "rp"):
                 raise fail("expected ')'")
             i += 1
@@ -223,4 +239,9 @@ def parse(text: str) -> Plan:
         raise fail(f"unexpected {tokens[i][1]!r}")
     if plan.n_iterations() == 0:
         raise PipelineError(f"plan {text!r} has no iterations (ER, HIO, RAAR or ML)")
+    n_steps = plan.n_iterations() + sum(plan.count(op) for op in OTHER_OPS)
+    if plan.n_iterations() > MAX_ITERATIONS or n_steps > MAX_STEPS:
+        raise PipelineError(f"plan {text!r} has {plan.n_iterations():,} iterations and "
+                            f"{n_steps:,} steps; at most {MAX_ITERATIONS:,} iterations and "
+                            f"{MAX_STEPS:,} steps are allowed")
     return plan

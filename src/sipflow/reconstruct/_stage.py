@@ -9,7 +9,7 @@ import xarray as xr
 from pydantic import Field, field_validator, model_validator
 
 from .. import schema
-from ..errors import DataError, ReconstructionError
+from ..errors import DataError, PipelineError, ReconstructionError
 from ..hookspecs import hookimpl
 from ..preprocess._validate import checked_counts
 from ..stage import Context, Stage, StageParams
@@ -74,14 +74,20 @@ class ClassicParams(StageParams):
     @field_validator("schedule")
     @classmethod
     def _valid_plan(cls, v: str) -> str:
-        parse(v)
+        try:
+            parse(v)
+        except PipelineError as exc:  # reported by pydantic with the parameter's name
+            raise ValueError(str(exc)) from None
         return v
 
     @field_validator("generation_schedules")
     @classmethod
     def _valid_plans(cls, v: list[str] | None) -> list[str] | None:
         for text in v or ():
-            parse(text)
+            try:
+                parse(text)
+            except PipelineError as exc:
+                raise ValueError(str(exc)) from None
         return v
 
     @model_validator(mode="after")
@@ -124,6 +130,16 @@ class Classic(Stage):
     Params = ClassicParams
     requires = (schema.INTENSITY,)
     heavy = True
+
+    @classmethod
+    def estimate_memory(cls, params: ClassicParams, shape: tuple[int, ...], itemsize: int
+                        ) -> int:
+        """Runs' objects, supports and results, plus one group's working arrays [bytes]."""
+        n = 1
+        for s in shape:
+            n *= int(s)
+        per_run = n * (2 * itemsize * 3 + 2)  # x, result copy, centred copy; support
+        return int(params.runs * per_run + n * itemsize * 16)
 
     def run(self, ds: xr.Dataset, params: ClassicParams, context: Context) -> xr.Dataset:
         import torch

@@ -1,0 +1,202 @@
+"""What the machine can give a run: memory, devices and CPU threads, checked before work starts.
+
+Threads
+-------
+torch starts one thread per core, and two such processes on the same cores slow
+each other down by an order of magnitude (every parallel region waits for a
+descheduled thread). :func:`cpu_threads` sizes a run's threads to its fair share:
+the cores it may run on (affinity), divided among the sipflow runs that are
+computing on this machine at the same time, which take *core tokens* (``flock``
+on files in a shared folder, released by the kernel when a process dies).
+
+Environment
+-----------
+SIPFLOW_NUM_THREADS
+    Use exactly this many threads (no tokens).
+SIPFLOW_TOKEN_DIR
+    Folder of the core tokens (default: ``sipflow-cores`` in the temporary folder).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import math
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+from .errors import PipelineError, ResourceError
+
+
+def memory_available() -> int:
+    """Bytes of RAM available to new allocations (``MemAvailable``, else physical memory)."""
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):  # pragma: no cover
+        return 2**62
+
+
+def _gib(n: float) -> str:
+    return f"{n / 2**30:.3g} GiB"
+
+
+def check_fits_in_memory(what: str, shape: tuple[int, ...], itemsize: int,
+                         copies: float = 3.0) -> None:
+    """Refuse data whose declared size cannot be held, before anything is read.
+
+    Parameters
+    ----------
+    what : str
+        ``file:/path/in/file``, for the message.
+    shape : tuple of int
+        Declared shape.
+    itemsize : int
+        Bytes per element as stored.
+    copies : float
+        Working copies a run needs (stored dtype, float32 counts, mask...).
+
+    Raises
+    ------
+    ResourceError
+    """
+    n = math.prod(int(s) for s in shape)
+    need = n * (itemsize + 4 * copies)
+    have = memory_available()
+    if need > have:
+        raise ResourceError(
+            f"{what} declares shape {tuple(shape)} ({n:,} values, {_gib(n * itemsize)} stored); "
+            f"processing it needs about {_gib(need)} of memory and this machine has "
+            f"{_gib(have)} available. Crop or bin it at the source, or read a subset with "
+            "--dataset")
+
+
+def check_device(device: str | None) -> str:
+    """Resolve ``"auto"`` and check that the torch device exists, before any data is read.
+
+    Returns
+    -------
+    str
+        ``"cpu"``, ``"cuda"``, ``"cuda:1"``...
+
+    Raises
+    ------
+    PipelineError
+        For a malformed name or a device this machine does not have.
+    """
+    import torch
+
+    if device in (None, "auto"):
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        dev = torch.device(str(device))
+    except (RuntimeError, ValueError) as exc:
+        raise PipelineError(f"--device {device!r} is not a torch device name ({exc}); use "
+                            "'cpu', 'cuda', 'cuda:N' or 'auto'") from None
+    if dev.type == "cpu":
+        return "cpu"
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise PipelineError(f"--device {device!r}: this machine has no usable CUDA device "
+                                "(torch.cuda.is_available() is False); use --device cpu or auto")
+        count = torch.cuda.device_count()
+        if dev.index is not None and dev.index >= count:
+            raise PipelineError(f"--device {device!r}: only {count} CUDA device(s) "
+                                f"(cuda:0..cuda:{count - 1})")
+        return str(dev)
+    if dev.type == "mps" and torch.backends.mps.is_available():
+        return "mps"
+    raise PipelineError(f"--device {device!r}: device type {dev.type!r} is not available here; "
+                        "use 'cpu', 'cuda' or 'auto'")
+
+
+def device_memory(device: str) -> int:
+    """Bytes free on `device` (RAM for the CPU)."""
+    if device.startswith("cuda"):
+        import torch
+
+        free, _total = torch.cuda.mem_get_info(torch.device(device))
+        return int(free)
+    return memory_available()
+
+
+def check_memory_estimate(stage: str, need: int, device: str) -> None:
+    """Raise :class:`ResourceError` when a stage's estimate exceeds the device's free memory."""
+    have = device_memory(device)
+    if need > have:
+        raise ResourceError(f"stage {stage!r} needs about {_gib(need)} on {device} but "
+                            f"{_gib(have)} is free; use fewer runs, crop or bin the data, or "
+                            "another device")
+
+
+def usable_cores() -> int:
+    """Cores this process may run on (its CPU affinity)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # pragma: no cover - not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def _token_dir() -> Path:
+    d = Path(os.environ.get("SIPFLOW_TOKEN_DIR") or Path(tempfile.gettempdir()) / "sipflow-cores")
+    d.mkdir(mode=0o777, exist_ok=True)
+    with contextlib.suppress(OSError):
+        d.chmod(0o777)
+    return d
+
+
+@contextlib.contextmanager
+def cpu_threads() -> Iterator[int]:
+    """Set torch's thread count to this run's fair share of the cores for the block.
+
+    The run takes as many free core tokens as it may use (at least one, even when
+    none is free, so it always progresses) and holds them until the block ends;
+    runs started meanwhile see fewer free tokens and use fewer threads.
+
+    Yields
+    ------
+    int
+        The number of threads set.
+    """
+    import torch
+
+    before = torch.get_num_threads()
+    fixed = os.environ.get("SIPFLOW_NUM_THREADS")
+    held: list[int] = []
+    try:
+        if fixed:
+            try:
+                n = max(1, int(fixed))
+            except ValueError:
+                raise PipelineError(f"SIPFLOW_NUM_THREADS={fixed!r} is not a whole "
+                                    "number") from None
+        else:
+            cores = usable_cores()
+            shared = True
+            try:
+                folder = _token_dir()
+                for k in range(cores):
+                    fd = os.open(folder / f"core-{k}", os.O_RDWR | os.O_CREAT, 0o666)
+                    try:
+                        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    except BlockingIOError:
+                        os.close(fd)
+                        continue
+                    held.append(fd)
+            except OSError:  # no shared folder: fall back to the affinity alone
+                shared = False
+            n = max(1, len(held)) if shared else cores
+        torch.set_num_threads(n)
+        yield n
+    finally:
+        for fd in held:
+            os.close(fd)
+        torch.set_num_threads(before)
