@@ -30,6 +30,19 @@ stages:
 
 
 @pytest.fixture(scope="session")
+def prefect_server():
+    """One private Prefect API server for the whole session (sipflow's embedded server).
+
+    Sets ``PREFECT_API_URL`` for this process and the CLI subprocesses it starts, so
+    none of them starts a server of its own. The server dies with the session.
+    """
+    from sipflow.orchestration import prefect_api
+
+    with prefect_api() as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
 def real_scan() -> Path:
     """The measured APS 34-ID-C gold-crystal scan (skipped when ../shared is absent)."""
     if not REAL_SCAN.is_file():

@@ -22,7 +22,7 @@ pytestmark = [pytest.mark.prefect]
 
 
 @pytest.fixture(scope="module")
-def flows():
+def flows(prefect_server):
     from sipflow.orchestration import process_scan, process_scans
 
     return process_scan, process_scans
@@ -87,7 +87,7 @@ def _env(**extra):
     return os.environ | {"PREFECT_LOGGING_LEVEL": "WARNING"} | extra
 
 
-def test_cli_runs_through_prefect_by_default(scans, tmp_path):
+def test_cli_runs_through_prefect_by_default(scans, tmp_path, prefect_server):
     out = subprocess.run([sys.executable, "-m", "sipflow.cli", "run", "default", scans["2d"],
                           "-o", tmp_path / "cli.zarr", "--seed", "2"],
                          capture_output=True, text=True, env=_env())

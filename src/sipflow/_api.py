@@ -124,16 +124,16 @@ def preflight(pipeline: Pipeline | str | Path | dict, input_path: str | Path,
     if output is not None:
         check_writable(output, overwrite=overwrite, inputs=(path,))
     ds = load_input(path, pipe, **load_options)
-    consumer = next((s for s in pipe.steps if schema.INTENSITY in s.stage.requires), None)
-    if consumer is not None:
-        precheck_counts(ds, stage=consumer.stage.name,
-                        allow_invalid=getattr(consumer.params, "on_invalid", "error") == "mask")
     shape = tuple(int(n) for n in ds[schema.INTENSITY].shape)
     itemsize = 8 if dtype == "float64" else 4
     for step in pipe.steps:
         need = step.stage.estimate_memory(step.params, shape, itemsize)
         if need:
             check_memory_estimate(step.stage.name, int(need), device)
+    consumer = next((s for s in pipe.steps if schema.INTENSITY in s.stage.requires), None)
+    if consumer is not None:
+        precheck_counts(ds, stage=consumer.stage.name,
+                        allow_invalid=getattr(consumer.params, "on_invalid", "error") == "mask")
     return pipe, device, ds
 
 

@@ -153,50 +153,111 @@ def _token_dir() -> Path:
     return d
 
 
+class CpuShare:
+    """This run's share of the cores: ``cores // (sipflow runs computing now)``, at least 1.
+
+    Every heavy CPU stage holds a lock on a file of its own in a shared folder while
+    it computes; counting the locked files counts the runs. :meth:`rebalance`
+    recounts and resizes torch's thread pool (the engine calls it between plan
+    segments), so a run that started alone gives cores back when others start.
+    """
+
+    def __init__(self) -> None:
+        self.cores = usable_cores()
+        self.fixed: int | None = None
+        raw = os.environ.get("SIPFLOW_NUM_THREADS")
+        if raw:
+            try:
+                self.fixed = max(1, int(raw))
+            except ValueError:
+                raise PipelineError(f"SIPFLOW_NUM_THREADS={raw!r} is not a whole "
+                                    "number") from None
+        self.folder: Path | None = None
+        self.fd: int | None = None
+        self.file: Path | None = None
+        self.threads = self.fixed or self.cores
+
+    def start(self) -> None:
+        if self.fixed is not None:
+            return
+        try:
+            self.folder = _token_dir()
+            self.file = self.folder / f"run-{os.getpid()}-{id(self):x}"
+            self.fd = os.open(self.file, os.O_RDWR | os.O_CREAT, 0o666)
+            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            self.folder = None
+
+    def active_runs(self) -> int:
+        """sipflow runs computing on this machine now (this one included)."""
+        if self.folder is None:
+            return 1
+        count = 0
+        for entry in self.folder.glob("run-*"):
+            if entry == self.file:
+                count += 1
+                continue
+            try:
+                fd = os.open(entry, os.O_RDWR)
+            except OSError:
+                continue
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                count += 1  # held by a live run
+            else:
+                with contextlib.suppress(OSError):
+                    entry.unlink()  # left by a run that died
+            finally:
+                os.close(fd)
+        return max(count, 1)
+
+    def rebalance(self) -> int:
+        """Recount the runs, set torch's threads to this run's share; return it."""
+        import torch
+
+        n = self.fixed or max(1, self.cores // self.active_runs())
+        if n != torch.get_num_threads():
+            torch.set_num_threads(n)
+        self.threads = n
+        return n
+
+    def stop(self) -> None:
+        if self.fd is not None:
+            with contextlib.suppress(OSError):
+                assert self.file is not None
+                self.file.unlink()
+            os.close(self.fd)
+            self.fd = None
+
+
+_current: list[CpuShare] = []
+
+
+def rebalance_threads() -> None:
+    """Resize the running heavy stage's threads to its current share (no-op outside one)."""
+    if _current:
+        _current[-1].rebalance()
+
+
 @contextlib.contextmanager
 def cpu_threads() -> Iterator[int]:
-    """Set torch's thread count to this run's fair share of the cores for the block.
-
-    The run takes as many free core tokens as it may use (at least one, even when
-    none is free, so it always progresses) and holds them until the block ends;
-    runs started meanwhile see fewer free tokens and use fewer threads.
+    """Run the block with this run's fair share of the cores as torch threads.
 
     Yields
     ------
     int
-        The number of threads set.
+        The number of threads set at the start (see :class:`CpuShare`).
     """
     import torch
 
     before = torch.get_num_threads()
-    fixed = os.environ.get("SIPFLOW_NUM_THREADS")
-    held: list[int] = []
+    share = CpuShare()
+    share.start()
+    _current.append(share)
     try:
-        if fixed:
-            try:
-                n = max(1, int(fixed))
-            except ValueError:
-                raise PipelineError(f"SIPFLOW_NUM_THREADS={fixed!r} is not a whole "
-                                    "number") from None
-        else:
-            cores = usable_cores()
-            shared = True
-            try:
-                folder = _token_dir()
-                for k in range(cores):
-                    fd = os.open(folder / f"core-{k}", os.O_RDWR | os.O_CREAT, 0o666)
-                    try:
-                        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    except BlockingIOError:
-                        os.close(fd)
-                        continue
-                    held.append(fd)
-            except OSError:  # no shared folder: fall back to the affinity alone
-                shared = False
-            n = max(1, len(held)) if shared else cores
-        torch.set_num_threads(n)
-        yield n
+        yield share.rebalance()
     finally:
-        for fd in held:
-            os.close(fd)
+        _current.remove(share)
+        share.stop()
         torch.set_num_threads(before)

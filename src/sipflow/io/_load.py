@@ -14,7 +14,8 @@ from ..errors import InputError, PluginError, ResourceError, SipflowError
 log = logging.getLogger("sipflow")
 
 
-def load(path: str | Path, *, reader: str | None = None, **options: Any) -> xr.Dataset:
+def load(path: str | Path, *, reader: str | None = None, registry: Any = None,
+         **options: Any) -> xr.Dataset:
     """Read detector data from `path` with the best-suited reader plugin.
 
     Parameters
@@ -23,6 +24,8 @@ def load(path: str | Path, *, reader: str | None = None, **options: Any) -> xr.D
         Input file (HDF5: NeXus, CXI or Eiger master).
     reader : str, optional
         Name of the reader to use (``sipflow plugins`` lists them).
+    registry : sipflow.plugins.Registry, optional
+        The plugins to use (default: the process-wide registry).
     **options
         Passed to the reader (for HDF5: ``dataset``, ``mask``, ``dark``, ``flat``).
 
@@ -34,7 +37,7 @@ def load(path: str | Path, *, reader: str | None = None, **options: Any) -> xr.D
     from ..plugins import get_registry, unknown_choice
 
     path = Path(path)
-    registry = get_registry()
+    registry = registry or get_registry()
     readers = registry.readers
     if reader is not None:
         chosen = [r for r in readers if r.name == reader]

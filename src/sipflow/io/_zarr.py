@@ -13,6 +13,7 @@ import hashlib
 import json
 import os
 import shutil
+import time
 import uuid
 import warnings
 from datetime import date, datetime
@@ -163,6 +164,15 @@ def _space_error(path: Path, exc: OSError) -> OutputError:
                        "result there is unchanged")
 
 
+def _remove_tree(path: Path, tries: int = 20) -> None:
+    """Remove a partial store, also what writes still in flight add to it meanwhile."""
+    for _ in range(tries):
+        shutil.rmtree(path, ignore_errors=True)
+        if not path.exists():
+            return
+        time.sleep(0.05)
+
+
 def save(ds: xr.Dataset, path: str | Path, *, overwrite: bool = False,
          inputs: tuple[str | Path, ...] = ()) -> Path:
     """Write `ds` as a complete sipflow Zarr v3 store at `path`.
@@ -189,7 +199,7 @@ def save(ds: xr.Dataset, path: str | Path, *, overwrite: bool = False,
     Path
         The absolute path of the store.
     """
-    path = Path(path).absolute()
+    path = check_writable(path, overwrite=overwrite, inputs=inputs)  # clear messages first
     with OutputLock(path):
         path = check_writable(path, overwrite=overwrite, inputs=inputs)
         remove_stale_leftovers(path)
@@ -216,10 +226,10 @@ def save(ds: xr.Dataset, path: str | Path, *, overwrite: bool = False,
                 group.attrs[schema.COMPLETE_ATTR] = True
                 zarr.consolidate_metadata(tmp)
         except OSError as exc:
-            shutil.rmtree(tmp, ignore_errors=True)
+            _remove_tree(tmp)
             raise _space_error(path, exc) from exc
         except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
+            _remove_tree(tmp)
             raise
         trash = None
         if overwrite and (path.is_symlink() or path.exists()):

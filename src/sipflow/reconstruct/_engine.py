@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from .._resources import rebalance_threads
 from ..physics import inverse_farfield
 from ..stage import ProgressRecord
 from ._memory import release_freed_memory, reuse_freed_memory
@@ -329,6 +330,8 @@ def iterate(intensity: torch.Tensor, mask: torch.Tensor, plan: Plan, seeds: Sequ
         # Runs are independent, so each group of runs goes through a whole segment of
         # the plan (up to the next progress record) while its arrays are in cache.
         for segment in _segments(steps, n_iter, settings.progress_every):
+            if device.type == "cpu":
+                rebalance_threads()  # other runs may have started or ended meanwhile
             for sl in chunks:
                 advance(sl, segment)
             iterations = [s.iteration for s in segment if s.op not in SUPPORT_STEPS]
