@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..physics import centred_farfield
+from ..physics import FarField, normalised_llk
 from ._align import align
 
 
 def calc_intensity(obj: np.ndarray) -> np.ndarray:
     """``|F x|^2`` of a centred object (unitary FFT), centred."""
-    return np.abs(centred_farfield(obj)) ** 2
+    return FarField(ndim=np.ndim(obj)).intensity(np.asarray(obj))
 
 
 def _scale(obs: np.ndarray, calc: np.ndarray, mask: np.ndarray) -> float:
@@ -29,6 +29,8 @@ def llk(obs: np.ndarray, calc: np.ndarray, mask: np.ndarray, dof: int | None = N
         ) -> dict[str, float]:
     """Poisson, Gaussian and Euclidean log-likelihoods, normalised (ideal fit ~ 1).
 
+    Thin wrapper over :func:`sipflow.physics.normalised_llk` (one definition each).
+
     Parameters
     ----------
     obs, calc : ndarray, real, same shape
@@ -38,16 +40,11 @@ def llk(obs: np.ndarray, calc: np.ndarray, mask: np.ndarray, dof: int | None = N
     dof : int, optional
         Degrees of freedom (valid pixels minus support size); default valid pixels.
     """
-    o = obs[mask].astype(np.float64)
-    c = np.clip(calc[mask].astype(np.float64), 1e-12, None)
-    n = max(dof if dof is not None else o.size, 1)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        pois = c - o + np.where(o > 0, o * np.log(np.where(o > 0, o, 1) / c), 0.0)
-    return {
-        "llk_poisson": float(2 * pois.sum() / n),
-        "llk_gaussian": float(((o - c) ** 2 / (o + 1)).sum() / n),
-        "llk_euclidean": float((4 * (np.sqrt(o) - np.sqrt(c)) ** 2).sum() / n),
-    }
+    n = dof if dof is not None else int(np.asarray(mask).sum())
+    return {f"llk_{kind}": float(normalised_llk(np.asarray(calc, np.float64),
+                                                np.asarray(obs, np.float64), mask,
+                                                dof=max(n, 1), kind=kind))
+            for kind in ("poisson", "gaussian", "euclidean")}
 
 
 def data_metrics(obj: np.ndarray, intensity: np.ndarray, mask: np.ndarray,

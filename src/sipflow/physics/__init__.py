@@ -1,4 +1,10 @@
-"""Forward models: far-field propagation and intensity measurement."""
+"""The physics shared by every stage: the far-field measurement model and the likelihoods.
+
+:class:`FarField` maps an object to what the detector sees (torch, differentiable,
+any device; numpy too); :mod:`the likelihoods <sipflow.physics._likelihood>` score
+expected against observed counts. The classical engine's fused loops, the
+simulator, the metrics and every optimisation-based stage use these definitions.
+"""
 
 from ._farfield import (
     centred_farfield,
@@ -7,6 +13,16 @@ from ._farfield import (
     inverse_farfield,
     spatial_dims,
 )
+from ._likelihood import (
+    NLL,
+    euclidean_nll,
+    free_llk,
+    gaussian_nll,
+    normalised_llk,
+    poisson_nll,
+)
+from ._model import FarField, gaussian_coherence
 
-__all__ = ["centred_farfield", "centred_inverse_farfield", "farfield", "inverse_farfield",
-           "spatial_dims"]
+__all__ = ["NLL", "FarField", "centred_farfield", "centred_inverse_farfield", "euclidean_nll",
+           "farfield", "free_llk", "gaussian_coherence", "gaussian_nll", "inverse_farfield",
+           "normalised_llk", "poisson_nll", "spatial_dims"]

@@ -10,7 +10,7 @@ import hdf5plugin
 import numpy as np
 
 from ..errors import OutputError
-from ..physics import centred_farfield
+from ..physics import FarField
 from ._objects import make_object
 
 _HC = 6.62607015e-34 * 299792458.0
@@ -71,14 +71,8 @@ def simulate(sim: Simulation) -> dict[str, np.ndarray]:
     obj = make_object(tuple(sim.shape), sim.kind, extent=sim.extent,
                       phase_amplitude=sim.phase_amplitude, rng=rng)
     support = np.abs(obj) > 0
-    expected = np.abs(centred_farfield(obj)) ** 2
-    if sim.photons is not None:
-        scale = sim.photons / expected.sum()
-        obj = obj * np.sqrt(scale)
-        expected = expected * scale
-        intensity = rng.poisson(expected).astype(np.float64)
-    else:
-        intensity = expected.copy()
+    intensity, scale = FarField(ndim=len(sim.shape)).simulate(obj, sim.photons, rng)
+    obj = obj * np.sqrt(scale)
     mask = np.ones(sim.shape[-2:], bool)
     centre = [n // 2 for n in sim.shape[-2:]]
     if sim.beamstop > 0:
