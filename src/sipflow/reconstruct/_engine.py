@@ -17,6 +17,7 @@ import torch
 from .._resources import rebalance_threads
 from ..physics import inverse_farfield
 from ..stage import ProgressRecord
+from ..symmetry import circular_centroid
 from ._memory import release_freed_memory, reuse_freed_memory
 from ._plan import Plan
 from ._projections import (
@@ -29,7 +30,6 @@ from ._projections import (
 )
 from ._support import (
     autocorrelation_support,
-    circular_centroid,
     detwin,
     morph,
     shaped_support,

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..analyse import align
-from ..analyse._align import fourier_shift, twin
 from ..physics import centred_farfield
+from ..symmetry import align, apply
 
 
 def align_to(reference: np.ndarray, runs: np.ndarray, supports: np.ndarray
@@ -25,13 +24,14 @@ def align_to(reference: np.ndarray, runs: np.ndarray, supports: np.ndarray
     aligned_supports : ndarray, bool, (k, *spatial)
     """
     objs, sups = [], []
-    for obj, sup in zip(runs, supports, strict=True):
-        a = align(reference, obj)
-        s = twin(sup.astype(np.float64)).real if a.twin else sup.astype(np.float64)
-        s = fourier_shift(s, np.asarray(a.shift))
+    alignments = align(np.asarray(reference, np.complex128), np.asarray(runs, np.complex128))
+    for a, sup in zip(alignments, supports, strict=True):
+        # the support follows its object's twin and translation (not the phase)
+        moved = apply(sup.astype(np.complex128), type(a.element)(0.0, a.element.shift,
+                                                                 a.element.twin))
         objs.append(a.aligned)
-        sups.append(s > 0.5)
-    return np.stack(objs), np.stack(sups)
+        sups.append(moved.real > 0.5)
+    return np.stack(objs).astype(runs.dtype), np.stack(sups)
 
 
 def average_runs(runs: np.ndarray, supports: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

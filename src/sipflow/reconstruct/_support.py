@@ -7,6 +7,7 @@ import math
 import torch
 
 from ..physics import farfield, inverse_farfield
+from ..symmetry import circular_centroid
 
 
 def gaussian_transfer(shape: tuple[int, ...], sigma: float, device, dtype) -> torch.Tensor:
@@ -110,20 +111,6 @@ def morph(support: torch.Tensor, steps: tuple[int, ...], ndim: int) -> torch.Ten
             else:
                 out = -pool(-out, 3, stride=1, padding=1)
     return out.squeeze(1) > 0.5
-
-
-def circular_centroid(support: torch.Tensor, ndim: int) -> torch.Tensor:
-    """Centroid of each run's support on the periodic grid, (runs, ndim) in pixels."""
-    out = []
-    w = support.to(torch.float64)
-    for axis in range(ndim):
-        n = support.shape[-ndim + axis]
-        other = tuple(d for d in range(-ndim, 0) if d != -ndim + axis)
-        profile = w.sum(dim=other) if other else w
-        phase = torch.exp(2j * math.pi * torch.arange(n, device=support.device) / n)
-        angle = torch.angle((profile * phase).sum(dim=-1))
-        out.append((angle / (2 * math.pi) * n) % n)
-    return torch.stack(out, dim=-1)
 
 
 def detwin(support: torch.Tensor, ndim: int, axis: int = 0) -> torch.Tensor:
