@@ -310,11 +310,17 @@ class Canonical:
         return self.twin_confidence < TWIN_CONFIDENCE_THRESHOLD
 
 
-def _skew_score(x: torch.Tensor, ndim: int) -> float:
-    """A scalar that the twin negates: summed third central moments of |x|^2 per axis."""
+def _skew_score(x: torch.Tensor, ndim: int) -> tuple[float, float]:
+    """A scalar that the twin negates, and how far it is from a tie.
+
+    The normalised third moment (skewness) of the ``|x|^2`` profile along each axis;
+    the score is the one largest in size, with its sign. The confidence is its size,
+    reduced when another axis is almost as skewed the other way (a small change
+    could then flip the choice).
+    """
     w = (x.real**2 + x.imag**2).to(torch.float64)
     total = w.sum().clamp_min(1e-300)
-    score = 0.0
+    skews = []
     for axis in range(ndim):
         n = x.shape[-ndim + axis]
         r = torch.arange(n, device=x.device, dtype=torch.float64) - n // 2
@@ -322,16 +328,23 @@ def _skew_score(x: torch.Tensor, ndim: int) -> float:
         profile = w.sum(dim=other) if other else w
         var = (profile * r**2).sum() / total
         m3 = (profile * r**3).sum() / total
-        score += float(m3 / var.clamp_min(1e-12) ** 1.5)
-    return score
+        skews.append(float(m3 / var.clamp_min(1e-12) ** 1.5))
+    ranked = sorted(skews, key=abs, reverse=True)
+    score = ranked[0]
+    confidence = abs(score)
+    for other_skew in ranked[1:]:
+        if other_skew * score < 0:
+            confidence = min(confidence, abs(score) - abs(other_skew))
+    return score, confidence
 
 
 def canonical(x, ndim: int | None = None) -> Canonical:
     """A canonical representative of the orbit of `x` under the far-field group.
 
     1. translation: the circular centroid of ``|x|^2`` goes to ``n // 2``;
-    2. twin: of ``x`` and its twin, the one whose amplitude has a positive summed
-       third moment (the twin negates it);
+    2. twin: of ``x`` and its twin, the one whose amplitude profile has a positive
+       skewness along the axis where the skewness is largest in size (the twin
+       negates every skewness);
     3. phase: ``sum(x |x|)`` is made real and positive.
 
     So ``canonical(g · x).x == canonical(x).x`` for every group element ``g``, up to
@@ -349,7 +362,7 @@ def canonical(x, ndim: int | None = None) -> Canonical:
     n = torch.tensor(t.shape[-ndim:], dtype=torch.float64, device=t.device)
     shift = (n // 2 - centre + n / 2) % n - n / 2  # the shortest way round
     moved = translate(t, shift, ndim)
-    score = _skew_score(moved, ndim)
+    score, confidence = _skew_score(moved, ndim)
     use_twin = score < 0
     if use_twin:
         moved = twin(moved, ndim)
@@ -357,4 +370,4 @@ def canonical(x, ndim: int | None = None) -> Canonical:
     out = moved * complex(math.cos(phase), math.sin(phase))
     s = tuple(float(v) for v in shift)
     element = FarFieldElement(phase, tuple(-v for v in s) if use_twin else s, use_twin)
-    return Canonical(_back(out, numpy_in), element, abs(score))
+    return Canonical(_back(out, numpy_in), element, confidence)
