@@ -89,7 +89,7 @@ def sipflow_timer(intensity, mask, runs, n, device):
     m = torch.as_tensor(mask, device=device)
     # time between the progress records of iterations n and 2n: no set-up (support,
     # random start) and no final centring; LLKs every 10 iterations as by default
-    settings = EngineSettings(progress_every=n)
+    settings = EngineSettings.from_params(ndim=intensity.ndim, progress_every=n)
     plan = parse(f"HIO**{2 * n}")
 
     def once():

@@ -1,4 +1,4 @@
-"""The far-field ambiguity group: transforms, inverses, align and canonical forms (property tests)."""
+"""The far-field ambiguity group: transforms, inverses, align, canonical forms (properties)."""
 
 from __future__ import annotations
 

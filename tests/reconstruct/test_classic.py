@@ -103,7 +103,7 @@ def test_batched_runs_equal_the_same_runs_one_by_one():
     seeds = run_seeds(3, 0, 3)
 
     def result(s):
-        gen = iterate(i, m, plan, s, EngineSettings())
+        gen = iterate(i, m, plan, s, EngineSettings.from_params(ndim=2))
         while True:
             try:
                 next(gen)

@@ -8,8 +8,9 @@ progress (CLI bar, Prefect log, nothing) and can stop early by closing it.
 from __future__ import annotations
 
 import math
-from collections.abc import Generator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Generator, Sequence
+from dataclasses import dataclass, field, fields
+from typing import Any
 
 import numpy as np
 import torch
@@ -44,29 +45,57 @@ SUPPORT_FRACTION_RANGE = (1e-4, 0.7)
 
 @dataclass(frozen=True)
 class EngineSettings:
-    """Numerical settings of :func:`iterate` (validated by the stage's Params)."""
+    """Numerical settings of :func:`iterate`.
 
-    beta: float = 0.9
-    positivity: bool = False
-    initial_support: str = "auto"
-    support_size: float = 0.25
-    support_threshold: tuple[float, float] = (0.09, 0.11)
-    shrinkwrap_threshold: float = 0.2
-    shrinkwrap_method: str = "max"
-    sigma_start: float = 2.0
-    sigma_end: float = 0.7
-    force_shrink: bool = False
-    post_expand: tuple[int, ...] = ()
-    detwin_axis: int = 0
-    llk_every: int = 10
+    The fields that are also ``phase.classic`` parameters have no defaults of their
+    own: build settings with :meth:`from_params`, which takes them (defaults, bounds
+    and documentation) from :class:`~sipflow.reconstruct.ClassicParams`.
+    """
+
+    beta: float
+    positivity: bool
+    initial_support: str
+    support_size: float
+    support_threshold: tuple[float, float]
+    shrinkwrap_threshold: float
+    shrinkwrap_method: str
+    sigma_start: float
+    sigma_end: float
+    force_shrink: bool
+    post_expand: tuple[int, ...]
+    detwin_axis: int
+    llk_every: int
+    preview_every: int
     progress_every: int = 50
-    preview_every: int = 0
     preview_size: int = 64
     #: runs computed together; 0: all on a GPU, on CPU groups of at most `chunk_bytes`
     #: per thread per complex array, each taken through the plan up to the next progress
     #: record before the next group (so its arrays stay in cache)
     batch_chunk: int = 0
     chunk_bytes: float = 2**20
+
+    @classmethod
+    def from_params(cls, params: Any = None, ndim: int = 3, **engine_only: Any
+                    ) -> EngineSettings:
+        """Settings from a ``ClassicParams`` (default: its defaults) plus engine-only fields.
+
+        Parameters
+        ----------
+        params : ClassicParams, optional
+        ndim : int
+            Spatial dimensions of the data (bounds ``detwin_axis``).
+        **engine_only
+            ``progress_every``, ``preview_size``, ``batch_chunk``, ``chunk_bytes``.
+        """
+        from ._stage import ClassicParams
+
+        params = params if params is not None else ClassicParams()
+        shared = {f.name for f in fields(cls)} & set(type(params).model_fields)
+        values = {name: getattr(params, name) for name in shared}
+        values["post_expand"] = tuple(values["post_expand"])
+        values["support_threshold"] = tuple(values["support_threshold"])
+        values["detwin_axis"] = min(values["detwin_axis"], ndim - 1)
+        return cls(**values, **engine_only)
 
 
 @dataclass
@@ -176,6 +205,131 @@ def _segments(steps: list[_Step], n_iter: int, every: int) -> list[list[_Step]]:
     return out
 
 
+@dataclass
+class _Loop:
+    """What every operator of a reconstruction shares (read-only but for the records)."""
+
+    settings: EngineSettings
+    ndim: int
+    rdtype: torch.dtype
+    size: float
+    project: FourierModulus
+    score: PoissonScore
+    obs: torch.Tensor
+    valid: torch.Tensor
+    alive: torch.Tensor
+    status: list[str]
+    llk: torch.Tensor
+    llk_free: torch.Tensor
+    column: dict[int, int]
+
+    @property
+    def dims(self) -> tuple[int, ...]:
+        return tuple(range(-self.ndim, 0))
+
+
+@dataclass
+class _Group:
+    """A group of runs going through a plan segment: their objects and supports.
+
+    ``sizes`` (support sizes, for the LLK's degrees of freedom) and ``factors`` (the
+    linear update factors of one algorithm) are caches of the support; an operator
+    that changes the support calls :meth:`set_support`.
+    """
+
+    sl: slice
+    x: torch.Tensor
+    support: torch.Tensor
+    sizes: torch.Tensor | None = None
+    factors: dict[str, tuple[torch.Tensor, torch.Tensor | None]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.set_support(self.support)
+
+    def set_support(self, support: torch.Tensor) -> None:
+        self.support = support
+        self.sizes = support.sum(dim=tuple(range(1, support.ndim)))
+        self.factors.clear()
+
+
+#: an operator of the plan: updates a group of runs in place for one plan step
+Operator = Callable[[_Loop, _Group, "_Step"], None]
+
+
+def _record(loop: _Loop, group: _Group, step: _Step, calc: torch.Tensor | None) -> None:
+    if calc is not None and step.iteration in loop.column:
+        j = loop.column[step.iteration]
+        loop.llk[group.sl, j], loop.llk_free[group.sl, j] = loop.score(calc, group.sizes)
+
+
+def _projection_update(loop: _Loop, group: _Group, step: _Step) -> None:
+    """ER / HIO / RAAR: modulus projection, then the algorithm's update (see ``update``)."""
+    want_llk = step.iteration in loop.column
+    d, calc = loop.project(group.x, with_calc=want_llk)
+    if loop.settings.positivity:
+        group.x = update(step.op, group.x, d, group.support, loop.settings.beta,
+                         positivity=True)
+    else:
+        if step.op not in group.factors:
+            group.factors.clear()  # one algorithm's factors at a time
+            group.factors[step.op] = update_factors(step.op, group.support,
+                                                    loop.settings.beta, loop.rdtype)
+        group.x = apply_update(d, group.x, *group.factors[step.op])
+    _record(loop, group, step, calc)
+
+
+def _ml(loop: _Loop, group: _Group, step: _Step) -> None:
+    """One Poisson maximum-likelihood gradient step inside the support."""
+    group.x, calc = ml_step(group.x, loop.obs, loop.valid, group.support, loop.ndim)
+    _record(loop, group, step, calc)
+
+
+def _shrinkwrap(loop: _Loop, group: _Group, step: _Step) -> None:
+    """Shrinkwrap the support; runs whose support collapses or explodes are stopped."""
+    st = loop.settings
+    ss, xs, sl = group.support, group.x, group.sl
+    # wrap the in-support part: HIO/RAAR leave large values outside a wrong
+    # support, which would make the support explode instead of shrink
+    inner = torch.where(ss, xs, torch.zeros_like(xs))
+    new = shrinkwrap(inner, ss, step.sigma, st.shrinkwrap_threshold, st.shrinkwrap_method,
+                     loop.ndim)
+    if st.post_expand:
+        new = morph(new, st.post_expand, loop.ndim)
+    if st.force_shrink:
+        new &= ss
+    lo_frac, hi_frac = SUPPORT_FRACTION_RANGE
+    frac = new.sum(dim=loop.dims).to(loop.rdtype) / loop.size
+    ok = loop.alive[sl]
+    bad = ((frac < lo_frac) | (frac > hi_frac)) & ok
+    if bool(bad.any()):
+        for r in torch.nonzero(bad).flatten().tolist():
+            kind = "collapsed" if frac[r] < lo_frac else "exploded"
+            loop.status[sl.start + r] = (
+                f"support {kind} to {frac[r].item():.2%} of the array at "
+                f"iteration {step.iteration} (allowed {lo_frac:.2%}-{hi_frac:.0%})")
+        ok = ok & ~bad
+        loop.alive[sl] = ok
+    view = (-1,) + (1,) * loop.ndim
+    group.set_support(torch.where(ok.reshape(view), new, ss))
+
+
+def _detwin(loop: _Loop, group: _Group, step: _Step) -> None:
+    """Keep the half of each support on one side of its centroid."""
+    group.set_support(detwin(group.support, loop.ndim, loop.settings.detwin_axis))
+
+
+#: the plan's operators: adding one to the engine is one entry here (and its name in
+#: the plan grammar)
+OPERATORS: dict[str, Operator] = {
+    "ER": _projection_update,
+    "HIO": _projection_update,
+    "RAAR": _projection_update,
+    "ML": _ml,
+    "sup": _shrinkwrap,
+    "detwin": _detwin,
+}
+
+
 def iterate(intensity: torch.Tensor, mask: torch.Tensor, plan: Plan, seeds: Sequence[int],
             settings: EngineSettings, *, stage: str = "phase.classic",
             free: torch.Tensor | None = None, initial_support: torch.Tensor | None = None,
@@ -222,7 +376,6 @@ def iterate(intensity: torch.Tensor, mask: torch.Tensor, plan: Plan, seeds: Sequ
     cdtype = torch.complex64 if rdtype == torch.float32 else torch.complex128
     runs = len(seeds)
     shape = tuple(intensity.shape)
-    view = (-1,) + (1,) * ndim
     obs = torch.fft.ifftshift(intensity, dim=dims)
     measured = torch.fft.ifftshift(mask, dim=dims)
     held = (torch.fft.ifftshift(free, dim=dims) if free is not None
@@ -265,63 +418,20 @@ def iterate(intensity: torch.Tensor, mask: torch.Tensor, plan: Plan, seeds: Sequ
     chunks = [slice(a, min(a + chunk, runs)) for a in range(0, runs, chunk)]
     status = ["ok"] * runs
     alive = torch.ones(runs, dtype=torch.bool, device=device)
-    lo_frac, hi_frac = SUPPORT_FRACTION_RANGE
     llk_its = [k for k in range(1, n_iter + 1) if k % settings.llk_every == 0 or k == n_iter]
     llk = torch.full((runs, len(llk_its)), math.nan, dtype=rdtype, device=device)
     llk_free = torch.full_like(llk, math.nan)
     column = {k: j for j, k in enumerate(llk_its)}
 
+    loop = _Loop(settings, ndim, rdtype, size, project, score, obs, valid, alive, status,
+                 llk, llk_free, column)
+
     def advance(sl: slice, steps: list[_Step]) -> None:
         """Run `steps` on the runs in `sl` (a cache-sized group on CPU, all on a GPU)."""
-        xs, ss = x[sl], support[sl]
-        sizes = ss.sum(dim=dims)  # support sizes, for the LLK's degrees of freedom
-        factors: dict[str, tuple[torch.Tensor, torch.Tensor | None]] = {}  # of ss
+        group = _Group(sl, x[sl], support[sl])
         for step in steps:
-            if step.op == "sup":
-                # wrap the in-support part: HIO/RAAR leave large values outside a wrong
-                # support, which would make the support explode instead of shrink
-                inner = torch.where(ss, xs, torch.zeros_like(xs))
-                new = shrinkwrap(inner, ss, step.sigma, settings.shrinkwrap_threshold,
-                                 settings.shrinkwrap_method, ndim)
-                if settings.post_expand:
-                    new = morph(new, settings.post_expand, ndim)
-                if settings.force_shrink:
-                    new &= ss
-                frac = new.sum(dim=dims).to(rdtype) / size
-                ok = alive[sl]
-                bad = ((frac < lo_frac) | (frac > hi_frac)) & ok
-                if bool(bad.any()):
-                    for r in torch.nonzero(bad).flatten().tolist():
-                        kind = "collapsed" if frac[r] < lo_frac else "exploded"
-                        status[sl.start + r] = (
-                            f"support {kind} to {frac[r].item():.2%} of the array at "
-                            f"iteration {step.iteration} (allowed {lo_frac:.2%}-{hi_frac:.0%})")
-                    ok = ok & ~bad
-                    alive[sl] = ok
-                ss = torch.where(ok.reshape(view), new, ss)
-                sizes = ss.sum(dim=dims)
-                factors.clear()
-            elif step.op == "detwin":
-                ss = detwin(ss, ndim, settings.detwin_axis)
-                sizes = ss.sum(dim=dims)
-                factors.clear()
-            else:
-                want_llk = step.iteration in column
-                if step.op == "ML":
-                    xs, calc = ml_step(xs, obs, valid, ss, ndim)
-                elif settings.positivity:
-                    d, calc = project(xs, with_calc=want_llk)
-                    xs = update(step.op, xs, d, ss, settings.beta, positivity=True)
-                else:
-                    d, calc = project(xs, with_calc=want_llk)
-                    if step.op not in factors:
-                        factors.clear()  # one algorithm's factors at a time
-                        factors[step.op] = update_factors(step.op, ss, settings.beta, rdtype)
-                    xs = apply_update(d, xs, *factors[step.op])
-                if want_llk:
-                    j = column[step.iteration]
-                    llk[sl, j], llk_free[sl, j] = score(calc, sizes)
-        x[sl], support[sl] = xs, ss
+            OPERATORS[step.op](loop, group, step)
+        x[sl], support[sl] = group.x, group.support
 
     steps = _annotate(plan, settings, skip_first_sup=start is None)
     if device.type == "cpu":

@@ -164,16 +164,7 @@ class Classic(Stage):
                                             device=device)
         free = _support.free_pixel_mask(valid, params.free_fraction, params.free_radius,
                                context.generator())
-        settings = EngineSettings(
-            beta=params.beta, positivity=params.positivity,
-            initial_support=params.initial_support, support_size=params.support_size,
-            support_threshold=params.support_threshold,
-            shrinkwrap_threshold=params.shrinkwrap_threshold,
-            shrinkwrap_method=params.shrinkwrap_method, sigma_start=params.sigma_start,
-            sigma_end=params.sigma_end, force_shrink=params.force_shrink,
-            post_expand=tuple(params.post_expand), detwin_axis=min(params.detwin_axis, ndim - 1),
-            llk_every=params.llk_every, preview_every=params.preview_every,
-        )
+        settings = EngineSettings.from_params(params, ndim)
         schedules = [params.schedule] + [
             (params.generation_schedules or [])[g - 1]
             if params.generation_schedules and g - 1 < len(params.generation_schedules)
