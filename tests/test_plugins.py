@@ -97,3 +97,27 @@ def test_import_sipflow_stays_light():
             "print(sorted(m for m in ('torch', 'prefect', 'napari', 'h5py') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_hooks_are_called_through_pluggy(sipflow_plugins):
+    """A hook wrapper sees the calls: sipflow does not bypass pluggy's machinery."""
+    import pluggy
+
+    calls = []
+
+    class Spy:
+        @pluggy.HookimplMarker("sipflow")(wrapper=True)
+        def sipflow_stages(self):
+            calls.append("stages")
+            return (yield)
+
+    reg = sipflow_plugins(Spy())
+    assert "phase.classic" in reg.stages
+    assert calls, "the wrapper ran around the stages hook"
+
+
+def test_reader_protocol_is_what_readers_follow():
+    from sipflow.io import HDF5Reader, Reader
+
+    assert isinstance(HDF5Reader(), Reader)
+    assert {"dataset", "mask"} <= set(HDF5Reader.options)

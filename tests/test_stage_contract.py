@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from sipflow.plugins import get_registry
-from sipflow.testing import assert_stage_contract
+from sipflow.testing import assert_outputs, assert_stage_contract
 
 # Small, fast parameters for stages whose defaults are production-sized.
 FAST = {"phase.classic": {"schedule": "(sup * HIO**10)**2 * ER**5", "runs": 2}}
@@ -24,5 +24,7 @@ def test_stage_works_on_3d(name, sipflow_dataset_3d):
     if "obj" in stage.requires:
         ds = ds.assign(obj=ds["obj_true"], support=ds["support_true"])
     out = stage()(ds, FAST.get(name))
-    if "obj" in out:
-        assert out["obj"].dims == ("z", "y", "x")
+    assert_outputs(stage, out, 3)
+    if stage.kind() == "phase":
+        assert stage.produces, f"{name}: a phase stage declares what it produces"
+        assert out["obj"].dims == ("z", "y", "x") and out["obj"].dtype.kind == "c"

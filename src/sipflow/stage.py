@@ -139,6 +139,9 @@ class Stage(abc.ABC):
         Pydantic model of the parameters, with defaults, bounds and descriptions (units!).
     requires : tuple of str
         Dataset variables the stage needs; checked before :meth:`run` is called.
+    produces : tuple of str
+        Dataset variables the stage adds or replaces; the contract test checks that
+        they are there, 2-D and 3-D, with the schema's dimensions and types.
     heavy : bool
         True for compute-heavy stages; the Prefect adapter tags them ``gpu``.
     """
@@ -147,6 +150,7 @@ class Stage(abc.ABC):
     version: ClassVar[str] = "0"
     Params: ClassVar[type[StageParams]] = StageParams
     requires: ClassVar[tuple[str, ...]] = ()
+    produces: ClassVar[tuple[str, ...]] = ()
     heavy: ClassVar[bool] = False
 
     @classmethod

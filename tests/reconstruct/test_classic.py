@@ -1,7 +1,7 @@
 """phase.classic recovers known objects from simulated data (error modulo ambiguities).
 
 Bounds are relative complex errors after removing global phase, sub-pixel translation
-and twin (SCIENCE.md §1), for the run the stage selects (best free LLK of 4). RAAR
+and twin (docs/design.md), for the run the stage selects (best free LLK of 4). RAAR
 converges more slowly to the exact solution than HIO on noiseless data, hence its
 looser bound. A failure means the algorithm, the support update or the ranking broke.
 """

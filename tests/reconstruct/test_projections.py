@@ -2,7 +2,7 @@
 
 The iteration loop runs :class:`FourierModulus` and the linear form ``a d + b x`` of
 the updates (fewer memory passes on CPU); :func:`modulus_projection` and
-:func:`update` are the definitions from SCIENCE.md §1. A difference beyond rounding
+:func:`update` are the definitions in docs/design.md. A difference beyond rounding
 means the fast path computes another algorithm.
 """
 

@@ -45,3 +45,15 @@ def test_pipeline_with_the_plugin_beats_the_one_without():
         assert "every run failed" in str(exc)
     else:
         assert without.attrs["metrics"]["error"] > 4 * e_with
+
+
+def test_isolated_registry_and_every_device(sipflow_plugins, sipflow_device):
+    import sipflow_hotpixels
+
+    reg = sipflow_plugins(sipflow_hotpixels)
+    assert reg.stages["prep.hot_pixels"] is HotPixels
+    assert reg.plugins[-1].origin == "registered in code", "only what the test registered"
+    pipe = sipflow.Pipeline.load("stages:\n  - use: prep.hot_pixels\n", registry=reg)
+    ds = simulated_dataset((48, 48), photons=1e8, hot_pixels=4, seed=1)
+    out = sipflow.run_pipeline(pipe, ds, device=sipflow_device, seed=0)
+    assert out.attrs["hot_pixels_masked"] >= 4

@@ -50,7 +50,7 @@ class Metrics(Stage):
 
     Needs only ``obj``. Uses ``intensity``/``mask`` when present on the same grid
     (R-factor, LLKs after a global scale) and ``obj_true`` when present (error
-    modulo global phase, sub-pixel translation and twin; SCIENCE.md §1).
+    modulo global phase, sub-pixel translation and twin; docs/design.md).
     Results go to ``attrs["metrics"]``.
     """
 

@@ -39,7 +39,7 @@ from ._support import (
 
 #: plan steps that change the support and are not iterations
 SUPPORT_STEPS = ("sup", "detwin")
-#: guard on the support size, as a fraction of the array (SCIENCE.md §1)
+#: guard on the support size, as a fraction of the array (docs/design.md)
 SUPPORT_FRACTION_RANGE = (1e-4, 0.7)
 
 

@@ -9,7 +9,7 @@ Operators
 ---------
 ER, HIO, RAAR
     One iteration of error reduction, hybrid input-output, relaxed averaged
-    alternating reflections (SCIENCE.md §1); with ``positivity`` the in-support
+    alternating reflections (docs/design.md); with ``positivity`` the in-support
     pixels with Re < 0 count as outside.
 ML
     One Poisson maximum-likelihood gradient step inside the support, with a

@@ -129,6 +129,8 @@ class Classic(Stage):
     version = "2.0"
     Params = ClassicParams
     requires = (schema.INTENSITY,)
+    produces = (schema.OBJ, schema.SUPPORT, schema.OBJ_RUNS, schema.SUPPORT_RUNS, schema.LLK,
+                schema.LLK_FREE, schema.PRTF, schema.FREE_MASK)
     heavy = True
 
     @classmethod

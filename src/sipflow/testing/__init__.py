@@ -66,9 +66,37 @@ def _strip_timing(ds: xr.Dataset) -> xr.Dataset:
     return out
 
 
+def assert_outputs(stage: type[Stage], out: xr.Dataset, ndim: int) -> None:
+    """Check the variables `stage` declares in ``produces`` against :mod:`sipflow.schema`.
+
+    ``obj`` is complex with the real-space dimensions of `ndim` and no ``run``
+    dimension, ``support`` boolean on the same dimensions, ``obj_runs`` /
+    ``support_runs`` have ``run`` first, ``llk`` / ``llk_free`` are (run, iter).
+    """
+    rdims = schema.real_dims(ndim)
+    for name in stage.produces:
+        assert name in out, f"{stage.name}: declares {name!r} in produces but did not make it"
+    checks = {
+        schema.OBJ: (rdims, "c"), schema.SUPPORT: (rdims, "b"),
+        schema.OBJ_RUNS: ((schema.RUN, *rdims), "c"),
+        schema.SUPPORT_RUNS: ((schema.RUN, *rdims), "b"),
+        schema.LLK: ((schema.RUN, schema.ITER), "f"),
+        schema.LLK_FREE: ((schema.RUN, schema.ITER), "f"),
+    }
+    for name, (dims, kind) in checks.items():
+        if name in stage.produces:
+            var = out[name]
+            assert var.dims == dims, f"{stage.name}: {name} has dims {var.dims}, expected {dims}"
+            assert var.dtype.kind == kind, f"{stage.name}: {name} has dtype {var.dtype}"
+            if kind in "cf":
+                assert np.isfinite(np.asarray(var.values)).any(), f"{stage.name}: {name} is NaN"
+    if schema.OBJ in out:
+        assert schema.RUN not in out[schema.OBJ].dims, f"{stage.name}: obj has a run dimension"
+
+
 def assert_stage_contract(stage: type[Stage], ds: xr.Dataset | None = None,
                           params: dict[str, Any] | None = None) -> xr.Dataset:
-    """Check that `stage` honours the stage contract of DESIGN.md; return its output.
+    """Check that `stage` honours the stage contract (docs/design.md, README); return its output.
 
     Checks: a ``kind.method`` name and a version; a ``StageParams`` model whose
     every field has a default and a description and which round-trips through
@@ -102,11 +130,10 @@ def assert_stage_contract(stage: type[Stage], ds: xr.Dataset | None = None,
     assert isinstance(out, xr.Dataset), f"{stage.name}: run returned {type(out).__name__}"
     assert out is not ds, f"{stage.name}: run must return a new Dataset"
     xr.testing.assert_identical(ds, before)
-    if schema.OBJ in out:
-        assert schema.RUN not in out[schema.OBJ].dims, f"{stage.name}: obj has a run dimension"
+    assert_outputs(stage, out, 2 if ds[schema.INTENSITY].ndim == 2 else 3)
     second = stage()(ds, p, Context(device="cpu", seed=1234))
     xr.testing.assert_identical(_strip_timing(out), _strip_timing(second))
     return out
 
 
-__all__ = ["assert_stage_contract", "simulated_dataset"]
+__all__ = ["assert_outputs", "assert_stage_contract", "simulated_dataset"]

@@ -30,3 +30,42 @@ def sipflow_registry():
     from sipflow.plugins import build_registry
 
     return build_registry()
+
+
+def pytest_generate_tests(metafunc):
+    """Run tests that use ``sipflow_device`` on the CPU, and on CUDA when there is one."""
+    if "sipflow_device" in metafunc.fixturenames:
+        import torch
+
+        devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+        metafunc.parametrize("sipflow_device", devices, indirect=True)
+
+
+@pytest.fixture
+def sipflow_device(request) -> str:
+    """A torch device name: ``"cpu"``, and ``"cuda"`` too on a machine with a GPU.
+
+    A test that takes this fixture runs once per device, so a plugin's stage is
+    checked on the GPU wherever one is present and on the CPU everywhere.
+    """
+    return request.param
+
+
+@pytest.fixture
+def sipflow_plugins():
+    """Build an isolated plugin registry: built-ins plus the plugins you pass.
+
+    Installed entry points are not loaded, so a test sees exactly what it registers
+    and nothing leaks into the process-wide registry::
+
+        def test_my_reader(sipflow_plugins, tmp_path):
+            reg = sipflow_plugins(my_plugin_module)
+            ds = sipflow.load(path, registry=reg)
+            pipe = sipflow.Pipeline.load(text, registry=reg)
+    """
+    from sipflow.plugins import build_registry
+
+    def make(*plugins: object, entry_points: bool = False):
+        return build_registry(load_entry_points=entry_points, extra=tuple(plugins))
+
+    return make
