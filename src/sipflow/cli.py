@@ -78,7 +78,8 @@ def cmd_simulate(args: argparse.Namespace) -> int:
                             f"{', '.join(SHAPES[len(shape)])}")
     sim = Simulation(shape=shape, kind=kind, extent=args.extent, photons=photons,
                      beamstop=args.beamstop, gaps=args.gaps, hot_pixels=args.hot_pixels,
-                     phase_amplitude=args.phase, seed=args.seed)
+                     dead_pixels=args.dead_pixels, centre_offset=tuple(args.centre_offset),
+                     background=args.background, phase_amplitude=args.phase, seed=args.seed)
     path = write_scan(args.output, sim, layout=args.layout, overwrite=args.overwrite)
     print(f"wrote {path} ({args.layout}, {shape}, {kind}, "
           f"{'noiseless' if photons is None else f'{photons:.3g} photons'})")
@@ -273,12 +274,18 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("output")
     s.add_argument("--shape", type=int, nargs="+", default=[128, 128])
     s.add_argument("--kind", default=None, help="object shape (2-D: blob, ellipse, hexagon, "
-                   "cells; 3-D: crystal, ellipsoid, blob)")
+                   "cells, lithograph; 3-D: crystal, ellipsoid, blob)")
     s.add_argument("--extent", type=float, default=0.4, help="object size / array size")
     s.add_argument("--photons", default="1e9", help="total photons, or 'none' for noiseless")
     s.add_argument("--beamstop", type=float, default=0.0, help="beamstop radius [pixels]")
     s.add_argument("--gaps", type=int, default=0, help="detector gap width [pixels]")
     s.add_argument("--hot-pixels", type=int, default=0)
+    s.add_argument("--dead-pixels", type=float, default=0.0,
+                   help="share of dead (masked) pixels, scattered")
+    s.add_argument("--centre-offset", type=int, nargs=2, default=[0, 0], metavar=("ROWS", "COLS"),
+                   help="q = 0 this far from the array centre [pixels]")
+    s.add_argument("--background", type=float, default=0.0,
+                   help="incoherent background [photons per pixel]")
     s.add_argument("--phase", type=float, default=1.0, help="phase field amplitude [rad]")
     s.add_argument("--layout", choices=["cxi", "nexus", "eiger"], default="cxi")
     s.add_argument("--seed", type=int, default=0)

@@ -39,6 +39,13 @@ class Simulation:
     hot_pixels : int
         Number of hot pixels: very large counts on valid pixels, *not* flagged in
         the mask (their positions are returned by :func:`simulate` as ``hot``).
+    dead_pixels : float
+        Share of pixels that are dead (zero counts, flagged in the mask), scattered.
+    centre_offset : tuple of int
+        Position of q = 0 relative to the array centre (rows, cols) [pixels]; the
+        beamstop sits on it, the gaps stay where the detector has them.
+    background : float
+        Incoherent background [photons per pixel], added with its own Poisson noise.
     energy_eV, distance_m, pixel_size_m : float
         Geometry written to the file.
     seed : int
@@ -52,6 +59,9 @@ class Simulation:
     beamstop: float = 0.0
     gaps: int = 0
     hot_pixels: int = 0
+    dead_pixels: float = 0.0
+    centre_offset: tuple[int, ...] = (0, 0)
+    background: float = 0.0
     energy_eV: float = 8000.0
     distance_m: float = 2.0
     pixel_size_m: float = 75e-6
@@ -71,19 +81,36 @@ def simulate(sim: Simulation) -> dict[str, np.ndarray]:
     obj = make_object(tuple(sim.shape), sim.kind, extent=sim.extent,
                       phase_amplitude=sim.phase_amplitude, rng=rng)
     support = np.abs(obj) > 0
+    offset = tuple(int(v) for v in sim.centre_offset)
+    if len(offset) != 2:
+        raise ValueError(f"centre_offset needs (rows, cols), got {sim.centre_offset}")
+    if any(offset):
+        # q = 0 off the array centre: a phase ramp on the object moves the pattern
+        # exactly (integer pixels), so |F obj|^2 stays the expected intensity
+        ramp = sum(o * (np.arange(n) - n // 2).reshape([-1 if a == ax else 1
+                                                        for a in range(obj.ndim)]) / n
+                   for ax, (o, n) in enumerate(zip(offset, obj.shape[-2:], strict=True),
+                                               start=obj.ndim - 2))
+        obj = obj * np.exp(2j * np.pi * ramp)
     intensity, scale = FarField(ndim=len(sim.shape)).simulate(obj, sim.photons, rng)
     obj = obj * np.sqrt(scale)
+    if sim.background > 0:
+        intensity = intensity + (rng.poisson(sim.background, intensity.shape)
+                                 if sim.photons is not None else sim.background)
     mask = np.ones(sim.shape[-2:], bool)
-    centre = [n // 2 for n in sim.shape[-2:]]
+    centre = [n // 2 + o for n, o in zip(sim.shape[-2:], offset, strict=True)]
     if sim.beamstop > 0:
         yy, xx = np.meshgrid(*[np.arange(n) - c for n, c in zip(sim.shape[-2:], centre,
                                                                   strict=True)], indexing="ij")
         mask &= yy**2 + xx**2 > sim.beamstop**2
-    if sim.gaps > 0:
-        row = centre[0] + sim.shape[-2] // 6
-        col = centre[1] - sim.shape[-1] // 5
+    if sim.gaps > 0:  # fixed on the detector, whatever the pattern's centre
+        row = sim.shape[-2] // 2 + sim.shape[-2] // 6
+        col = sim.shape[-1] // 2 - sim.shape[-1] // 5
         mask[row:row + sim.gaps, :] = False
         mask[:, col:col + sim.gaps] = False
+    if sim.dead_pixels > 0:
+        dead = rng.random(mask.shape) < sim.dead_pixels
+        mask &= ~dead
     full_mask = np.broadcast_to(mask, sim.shape).copy()
     intensity[~full_mask] = 0
     hot = np.zeros(sim.shape, bool)
