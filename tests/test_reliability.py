@@ -249,6 +249,101 @@ def _output_unwritable(t):
     return _cxi(t / "ok.h5", _good()), "default", ["-o", "/proc/sipflow-o.zarr"]
 
 
+def _dataset_is_group(t):
+    return _cxi(t / "ok.h5", _good()), "default", ["--dataset", "/entry_1"]
+
+
+def _dark_shape(t):
+    p = t / "dark.h5"
+    with h5py.File(p, "w") as f:
+        f.create_dataset("entry_1/data_1/data", data=_good())
+        f.create_dataset("entry_1/instrument_1/detector_1/data_dark", data=np.ones((16, 16)))
+    return p, _pipeline(t, "input: {dark: /entry_1/instrument_1/detector_1/data_dark}\n"
+                           "stages:\n  - use: prep.standard\n"), []
+
+
+def _unknown_reader(t):
+    return (_cxi(t / "ok.h5", _good()),
+            _pipeline(t, "input: {reader: tiff}\nstages:\n  - use: prep.standard\n"), [])
+
+
+def _empty_stages(t):
+    return _cxi(t / "ok.h5", _good()), _pipeline(t, "stages: []\n"), []
+
+
+def _unknown_top_key(t):
+    return (_cxi(t / "ok.h5", _good()),
+            _pipeline(t, "stagse:\n  - use: prep.standard\n"), [])
+
+
+def _with_not_mapping(t):
+    return (_cxi(t / "ok.h5", _good()),
+            _pipeline(t, "stages:\n  - use: phase.classic\n    with: [1, 2]\n"), [])
+
+
+def _keep_best_too_many(t):
+    return (_cxi(t / "ok.h5", _good()),
+            _pipeline(t, "stages:\n  - use: phase.classic\n    with: {runs: 2, keep_best: 3}\n"),
+            [])
+
+
+def _support_threshold_order(t):
+    return (_cxi(t / "ok.h5", _good()), _pipeline(
+        t, "stages:\n  - use: phase.classic\n    with: {support_threshold: [0.3, 0.1]}\n"), [])
+
+
+def _bad_generation_schedule(t):
+    return (_cxi(t / "ok.h5", _good()), _pipeline(
+        t, "stages:\n  - use: phase.classic\n    with: {generations: 2, "
+           "generation_schedules: ['HIO * * ER']}\n"), [])
+
+
+def _wrong_type_param(t):
+    return (_cxi(t / "ok.h5", _good()),
+            _pipeline(t, "stages:\n  - use: phase.classic\n    with: {runs: many}\n"), [])
+
+
+def _stage_step_unknown_key(t):
+    return (_cxi(t / "ok.h5", _good()),
+            _pipeline(t, "stages:\n  - use: phase.classic\n    wiht: {runs: 2}\n"), [])
+
+
+def _nan_in_3d(t):
+    d = np.random.default_rng(0).poisson(20, (6, 32, 32)).astype(np.float32)
+    d[4, 10, 11] = np.inf
+    return _cxi(t / "stack.h5", d), "default", []
+
+
+def _mask_all_bad(t):
+    return _cxi(t / "masked.h5", _good(), mask=np.ones((64, 64), np.uint8)), "default", []
+
+
+def _string_dataset(t):
+    p = t / "strings.h5"
+    with h5py.File(p, "w") as f:
+        f.create_dataset("entry_1/data_1/data", data=np.array([b"a"] * 64))
+    return p, "default", []
+
+
+def _empty_file(t):
+    p = t / "empty.h5"
+    p.write_bytes(b"")
+    return p, "default", []
+
+
+def _hdf5_without_frames(t):
+    p = t / "noframes.h5"
+    with h5py.File(p, "w") as f:
+        f.create_dataset("entry/sample/temperature", data=300.0)
+    return p, "default", []
+
+
+def _broken_link_input(t):
+    p = t / "link.h5"
+    p.symlink_to(t / "nowhere.h5")
+    return p, "default", []
+
+
 CASES = {
     # name: (builder, exit status, message fragments)
     "nan": (_nan, 2, ["nan.h5", "NaN or Inf", "intensity"]),
@@ -286,16 +381,62 @@ CASES = {
     "output-exists": (_output_exists, 2, ["o.zarr", "output exists"]),
     "output-parent-missing": (_output_parent_missing, 2, ["does not exist"]),
     "output-unwritable": (_output_unwritable, 2, ["sipflow-o.zarr"]),
+    "dataset-is-group": (_dataset_is_group, 2, ["ok.h5", "'/entry_1' not found"]),
+    "dark-shape": (_dark_shape, 2, ["dark.h5", "data_dark", "(16, 16)", "detector shape"]),
+    "unknown-reader": (_unknown_reader, 2, ["tiff", "hdf5"]),
+    "empty-stages": (_empty_stages, 2, ["p.yaml", "non-empty list"]),
+    "unknown-top-key": (_unknown_top_key, 2, ["p.yaml", "stagse"]),
+    "with-not-mapping": (_with_not_mapping, 2, ["p.yaml", "phase.classic", "mapping"]),
+    "keep-best-too-many": (_keep_best_too_many, 2, ["p.yaml", "keep_best (3)", "runs (2)"]),
+    "support-threshold-order": (_support_threshold_order, 2, ["p.yaml", "support_threshold"]),
+    "bad-generation-schedule": (_bad_generation_schedule, 2, ["p.yaml",
+                                                              "generation_schedules"]),
+    "wrong-type-param": (_wrong_type_param, 2, ["p.yaml", "runs", "'many'"]),
+    "step-unknown-key": (_stage_step_unknown_key, 2, ["p.yaml", "wiht"]),
+    "inf-in-3d": (_nan_in_3d, 2, ["stack.h5", "NaN or Inf", "(4, 10, 11)"]),
+    "mask-all-bad": (_mask_all_bad, 2, ["masked.h5", "zero on every valid pixel"]),
+    "string-frames": (_string_dataset, 2, ["strings.h5"]),
+    "empty-file": (_empty_file, 2, ["empty.h5", "not an HDF5 file"]),
+    "no-frames": (_hdf5_without_frames, 2, ["noframes.h5", "no detector frames",
+                                            "temperature"]),
+    "broken-symlink-input": (_broken_link_input, 2, ["link.h5", "nowhere.h5",
+                                                      "does not exist"]),
 }
 
 
 def _snapshot(folder: Path) -> dict[str, float]:
-    return {str(p.relative_to(folder)): p.stat().st_mtime for p in folder.rglob("*")}
+    return {str(p.relative_to(folder)): p.lstat().st_mtime for p in folder.rglob("*")}
 
 
 @pytest.mark.parametrize("engine", ENGINES)
 @pytest.mark.parametrize("case", sorted(CASES))
-def test_bad_input(case, engine, tmp_path, prefect_server):
+def test_bad_input(case, engine, tmp_path, prefect_server, capsys):
+    """The real CLI entry point, in this process (the same code as the `sipflow` command;
+    the cases that need processes of their own are below)."""
+    from sipflow.cli import main
+
+    build, status, fragments = CASES[case]
+    inp, pipe, extra = build(tmp_path)
+    args = ["run", pipe, inp, *extra]
+    if "-o" not in extra:
+        args += ["-o", tmp_path / "o.zarr"]
+    before = _snapshot(tmp_path)
+    capsys.readouterr()
+    code = main([str(a) for a in [*args, "--engine", engine]])
+    err = capsys.readouterr().err
+    assert code == status, (code, err)
+    assert err.startswith("sipflow: error: "), err
+    for fragment in fragments:
+        assert fragment in err, (fragment, err)
+    assert "Traceback" not in err and "internal error" not in err
+    assert len(err.strip().splitlines()) == 1, f"one paragraph, got:\n{err}"
+    assert _snapshot(tmp_path) == before, "nothing created, changed or deleted"
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+@pytest.mark.parametrize("case", ["nan", "truncated", "output-is-input", "bad-schedule"])
+def test_bad_input_as_a_command(case, engine, tmp_path, prefect_server):
+    """A few of the cases through the installed command, in a process of its own."""
     build, status, fragments = CASES[case]
     inp, pipe, extra = build(tmp_path)
     args = ["run", pipe, inp, *extra]
@@ -304,13 +445,9 @@ def test_bad_input(case, engine, tmp_path, prefect_server):
     before = _snapshot(tmp_path)
     out = cli(*args, "--engine", engine)
     assert out.returncode == status, (out.returncode, out.stderr)
-    err = out.stderr
-    assert err.startswith("sipflow: error: "), err
-    for fragment in fragments:
-        assert fragment in err, (fragment, err)
-    assert "Traceback" not in err and "internal error" not in err
-    assert len(err.strip().splitlines()) == 1, f"one paragraph, got:\n{err}"
-    assert _snapshot(tmp_path) == before, "nothing created, changed or deleted"
+    assert all(f in out.stderr for f in fragments), out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1 and "Traceback" not in out.stderr
+    assert _snapshot(tmp_path) == before
 
 
 @pytest.mark.parametrize("engine", ENGINES)
