@@ -107,3 +107,18 @@ def test_beta_changes_hio():
     a = _run("HIO**5", beta=0.9, **kw).x
     b = _run("HIO**5", beta=0.5, **kw).x
     assert not np.allclose(a.numpy(), b.numpy())
+
+
+def test_initial_support_survives_a_beamstop():
+    """A beamstop hides the forward peak; the autocorrelation support must still be of
+    the size it has with the full pattern (it used to take 60-90 % of the array)."""
+    from sipflow.reconstruct._support import autocorrelation_support
+
+    sizes = []
+    for beamstop in (0, 2):
+        ds = simulated_dataset((128, 128), photons=1e9, beamstop=beamstop, seed=3)
+        i = torch.fft.ifftshift(torch.as_tensor(ds["intensity"].values, dtype=torch.float32))
+        m = torch.fft.ifftshift(torch.as_tensor(ds["mask"].values.astype(bool)))
+        sizes.append(float(autocorrelation_support(i, m, torch.tensor([0.1]), 2).float().mean()))
+    full, hidden = sizes
+    assert 0.6 * full < hidden < 1.4 * full, sizes

@@ -28,11 +28,14 @@ class StandardParams(StageParams):
         "error", description="NaN/Inf/negative raw counts on valid pixels: stop with an error, "
                              "or mask them.")
     sum_frames: bool = Field(False, description="Sum a stack of frames into one 2-D pattern.")
-    centre: Literal["max", "com", "symmetry", "none"] = Field(
-        "max", description="Point moved to index n//2: 'max' the maximum of the 3-pixel "
-                           "smoothed pattern, 'com' the centre of mass, 'symmetry' the centre "
-                           "of symmetry of the pattern's projections (real objects only: "
-                           "Friedel symmetry; robust to a beamstop), 'none' no shift.")
+    centre: Literal["auto", "max", "friedel", "com", "symmetry", "none"] = Field(
+        "auto", description="Point moved to index n//2: 'max' the maximum of the 3-pixel "
+                            "smoothed pattern; 'friedel' the point about which the measured "
+                            "pixels are most nearly centro-symmetric (Friedel's law; finds q = 0 "
+                            "behind a beamstop); 'auto' = 'friedel' for 2-D patterns and 'max' for "
+                            "3-D (Bragg) stacks; 'com' the centre of mass; "
+                            "'symmetry' the centre of symmetry of the 1-D projections; 'none' no "
+                            "shift.")
     size: int | list[int] | None = Field(
         None, description="Output size per axis after binning [pixels]; one int for all axes; "
                           "None keeps the full (centred) array.")
@@ -64,7 +67,45 @@ def _per_axis(value, ndim: int, name: str) -> list:
     return [value] * ndim
 
 
-def _peak(counts: np.ndarray, how: str) -> list[int]:
+def _friedel_centre(counts: np.ndarray, mask: np.ndarray) -> list[int]:
+    """Centre about which the measured amplitudes are most nearly centro-symmetric.
+
+    Maximises the (Pearson) correlation of ``a(q)`` with ``a(s - q)`` over the pixel
+    pairs measured in both (``a = log(1 + counts)``), over all shifts ``s``; the centre
+    is ``s / 2``. Masked pixels (a beamstop, gaps) take no part, so a hidden q = 0 is
+    found from the pattern around it. Exact for real objects (Friedel's law), a good
+    estimate for weak-phase ones.
+    """
+    # log counts: the comparison weighs the whole pattern, not its few brightest streaks
+    a = np.log1p(np.clip(counts, 0, None)) * mask
+    m = mask.astype(np.float64)
+    shape = [2 * n for n in counts.shape]
+
+    def conv(u, v):
+        axes = tuple(range(len(shape)))
+        return np.fft.irfftn(np.fft.rfftn(u, shape, axes) * np.fft.rfftn(v, shape, axes), shape,
+                             axes)
+
+    pairs = conv(m, m)
+    # Pearson correlation of a(q) with a(s - q) over the pairs measured in both; the
+    # sums over either side are equal (convolution is symmetric)
+    total, power, cross = conv(a, m), conv(a**2, m), conv(a, a)
+    enough = pairs > 0.5 * pairs.max()
+    n = np.where(enough, pairs, 1)
+    var = power - total**2 / n
+    score = np.where(enough & (var > 0), (cross - total**2 / n) / np.where(var > 0, var, 1),
+                     -np.inf)
+    best = np.unravel_index(int(np.argmax(score)), score.shape)
+    return [round(float(b) / 2) for b in best]
+
+
+def _peak(counts: np.ndarray, how: str, mask: np.ndarray | None = None) -> list[int]:
+    if mask is None:
+        mask = np.ones(counts.shape, bool)
+    if how == "friedel":
+        return _friedel_centre(counts, mask)
+    if how == "auto":  # 2-D (forward CDI): Friedel; 3-D (Bragg, strained): the maximum
+        return _friedel_centre(counts, mask) if counts.ndim == 2 else _peak(counts, "max")
     if how == "max":
         # maximum of the pattern smoothed over 3 pixels: robust to shot noise and single
         # hot pixels, and exact for a centro-symmetric (Friedel) pattern
@@ -146,7 +187,7 @@ class Standard(Stage):
     """
 
     name = "prep.standard"
-    version = "1.0"
+    version = "1.1"
     Params = StandardParams
     requires = (schema.INTENSITY,)
 
@@ -182,7 +223,7 @@ class Standard(Stage):
         if params.centre == "none":
             centre = [n // 2 for n in counts.shape]
         else:
-            centre = _peak(counts, params.centre)
+            centre = _peak(counts, params.centre, mask)
         window = [counts.shape[a] if s is None else s * b
                   for a, (s, b) in enumerate(zip(sizes, bins, strict=True))]
         if params.size is None:

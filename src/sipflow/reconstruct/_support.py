@@ -33,6 +33,34 @@ def blur(amplitude: torch.Tensor, sigma: float, ndim: int) -> torch.Tensor:
                             * g, ndim).real
 
 
+def fill_missing_centre(intensity: torch.Tensor, mask: torch.Tensor, ndim: int
+                        ) -> torch.Tensor:
+    """Intensity with the unmeasured disc around q = 0 filled, for the autocorrelation.
+
+    A beamstop removes the forward peak, which carries most of the photons: the
+    autocorrelation then loses its central maximum and a threshold relative to it
+    takes most of the array (an exploding first support). Filling the hidden disc
+    with the brightest measured value just outside it puts a peak of the right
+    order back. Other masked pixels stay zero.
+
+    Parameters
+    ----------
+    intensity, mask : torch.Tensor, (*spatial), unshifted (q = 0 at index 0)
+    """
+    out = torch.where(mask, intensity, torch.zeros_like(intensity))
+    if bool(mask.reshape(-1)[0]):  # q = 0 measured: nothing hidden
+        return out
+    freqs = [torch.fft.fftfreq(n, device=mask.device, dtype=torch.float64) * n
+             for n in mask.shape[-ndim:]]
+    r = torch.sqrt(sum(g**2 for g in torch.meshgrid(*freqs, indexing="ij")))
+    if not bool(mask.any()):
+        return out
+    inner = float(r[mask].min())  # radius of the innermost measured pixel
+    ring = mask & (r <= inner + 1.5)
+    hidden = ~mask & (r < inner)
+    return torch.where(hidden, intensity[ring].max(), out)
+
+
 def autocorrelation_support(intensity: torch.Tensor, mask: torch.Tensor, thresholds: torch.Tensor,
                             ndim: int) -> torch.Tensor:
     """Initial supports from the thresholded autocorrelation ``|F^-1 I|``.
@@ -49,7 +77,7 @@ def autocorrelation_support(intensity: torch.Tensor, mask: torch.Tensor, thresho
     torch.Tensor, bool, (runs, *spatial)
     """
     cplx = torch.complex64 if intensity.dtype == torch.float32 else torch.complex128
-    i = torch.where(mask, intensity, torch.zeros_like(intensity)).to(cplx)
+    i = fill_missing_centre(intensity, mask, ndim).to(cplx)
     ac = inverse_farfield(i, ndim).abs()
     ac = blur(ac, 1.0, ndim)
     peak = ac.amax()
