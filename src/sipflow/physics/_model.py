@@ -97,29 +97,25 @@ class FarField:
 
         Torch in, torch out (differentiable, any device); numpy in, numpy out.
         """
-        if _is_numpy(x):
-            axes = self.dims
-            if self.layout == "centred":
-                x = np.fft.ifftshift(x, axes=axes)
-            f = np.fft.fftn(x, axes=axes, norm="ortho")
-            return np.fft.fftshift(f, axes=axes) if self.layout == "centred" else f
-        if self.layout == "centred":
-            x = torch.fft.ifftshift(x, dim=self.dims)
-        f = torch.fft.fftn(x, dim=self.dims, norm="ortho")
-        return torch.fft.fftshift(f, dim=self.dims) if self.layout == "centred" else f
+        return self._transform(x, inverse=False)
 
     def backpropagate(self, f):
         """``F^-1 f`` (= ``F^H f``, the adjoint: the transform is unitary)."""
-        if _is_numpy(f):
+        return self._transform(f, inverse=True)
+
+    def _transform(self, x, inverse: bool):
+        """The unitary FFT (or its inverse) of the spatial axes, in this model's layout."""
+        centred = self.layout == "centred"
+        if _is_numpy(x):
             axes = self.dims
-            if self.layout == "centred":
-                f = np.fft.ifftshift(f, axes=axes)
-            x = np.fft.ifftn(f, axes=axes, norm="ortho")
-            return np.fft.fftshift(x, axes=axes) if self.layout == "centred" else x
-        if self.layout == "centred":
-            f = torch.fft.ifftshift(f, dim=self.dims)
-        x = torch.fft.ifftn(f, dim=self.dims, norm="ortho")
-        return torch.fft.fftshift(x, dim=self.dims) if self.layout == "centred" else x
+            fft = np.fft.ifftn if inverse else np.fft.fftn
+            x = np.fft.ifftshift(x, axes=axes) if centred else x
+            out = fft(x, axes=axes, norm="ortho")
+            return np.fft.fftshift(out, axes=axes) if centred else out
+        fft = torch.fft.ifftn if inverse else torch.fft.fftn
+        x = torch.fft.ifftshift(x, dim=self.dims) if centred else x
+        out = fft(x, dim=self.dims, norm="ortho")
+        return torch.fft.fftshift(out, dim=self.dims) if centred else out
 
     # -- measurement -------------------------------------------------------------------
     def intensity(self, x):
