@@ -114,7 +114,7 @@ def preflight(pipeline: Pipeline | str | Path | dict, input_path: str | Path,
     from ._resources import check_device, check_memory_estimate
     from .errors import InputError
     from .io import check_writable
-    from .preprocess._validate import precheck_counts
+    from .preprocess import precheck_counts
 
     pipe = Pipeline.load(pipeline)
     device = check_device(device)

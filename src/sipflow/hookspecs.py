@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 import pluggy
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .io._readers import Reader
+    from .io import Reader
     from .stage import Stage
 
 #: Version of this plugin API. Incremented only when a hook changes incompatibly.

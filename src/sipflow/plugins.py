@@ -30,7 +30,7 @@ from . import hookspecs
 from .errors import PipelineError, PluginError
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .io._readers import Reader
+    from .io import Reader
     from .stage import Stage
 
 ENTRY_POINT_GROUP = "sipflow"

@@ -11,7 +11,7 @@ from pydantic import Field, field_validator, model_validator
 from .. import schema
 from ..errors import DataError, PipelineError, ReconstructionError
 from ..hookspecs import hookimpl
-from ..preprocess._validate import checked_counts
+from ..preprocess import checked_counts
 from ..stage import Context, Stage, StageParams
 from ._plan import parse
 
