@@ -53,6 +53,18 @@ def _pipeline(tmp: Path, text: str, name="p.yaml") -> Path:
     return p
 
 
+def _bad_pipeline(text: str):
+    """A case whose input is fine and whose pipeline text is not."""
+    def build(t):
+        return _cxi(t / "ok.h5", _good()), _pipeline(t, text), []
+
+    return build
+
+
+#: a pipeline whose one stage is phase.classic, its parameters to be appended
+CLASSIC = "stages:\n  - use: phase.classic\n    with: "
+
+
 # --- each case: builds (input, pipeline, extra args) in tmp; expected (status, message) ---
 
 def _nan(t):
@@ -159,48 +171,6 @@ def _too_many_runs(t):
     return p, pipe, []
 
 
-def _bad_yaml(t):
-    return _cxi(t / "ok.h5", _good()), _pipeline(t, "stages: [\n  - use: x\n"), []
-
-
-def _unknown_stage(t):
-    return _cxi(t / "ok.h5", _good()), _pipeline(t, "stages:\n  - use: phase.clasic\n"), []
-
-
-def _unknown_param(t):
-    return (_cxi(t / "ok.h5", _good()),
-            _pipeline(t, "stages:\n  - use: phase.classic\n    with: {rnus: 3}\n"), [])
-
-
-def _out_of_range(t):
-    return (_cxi(t / "ok.h5", _good()),
-            _pipeline(t, "stages:\n  - use: phase.classic\n    with: {runs: 0}\n"), [])
-
-
-def _bad_schedule(t):
-    return (_cxi(t / "ok.h5", _good()),
-            _pipeline(t, "stages:\n  - use: phase.classic\n    with: {schedule: 'HIO**'}\n"),
-            [])
-
-
-def _endless_schedule(t):
-    return (_cxi(t / "ok.h5", _good()), _pipeline(
-        t, "stages:\n  - use: phase.classic\n    with: {schedule: 'ER**1000000000'}\n"), [])
-
-
-def _deep_schedule(t):
-    deep = "(" * 500 + "ER" + ")" * 500
-    return (_cxi(t / "ok.h5", _good()), _pipeline(
-        t, f"stages:\n  - use: phase.classic\n    with: {{schedule: '{deep}'}}\n"), [])
-
-
-def _unknown_input_key(t):
-    return (_cxi(t / "ok.h5", _good()),
-            _pipeline(t, "input: {datset: /entry_1/data_1/data}\n"
-                         "stages:\n  - use: prep.standard\n"),
-            [])
-
-
 def _bad_device(t):
     return _cxi(t / "ok.h5", _good()), "default", ["--device", "gpu9"]
 
@@ -262,52 +232,6 @@ def _dark_shape(t):
                            "stages:\n  - use: prep.standard\n"), []
 
 
-def _unknown_reader(t):
-    return (_cxi(t / "ok.h5", _good()),
-            _pipeline(t, "input: {reader: tiff}\nstages:\n  - use: prep.standard\n"), [])
-
-
-def _empty_stages(t):
-    return _cxi(t / "ok.h5", _good()), _pipeline(t, "stages: []\n"), []
-
-
-def _unknown_top_key(t):
-    return (_cxi(t / "ok.h5", _good()),
-            _pipeline(t, "stagse:\n  - use: prep.standard\n"), [])
-
-
-def _with_not_mapping(t):
-    return (_cxi(t / "ok.h5", _good()),
-            _pipeline(t, "stages:\n  - use: phase.classic\n    with: [1, 2]\n"), [])
-
-
-def _keep_best_too_many(t):
-    return (_cxi(t / "ok.h5", _good()),
-            _pipeline(t, "stages:\n  - use: phase.classic\n    with: {runs: 2, keep_best: 3}\n"),
-            [])
-
-
-def _support_threshold_order(t):
-    return (_cxi(t / "ok.h5", _good()), _pipeline(
-        t, "stages:\n  - use: phase.classic\n    with: {support_threshold: [0.3, 0.1]}\n"), [])
-
-
-def _bad_generation_schedule(t):
-    return (_cxi(t / "ok.h5", _good()), _pipeline(
-        t, "stages:\n  - use: phase.classic\n    with: {generations: 2, "
-           "generation_schedules: ['HIO * * ER']}\n"), [])
-
-
-def _wrong_type_param(t):
-    return (_cxi(t / "ok.h5", _good()),
-            _pipeline(t, "stages:\n  - use: phase.classic\n    with: {runs: many}\n"), [])
-
-
-def _stage_step_unknown_key(t):
-    return (_cxi(t / "ok.h5", _good()),
-            _pipeline(t, "stages:\n  - use: phase.classic\n    wiht: {runs: 2}\n"), [])
-
-
 def _nan_in_3d(t):
     d = np.random.default_rng(0).poisson(20, (6, 32, 32)).astype(np.float32)
     d[4, 10, 11] = np.inf
@@ -364,14 +288,21 @@ CASES = {
     "no-such-dataset": (_no_such_dataset, 2, ["ok.h5", "'/nope' not found"]),
     "huge-declared": (_huge, 2, ["huge.h5", "(100000, 4096, 4096)", "available"]),
     "memory-estimate": (_too_many_runs, 2, ["phase.classic", "needs about", "free"]),
-    "bad-yaml": (_bad_yaml, 2, ["p.yaml", "invalid YAML"]),
-    "unknown-stage": (_unknown_stage, 2, ["p.yaml", "phase.clasic", "phase.classic"]),
-    "unknown-param": (_unknown_param, 2, ["p.yaml", "rnus", "runs"]),
-    "out-of-range": (_out_of_range, 2, ["p.yaml", "runs", "greater than or equal to 1"]),
-    "bad-schedule": (_bad_schedule, 2, ["p.yaml", "phase.classic", "schedule", "HIO**"]),
-    "endless-schedule": (_endless_schedule, 2, ["p.yaml", "schedule", "1,000,000,000"]),
-    "deep-schedule": (_deep_schedule, 2, ["p.yaml", "schedule", "nested deeper"]),
-    "unknown-input-key": (_unknown_input_key, 2, ["p.yaml", "datset", "dataset"]),
+    "bad-yaml": (_bad_pipeline("stages: [\n  - use: x\n"), 2, ["p.yaml", "invalid YAML"]),
+    "unknown-stage": (_bad_pipeline("stages:\n  - use: phase.clasic\n"),
+        2, ["p.yaml", "phase.clasic", "phase.classic"]),
+    "unknown-param": (_bad_pipeline(CLASSIC + "{rnus: 3}"), 2, ["p.yaml", "rnus", "runs"]),
+    "out-of-range": (_bad_pipeline(CLASSIC + "{runs: 0}"),
+        2, ["p.yaml", "runs", "greater than or equal to 1"]),
+    "bad-schedule": (_bad_pipeline(CLASSIC + "{schedule: 'HIO**'}"),
+        2, ["p.yaml", "phase.classic", "schedule", "HIO**"]),
+    "endless-schedule": (_bad_pipeline(CLASSIC + "{schedule: 'ER**1000000000'}"),
+        2, ["p.yaml", "schedule", "1,000,000,000"]),
+    "deep-schedule": (_bad_pipeline(CLASSIC + "{schedule: '" + "(" * 500 + "ER" + ")" * 500 + "'}"),
+        2, ["p.yaml", "schedule", "nested deeper"]),
+    "unknown-input-key": (_bad_pipeline("input: {datset: /entry_1/data_1/data}\n"
+                                        "stages:\n  - use: prep.standard\n"),
+        2, ["p.yaml", "datset", "dataset"]),
     "bad-device": (_bad_device, 2, ["gpu9", "torch device"]),
     "cuda-missing": (_cuda_missing, 2, ["cuda", "no usable CUDA device"]),
     "pipeline-is-dir": (_pipeline_is_dir, 2, ["pipe.yaml", "not found"]),
@@ -383,16 +314,23 @@ CASES = {
     "output-unwritable": (_output_unwritable, 2, ["sipflow-o.zarr"]),
     "dataset-is-group": (_dataset_is_group, 2, ["ok.h5", "'/entry_1' not found"]),
     "dark-shape": (_dark_shape, 2, ["dark.h5", "data_dark", "(16, 16)", "detector shape"]),
-    "unknown-reader": (_unknown_reader, 2, ["tiff", "hdf5"]),
-    "empty-stages": (_empty_stages, 2, ["p.yaml", "non-empty list"]),
-    "unknown-top-key": (_unknown_top_key, 2, ["p.yaml", "stagse"]),
-    "with-not-mapping": (_with_not_mapping, 2, ["p.yaml", "phase.classic", "mapping"]),
-    "keep-best-too-many": (_keep_best_too_many, 2, ["p.yaml", "keep_best (3)", "runs (2)"]),
-    "support-threshold-order": (_support_threshold_order, 2, ["p.yaml", "support_threshold"]),
-    "bad-generation-schedule": (_bad_generation_schedule, 2, ["p.yaml",
-                                                              "generation_schedules"]),
-    "wrong-type-param": (_wrong_type_param, 2, ["p.yaml", "runs", "'many'"]),
-    "step-unknown-key": (_stage_step_unknown_key, 2, ["p.yaml", "wiht"]),
+    "unknown-reader": (_bad_pipeline("input: {reader: tiff}\nstages:\n  - use: prep.standard\n"),
+        2, ["tiff", "hdf5"]),
+    "empty-stages": (_bad_pipeline("stages: []\n"), 2, ["p.yaml", "non-empty list"]),
+    "unknown-top-key": (_bad_pipeline("stagse:\n  - use: prep.standard\n"),
+        2, ["p.yaml", "stagse"]),
+    "with-not-mapping": (_bad_pipeline(CLASSIC + "[1, 2]"),
+        2, ["p.yaml", "phase.classic", "mapping"]),
+    "keep-best-too-many": (_bad_pipeline(CLASSIC + "{runs: 2, keep_best: 3}"),
+        2, ["p.yaml", "keep_best (3)", "runs (2)"]),
+    "support-threshold-order": (_bad_pipeline(CLASSIC + "{support_threshold: [0.3, 0.1]}"),
+        2, ["p.yaml", "support_threshold"]),
+    "bad-generation-schedule": (_bad_pipeline(
+        CLASSIC + "{generations: 2, generation_schedules: ['HIO * * ER']}"),
+        2, ["p.yaml", "generation_schedules"]),
+    "wrong-type-param": (_bad_pipeline(CLASSIC + "{runs: many}"), 2, ["p.yaml", "runs", "'many'"]),
+    "step-unknown-key": (_bad_pipeline("stages:\n  - use: phase.classic\n    wiht: {runs: 2}\n"),
+        2, ["p.yaml", "wiht"]),
     "inf-in-3d": (_nan_in_3d, 2, ["stack.h5", "NaN or Inf", "(4, 10, 11)"]),
     "mask-all-bad": (_mask_all_bad, 2, ["masked.h5", "zero on every valid pixel"]),
     "string-frames": (_string_dataset, 2, ["strings.h5"]),

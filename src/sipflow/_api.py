@@ -87,15 +87,17 @@ def base_provenance(pipeline: Pipeline, ds: xr.Dataset, device: str, seed: int,
 
 def preflight(pipeline: Pipeline | str | Path | dict, input_path: str | Path,
               output: str | Path | None = None, *, device: str | None = "auto",
-              overwrite: bool = False, dtype: str = "float32", **load_options: Any
-              ) -> tuple[Pipeline, str, xr.Dataset]:
+              overwrite: bool = False, dtype: str = "float32", check_counts: bool = True,
+              **load_options: Any) -> tuple[Pipeline, str, xr.Dataset]:
     """Check everything a run needs before any work (or any server) starts.
 
     The pipeline (stages, parameters, input options), the device, the output path
     (never the input, never a non-sipflow folder, not locked by another run), the
-    input file (readable, frames found, declared size within memory) and its counts
-    (streamed: NaN, negative, no signal; empty frames are warned about), and each
-    stage's memory estimate against the device.
+    input file (readable, frames found, declared size within memory), each stage's
+    memory estimate against the device and, with `check_counts`, the counts
+    (streamed: NaN, negative, no signal). In-process runs can leave the counts to
+    the first stage, which raises the same error before any work; a run that hands
+    the data to another process (an orchestration server) checks them here.
 
     Returns
     -------
@@ -111,16 +113,13 @@ def preflight(pipeline: Pipeline | str | Path | dict, input_path: str | Path,
         The same errors the run itself would raise, with the same messages.
     """
     from . import schema
-    from ._resources import check_device, check_memory_estimate
-    from .errors import InputError
+    from ._resources import check_memory_estimate
     from .io import check_writable
     from .preprocess import precheck_counts
 
     pipe = Pipeline.load(pipeline)
-    device = check_device(device)
+    device = Context.resolve_device(device)
     path = Path(input_path)
-    if not path.exists() and not path.is_symlink():
-        raise InputError(f"{path}: no such file")
     if output is not None:
         check_writable(output, overwrite=overwrite, inputs=(path,))
     ds = load_input(path, pipe, **load_options)
@@ -131,7 +130,7 @@ def preflight(pipeline: Pipeline | str | Path | dict, input_path: str | Path,
         if need:
             check_memory_estimate(step.stage.name, int(need), device)
     consumer = next((s for s in pipe.steps if schema.INTENSITY in s.stage.requires), None)
-    if consumer is not None:
+    if check_counts and consumer is not None:
         precheck_counts(ds, stage=consumer.stage.name,
                         allow_invalid=getattr(consumer.params, "on_invalid", "error") == "mask")
     return pipe, device, ds
@@ -176,10 +175,8 @@ def run_pipeline(pipeline: Pipeline | str | Path | dict, data: xr.Dataset | str 
     xarray.Dataset
         The last stage's output, with ``attrs["provenance"]``.
     """
-    from ._resources import check_device
-
     pipeline = Pipeline.load(pipeline)
-    device = check_device(device)
+    device = Context.resolve_device(device)
     seed = Context.new_seed() if seed is None else int(seed)
     ds = load_input(data, pipeline, **load_options)
     provenance = base_provenance(pipeline, ds, device, seed, engine="local")

@@ -6,15 +6,15 @@ torch starts one thread per core, and two such processes on the same cores slow
 each other down by an order of magnitude (every parallel region waits for a
 descheduled thread). :func:`cpu_threads` sizes a run's threads to its fair share:
 the cores it may run on (affinity), divided among the sipflow runs that are
-computing on this machine at the same time, which take *core tokens* (``flock``
-on files in a shared folder, released by the kernel when a process dies).
+computing on this machine at the same time; each holds a lock (``flock``, released
+by the kernel when a process dies) on a file of its own in a shared folder.
 
 Environment
 -----------
 SIPFLOW_NUM_THREADS
-    Use exactly this many threads (no tokens).
+    Use exactly this many threads (no sharing).
 SIPFLOW_TOKEN_DIR
-    Folder of the core tokens (default: ``sipflow-cores`` in the temporary folder).
+    Folder of the runs' lock files (default: ``sipflow-cores`` in the temporary folder).
 """
 
 from __future__ import annotations
@@ -185,7 +185,8 @@ class CpuShare:
             self.file = self.folder / f"run-{os.getpid()}-{id(self):x}"
             self.fd = os.open(self.file, os.O_RDWR | os.O_CREAT, 0o666)
             fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
+        except OSError:  # no shared folder: count this run alone
+            self.stop()
             self.folder = None
 
     def active_runs(self) -> int:

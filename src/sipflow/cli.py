@@ -100,7 +100,8 @@ def _run(pipeline: str, input_path: str, output: str, *, engine: str, device: st
     from .io import OutputLock, save
 
     pipe, device, ds = preflight(pipeline, input_path, output, device=device,
-                                 overwrite=overwrite, dtype=dtype, **load_options)
+                                 overwrite=overwrite, dtype=dtype,
+                                 check_counts=engine != "local", **load_options)
     with OutputLock(output), _Bar(progress) as bar:
         if engine == "local":
             from ._api import run_pipeline

@@ -111,12 +111,13 @@ class Context:
 
     @staticmethod
     def resolve_device(device: str | None) -> str:
-        """Turn ``"auto"``/None into ``"cuda"`` when a GPU is visible, else ``"cpu"``."""
-        if device in (None, "auto"):
-            import torch
+        """Turn ``"auto"``/None into ``"cuda"`` when a GPU is visible, else ``"cpu"``.
 
-            return "cuda" if torch.cuda.is_available() else "cpu"
-        return device
+        Any other name is checked (see :func:`sipflow._resources.check_device`).
+        """
+        from ._resources import check_device
+
+        return check_device(device)
 
     @staticmethod
     def new_seed() -> int:

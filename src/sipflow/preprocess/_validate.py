@@ -87,26 +87,23 @@ def warn_zero_frames(counts: np.ndarray, source: str) -> list[int]:
     """
     if counts.ndim != 3:
         return []
-    return _report_empty(np.any(counts != 0, axis=(1, 2)), source)
-
-
-def _report_empty(nonzero: np.ndarray, source: str) -> list[int]:
-    empty = [int(k) for k in np.nonzero(~np.asarray(nonzero))[0]]
+    empty = [int(k) for k in np.nonzero(~np.any(counts != 0, axis=(1, 2)))[0]]
     if empty:
         shown = ", ".join(map(str, empty[:10])) + (" ..." if len(empty) > 10 else "")
         logging.getLogger("sipflow").warning(
             "%s: %d of %d frames of intensity are zero everywhere (frame %s); a detector "
             "or shutter fault? They are used as measured zeros.", source, len(empty),
-            len(nonzero), shown)
+            counts.shape[0], shown)
     return empty
 
 
 def precheck_counts(ds: xr.Dataset, *, stage: str, allow_invalid: bool = False) -> None:
-    """The checks of :func:`checked_counts`, streamed over the (lazy) frames before a run.
+    """The errors of :func:`checked_counts`, streamed over the (lazy) frames before a run.
 
     Reads the frames chunk by chunk (bounded memory) and raises the same
     :class:`~sipflow.errors.DataError` the stage would raise, so that a bad input
-    fails before any work (or any orchestration server) starts.
+    fails before any work (or any orchestration server) starts. Empty frames are
+    left to the stage, which warns about them.
 
     Parameters
     ----------
@@ -134,12 +131,8 @@ def precheck_counts(ds: xr.Dataset, *, stage: str, allow_invalid: bool = False) 
     checks = [da.any((data > 0) & valid)]
     if bad is not None:
         checks.append(da.any(bad & valid))
-    if data.ndim == 3:
-        checks.append(da.any(data != 0, axis=(1, 2)))
     results = da.compute(*checks)
     has_signal = bool(results[0])
     has_bad = bool(results[1]) if bad is not None else False
     if has_bad or not has_signal:
-        checked_counts(ds.load() if hasattr(ds, "load") else ds, stage=stage)
-    if data.ndim == 3 and not has_bad and has_signal:  # else checked_counts reported them
-        _report_empty(np.asarray(results[-1]), ds.attrs.get("source", "input dataset"))
+        checked_counts(ds.load(), stage=stage)  # raises the stage's own message

@@ -48,13 +48,11 @@ def fill_missing_centre(intensity: torch.Tensor, mask: torch.Tensor, ndim: int
     intensity, mask : torch.Tensor, (*spatial), unshifted (q = 0 at index 0)
     """
     out = torch.where(mask, intensity, torch.zeros_like(intensity))
-    if bool(mask.reshape(-1)[0]):  # q = 0 measured: nothing hidden
+    if bool(mask.reshape(-1)[0]) or not bool(mask.any()):  # q = 0 measured, or nothing is
         return out
     freqs = [torch.fft.fftfreq(n, device=mask.device, dtype=torch.float64) * n
              for n in mask.shape[-ndim:]]
     r = torch.sqrt(sum(g**2 for g in torch.meshgrid(*freqs, indexing="ij")))
-    if not bool(mask.any()):
-        return out
     inner = float(r[mask].min())  # radius of the innermost measured pixel
     ring = mask & (r <= inner + 1.5)
     hidden = ~mask & (r < inner)
