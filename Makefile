@@ -8,7 +8,11 @@ TORCH   ?= torch==2.13.0
 
 export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 
-.PHONY: install install-test demo test lint bench clean
+# The napari tests draw on a virtual X screen (pytest-xvfb starts it): Xvfb and the xcb
+# libraries that PyQt5's platform plugin needs beyond a base Debian image.
+XVFB_DEBS := xvfb libxcb-icccm4 libxcb-keysyms1 libxcb-xinerama0
+
+.PHONY: install install-test system-deps demo test lint bench clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,8 +22,22 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 $(VENV)/.installed-test: $(VENV)/.installed plugins/sipflow-hotpixels/pyproject.toml
-	$(PIP) install -q -e ".[test]" -e plugins/sipflow-hotpixels
+	$(PIP) install -q -e ".[test,napari]" -e plugins/sipflow-hotpixels
 	touch $@
+
+## system-deps: Debian packages of the napari tests (installed when missing and root).
+system-deps:
+	@if command -v dpkg >/dev/null && ! dpkg -s $(XVFB_DEBS) >/dev/null 2>&1; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing $(XVFB_DEBS) for the napari tests"; \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+	      apt-get install -y -qq $(XVFB_DEBS) >/dev/null) || \
+	      echo "WARNING: apt-get failed; the napari tests will be skipped"; \
+	  else \
+	    echo "NOTE: the napari tests are skipped without $(XVFB_DEBS)"; \
+	    echo "      (sudo apt-get install $(XVFB_DEBS))"; \
+	  fi; \
+	fi
 
 install: $(VENV)/.installed
 
@@ -31,7 +49,7 @@ demo: install
 	$(VENV)/bin/sipflow demo --out demo-output
 
 ## test: install what the tests need and run the whole suite (real HDF5, Zarr, Prefect).
-test: install-test
+test: install-test system-deps
 	$(VENV)/bin/ruff check src tests plugins flows examples benchmarks
 	$(PY) -m pytest
 

@@ -14,6 +14,9 @@ os.environ["PREFECT_HOME"] = _PREFECT_HOME
 os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 os.environ.pop("PREFECT_API_URL", None)
+# napari's vispy canvas needs GLX on a real (virtual) X display; "offscreen" cannot render.
+# pytest-xvfb starts the display when Xvfb is installed (`make test` installs it as root).
+os.environ.setdefault("QT_QPA_PLATFORM", "xcb")
 
 REAL_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "real"
 REAL_SCAN = REAL_DIR / "aps34idc_au_bcdi_scan54" / "aps34idc_staff20-1a_S0054.h5"
@@ -68,3 +71,45 @@ def scans(tmp_path_factory) -> dict[str, Path]:
                                                            photons=1e9, seed=4),
                               layout="eiger", frames_per_file=16),
     }
+
+
+# --- the viewer tests ------------------------------------------------------------------------
+#: short, but the 64 × 64 noisy test scan is solved with it (error < 0.1, both seeds below)
+VIEWER_PIPELINE = {
+    "name": "viewer-test",
+    "stages": [
+        {"use": "prep.standard"},
+        {"use": "phase.classic",
+         "with": {"schedule": "(sup * ER**5 * HIO**40)**8 * ER**50", "runs": 2}},
+        {"use": "analyse.metrics"},
+    ],
+}
+
+
+@pytest.fixture(scope="session")
+def viewer_pipeline() -> dict:
+    """The short pipeline of the viewer tests (a dict, as YAML would give)."""
+    return VIEWER_PIPELINE
+
+
+@pytest.fixture(scope="session")
+def viewer_scan(tmp_path_factory) -> Path:
+    """A 64 × 64 noisy scan with a beamstop and a gap (CXI layout)."""
+    from sipflow.simulate import Simulation, write_scan
+
+    d = tmp_path_factory.mktemp("viewer-scan")
+    return write_scan(d / "blob.h5", Simulation(shape=(64, 64), photons=1e8, beamstop=1.5,
+                                                gaps=1, seed=5))
+
+
+@pytest.fixture(scope="session")
+def result_stores(viewer_scan, tmp_path_factory) -> list[Path]:
+    """Two finished result stores of `viewer_scan` (seeds 1 and 2)."""
+    from sipflow import run_pipeline, save
+
+    d = tmp_path_factory.mktemp("viewer-results")
+    stores = []
+    for seed in (1, 2):
+        ds = run_pipeline(VIEWER_PIPELINE, viewer_scan, device="cpu", seed=seed)
+        stores.append(save(ds, d / f"blob_seed{seed}.zarr"))
+    return stores

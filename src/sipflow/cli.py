@@ -264,6 +264,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_view(args: argparse.Namespace) -> int:
+    from .viewer._app import view
+
+    view(args.paths)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="sipflow", description="Coherent-imaging workflows: HDF5 "
                                 "in, plugin stages, Zarr out.")
@@ -329,6 +336,10 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--device", default="auto")
     d.add_argument("--seed", type=int, default=0)
     d.set_defaults(func=cmd_demo)
+
+    w = sub.add_parser("view", help="open result stores and scans in napari (sipflow[napari])")
+    w.add_argument("paths", nargs="+", metavar="RESULT_OR_SCAN")
+    w.set_defaults(func=cmd_view)
     return p
 
 

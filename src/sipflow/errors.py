@@ -52,3 +52,9 @@ class OrchestrationError(SipflowError):
 
 class ResourceError(SipflowError):
     """The work would need more memory or compute than the machine or device offers."""
+
+
+class Cancelled(SipflowError):
+    """The user stopped the run (a progress callback may raise it to stop a stage)."""
+
+    exit_code = 130

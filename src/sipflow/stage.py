@@ -90,7 +90,9 @@ class Context:
     logger : logging.Logger
         Where the stage logs.
     progress : callable
-        Called with a :class:`ProgressRecord`; never raises into the stage.
+        Called with a :class:`ProgressRecord`. Its failures are logged, not raised, except
+        :class:`~sipflow.errors.Cancelled`, which a caller raises to stop the run: long
+        stages let it through (and free what they hold).
     dtype : {"float32", "float64"}
         Real floating precision of the science code (complex follows).
     """

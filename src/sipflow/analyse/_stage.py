@@ -63,8 +63,8 @@ class Metrics(Stage):
         out = ds.copy()
         out.attrs = dict(ds.attrs)
         out.attrs["metrics"] = compute_metrics(ds, params.per_run)
-        context.logger.info("analyse.metrics: %s", {k: v for k, v in out.attrs["metrics"].items()
-                                                    if not isinstance(v, list)})
+        shown = {k: v for k, v in out.attrs["metrics"].items() if not isinstance(v, list)}
+        context.logger.info("analyse.metrics: %s", str(shown))
         return out
 
 

@@ -164,13 +164,24 @@ def _space_error(path: Path, exc: OSError) -> OutputError:
                        "result there is unchanged")
 
 
-def _remove_tree(path: Path, tries: int = 20) -> None:
-    """Remove a partial store, also what writes still in flight add to it meanwhile."""
-    for _ in range(tries):
-        shutil.rmtree(path, ignore_errors=True)
-        if not path.exists():
+def _remove_tree(path: Path, timeout: float = 10.0, quiet: float = 0.25) -> None:
+    """Remove a partial store, also what writes still in flight add to it meanwhile.
+
+    Zarr writes chunks concurrently, so after one write fails others may still create
+    files for a moment: the folder is removed until it has stayed absent for `quiet`
+    seconds (at most `timeout` seconds in all).
+    """
+    deadline = time.monotonic() + timeout
+    gone_since: float | None = None
+    while time.monotonic() < deadline:
+        if path.exists() or path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+            gone_since = None
+        elif gone_since is None:
+            gone_since = time.monotonic()
+        elif time.monotonic() - gone_since >= quiet:
             return
-        time.sleep(0.05)
+        time.sleep(0.02)
 
 
 def save(ds: xr.Dataset, path: str | Path, *, overwrite: bool = False,

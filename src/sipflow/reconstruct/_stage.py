@@ -9,7 +9,7 @@ import xarray as xr
 from pydantic import Field, field_validator, model_validator
 
 from .. import schema
-from ..errors import DataError, PipelineError, ReconstructionError
+from ..errors import Cancelled, DataError, PipelineError, ReconstructionError
 from ..hookspecs import hookimpl
 from ..preprocess import checked_counts
 from ..stage import Context, Stage, StageParams
@@ -185,6 +185,9 @@ class Classic(Stage):
                     break
                 try:
                     context.progress(record)
+                except Cancelled:
+                    gen.close()
+                    raise
                 except Exception:  # progress display must never break the science
                     context.logger.debug("progress callback failed", exc_info=True)
             x = result.x.detach().cpu().numpy()
@@ -253,7 +256,8 @@ class Classic(Stage):
         }
         context.logger.info("phase.classic: %d runs x %d iterations, best run %d (LLK %.4g, "
                             "free LLK %.4g)", params.runs, parse(schedules[-1]).n_iterations(),
-                            ranked[0], llk[ranked[0], -1], llk_free[ranked[0], -1])
+                            int(ranked[0]), float(llk[ranked[0], -1]),
+                            float(llk_free[ranked[0], -1]))
         return out
 
 

@@ -5,7 +5,25 @@ Kept import-light: sipflow itself is imported only when a fixture is used.
 
 from __future__ import annotations
 
+import logging
+
 import pytest
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_setup(item):
+    """Keep standard log records in every test of a session where napari is installed.
+
+    napari's pytest plugin installs, for the whole session, a log-record factory that
+    turns every argument that is not a Python int or float into a string, so ``%d`` and
+    ``%g`` messages with numpy scalars, and messages with a mapping argument, fail to
+    format (and pytest's log capture turns that into a test error). Its fixture sets
+    that factory up during setup; this puts the standard one back right after.
+    """
+    yield
+    factory = logging.getLogRecordFactory()
+    if getattr(factory, "__name__", "") == "LeakSafeLogRecord":
+        logging.setLogRecordFactory(logging.LogRecord)
 
 
 @pytest.fixture
