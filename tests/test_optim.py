@@ -1,0 +1,110 @@
+"""sipflow.optim: problems with known answers are solved and certified; failures are reported."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from sipflow.optim import Problem, SolverOptions, Variable, solve
+
+
+def _scalar(name: str) -> Variable:
+    return Variable(name, torch.zeros((), dtype=torch.float64))
+
+
+def test_quadratic_with_a_linear_equality():
+    # the point of the line x + y = 1 closest to (1, 2) is (0, 1), multiplier 2
+    problem = Problem(lambda v: (v["x"] - 1) ** 2 + (v["y"] - 2) ** 2,
+                      [_scalar("x"), _scalar("y")],
+                      equalities={"line": lambda v: v["x"] + v["y"] - 1})
+    result = solve(problem)
+    cert = result.certificate
+    assert cert.certified and cert.status == "certified"
+    assert float(result.values["x"]) == pytest.approx(0.0, abs=1e-6)
+    assert float(result.values["y"]) == pytest.approx(1.0, abs=1e-6)
+    assert cert.multipliers["line"] == pytest.approx(2.0, rel=1e-5)
+    assert cert.objective == pytest.approx(2.0, rel=1e-6)
+    assert cert.max_violation <= 1e-6 and cert.kkt_residual <= 1e-5
+
+
+def test_non_negative_least_squares_matches_scipy():
+    from scipy.optimize import nnls
+
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(size=(30, 12)), rng.normal(size=30)
+    at, bt = torch.tensor(a), torch.tensor(b)
+    problem = Problem(lambda v: 0.5 * ((at @ v["x"] - bt) ** 2).sum(),
+                      [Variable("x", torch.zeros(12, dtype=torch.float64), lower=0.0)])
+    result = solve(problem)
+    expected, _ = nnls(a, b)
+    assert result.certificate.certified
+    assert (expected == 0).sum() >= 3  # the bounds are active somewhere
+    np.testing.assert_allclose(result.values["x"].numpy(), expected, atol=1e-6)
+
+
+def test_smallest_eigenvalue_on_the_sphere():
+    rng = np.random.default_rng(1)
+    m = rng.normal(size=(10, 10))
+    m = m + m.T
+    mt = torch.tensor(m)
+    problem = Problem(lambda v: v["x"] @ mt @ v["x"],
+                      [Variable("x", torch.tensor(rng.normal(size=10)))],
+                      equalities={"sphere": lambda v: (v["x"] ** 2).sum() - 1})
+    result = solve(problem)
+    assert result.certificate.certified
+    assert result.certificate.objective == pytest.approx(np.linalg.eigvalsh(m)[0], rel=1e-6)
+
+
+def test_fixed_entries_and_complex_variables():
+    # the closest point of the unit disc to each z0, with the second entry held fixed
+    z0 = torch.tensor([3 + 4j, 0.3 - 0.2j, -2j], dtype=torch.complex128)
+    start = torch.tensor([0, 0.5 + 0.5j, 0], dtype=torch.complex128)
+    problem = Problem(lambda v: (torch.abs(v["z"] - z0) ** 2).sum(),
+                      [Variable("z", start, fixed=torch.tensor([False, True, False]))],
+                      inequalities={"disc": lambda v: torch.abs(v["z"]) ** 2 - 1})
+    result = solve(problem)
+    z = result.values["z"].numpy()
+    assert result.values["z"].dtype == torch.complex128 and result.certificate.certified
+    np.testing.assert_allclose(z, [0.6 + 0.8j, 0.5 + 0.5j, -1j], atol=1e-6)
+
+
+def test_bounds_on_the_real_part_of_a_complex_variable():
+    target = torch.tensor([-1 + 2j, 3 - 1j], dtype=torch.complex128)
+    problem = Problem(lambda v: (torch.abs(v["z"] - target) ** 2).sum(),
+                      [Variable("z", torch.zeros(2, dtype=torch.complex128), lower=0.0)])
+    result = solve(problem)
+    np.testing.assert_allclose(result.values["z"].numpy(), [0 + 2j, 3 - 1j], atol=1e-7)
+    assert result.certificate.certified
+
+
+def test_an_infeasible_problem_is_reported_with_its_violation():
+    problem = Problem(lambda v: (v["x"] ** 2).sum(),
+                      [Variable("x", torch.zeros(3, dtype=torch.float64), upper=0.0)],
+                      inequalities={"at_least_one": lambda v: 1 - v["x"]})
+    cert = solve(problem, SolverOptions(max_outer=20)).certificate
+    assert not cert.certified and cert.status == "infeasible"
+    assert cert.max_violation == pytest.approx(1.0) and "violation" in cert.reason
+
+
+def test_scales_set_the_units_of_the_violation():
+    # the same budget expressed in other units certifies to the same solution
+    for scale in (1.0, 1e3):
+        problem = Problem(lambda v: -(v["x"].sum()),
+                          [Variable("x", torch.zeros(4, dtype=torch.float64))],
+                          inequalities={"budget": lambda v, s=scale: s * ((v["x"] ** 2).sum() - 1)},
+                          scales={"budget": scale})
+        result = solve(problem)
+        assert result.certificate.certified
+        np.testing.assert_allclose(result.values["x"].numpy(), 0.5, atol=1e-6)
+
+
+def test_bad_problems_are_clear_errors():
+    with pytest.raises(TypeError, match="real scalar"):
+        solve(Problem(lambda v: v["x"], [Variable("x", torch.zeros(3))]))
+    with pytest.raises(TypeError, match="complex"):
+        solve(Problem(lambda v: (v["z"].abs() ** 2).sum(),
+                      [Variable("z", torch.zeros(2, dtype=torch.complex128))],
+                      equalities={"c": lambda v: v["z"]}))
+    with pytest.raises(ValueError, match="lower bound exceeds"):
+        solve(Problem(lambda v: v["x"].sum(), [Variable("x", torch.zeros(2), lower=1, upper=0)]))
