@@ -22,6 +22,7 @@ import pluggy
 
 if TYPE_CHECKING:  # pragma: no cover
     from .io import Reader
+    from .refine import Constraint
     from .stage import Stage
 
 #: Version of this plugin API. Incremented only when a hook changes incompatibly.
@@ -84,4 +85,25 @@ def sipflow_pipeline_templates() -> Mapping[str, Path]:
     When it is called
     -----------------
     Once, when the registry is built; the files are read when a template is used.
+    """
+
+
+@hookspec
+def sipflow_constraints() -> Sequence[type[Constraint]]:
+    """Return the constraints this plugin offers to ``refine.constrained``.
+
+    Each is a subclass of :class:`sipflow.refine.Constraint` with a unique ``name``,
+    a ``kind`` (``"inequality"``: values ≤ 0, ``"equality"``: values = 0, or ``"set"``:
+    bounds or fixed entries applied exactly to the variable), a ``Params`` model and the
+    torch function of the object that gives its values (see that class).
+
+    Returns
+    -------
+    sequence of Constraint subclasses
+        Two constraints with the same name are an error that names both plugins.
+
+    When it is called
+    -----------------
+    Once, when the registry is built; a pipeline names them under
+    ``refine.constrained``'s ``constraints`` (``- use: tv``, ``with: {budget: ...}``).
     """

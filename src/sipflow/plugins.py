@@ -31,6 +31,7 @@ from .errors import PipelineError, PluginError
 
 if TYPE_CHECKING:  # pragma: no cover
     from .io import Reader
+    from .refine import Constraint
     from .stage import Stage
 
 ENTRY_POINT_GROUP = "sipflow"
@@ -40,6 +41,8 @@ DEFAULT_PLUGINS = (
     "sipflow.preprocess._standard",
     "sipflow.reconstruct._stage",
     "sipflow.analyse._stage",
+    "sipflow.refine._stage",
+    "sipflow.refine._constraints",
     "sipflow.templates",
 )
 
@@ -54,6 +57,7 @@ class PluginInfo:
     stages: list[str] = field(default_factory=list)
     readers: list[str] = field(default_factory=list)
     templates: list[str] = field(default_factory=list)
+    constraints: list[str] = field(default_factory=list)
     error: str | None = None
 
 
@@ -68,6 +72,8 @@ class Registry:
     templates: dict[str, Path]
     #: plugin name of each reader, by ``id(reader)``
     reader_owners: dict[int, str] = field(default_factory=dict)
+    #: constraints of ``refine.constrained``, by name
+    constraints: dict[str, type[Constraint]] = field(default_factory=dict)
 
     def reader_plugin(self, reader: Reader) -> str:
         """Name of the plugin that registered `reader`."""
@@ -90,6 +96,13 @@ class Registry:
             return self.stages[name]
         except KeyError:
             raise PipelineError(unknown_choice("stage", name, self.stages)) from None
+
+    def constraint(self, name: str) -> type[Constraint]:
+        """The constraint registered as `name`; a clear error listing near names otherwise."""
+        try:
+            return self.constraints[name]
+        except KeyError:
+            raise PipelineError(unknown_choice("constraint", name, self.constraints)) from None
 
 
 def unknown_choice(what: str, name: str, choices: Any) -> str:
@@ -122,8 +135,9 @@ def _hook_results(pm: pluggy.PluginManager, hook: str, plugin_name: str) -> list
 def _collect(pm: pluggy.PluginManager, info: PluginInfo,
              stages: dict[str, type[Stage]], owners: dict[str, str],
              readers: list[Reader], templates: dict[str, Path],
-             reader_owners: dict[int, str]) -> None:
+             reader_owners: dict[int, str], constraints: dict[str, type[Constraint]]) -> None:
     """Call this plugin's hooks and merge what it returns; raise on a bad result."""
+    from .refine import Constraint
     from .stage import Stage
 
     for result in _hook_results(pm, "sipflow_stages", info.name):
@@ -152,6 +166,17 @@ def _collect(pm: pluggy.PluginManager, info: PluginInfo,
                                   f"(second time by {info.name!r})")
             templates[name] = Path(path)
             info.templates.append(name)
+    for result in _hook_results(pm, "sipflow_constraints", info.name):
+        for cls in result or ():
+            if not (isinstance(cls, type) and issubclass(cls, Constraint)) or not cls.name:
+                raise PluginError(f"plugin {info.name!r} returned {cls!r} from "
+                                  "sipflow_constraints; expected subclasses of "
+                                  "sipflow.refine.Constraint with a name")
+            if cls.name in constraints:
+                raise PluginError(f"constraint {cls.name!r} is provided twice (second time by "
+                                  f"{info.name!r})")
+            constraints[cls.name] = cls
+            info.constraints.append(cls.name)
 
 
 def build_registry(load_entry_points: bool = True, extra: tuple[object, ...] = ()) -> Registry:
@@ -174,6 +199,7 @@ def build_registry(load_entry_points: bool = True, extra: tuple[object, ...] = (
     readers: list[Reader] = []
     templates: dict[str, Path] = {}
     reader_owners: dict[int, str] = {}
+    constraints: dict[str, type[Constraint]] = {}
 
     candidates: list[tuple[PluginInfo, Any]] = []
     for modname in DEFAULT_PLUGINS:
@@ -205,19 +231,21 @@ def build_registry(load_entry_points: bool = True, extra: tuple[object, ...] = (
             except Exception:
                 pm.unregister(plugin)
                 raise
-            snapshot = (dict(stages), dict(owners), list(readers), dict(templates))
+            snapshot = (dict(stages), dict(owners), list(readers), dict(templates),
+                        dict(constraints))
             try:
-                _collect(pm, info, stages, owners, readers, templates, reader_owners)
+                _collect(pm, info, stages, owners, readers, templates, reader_owners,
+                         constraints)
             except Exception:
-                stages, owners, readers, templates = snapshot
+                stages, owners, readers, templates, constraints = snapshot
                 pm.unregister(plugin)
-                info.stages, info.readers, info.templates = [], [], []
+                info.stages, info.readers, info.templates, info.constraints = [], [], [], []
                 raise
         except Exception as exc:  # a broken plugin is reported, never fatal
             info.error = f"{type(exc).__name__}: {exc}"
             if info.origin == "builtin":
                 raise
-    return Registry(pm, plugins, stages, readers, templates, reader_owners)
+    return Registry(pm, plugins, stages, readers, templates, reader_owners, constraints)
 
 
 @cache

@@ -29,6 +29,14 @@ def summary_rows(ds: xr.Dataset) -> list[tuple[str, str]]:
         free = pc.get("final_llk_free", [])
         if free and free[pc["best_run"]] == free[pc["best_run"]]:  # not NaN
             rows.append(("free LLK (best run)", f"{free[pc['best_run']]:.4g}"))
+    cert = ds.attrs.get("refine_certificate")
+    if cert:
+        verdict = "certified" if cert["certified"] else "NOT certified"
+        rows.append(("refine certificate", f"{verdict} ({cert['status']})"))
+        rows.append(("refine violation / KKT", f"{cert['max_violation']:.3g} / "
+                                               f"{cert['kkt_residual']:.3g}"))
+        if not cert["certified"]:
+            rows.append(("refine reason", cert["reason"]))
     for key, value in (ds.attrs.get("metrics") or {}).items():
         if isinstance(value, float):
             rows.append((key, f"{value:.4g}"))

@@ -22,6 +22,15 @@ multipliers (projected on the simple sets), complementarity, and whether those m
 tolerances.
 """
 
-from ._solver import Certificate, Problem, Result, SolverOptions, Variable, solve
+from ._solver import (
+    Certificate,
+    Problem,
+    Result,
+    SolverOptions,
+    Variable,
+    penalty_adam,
+    solve,
+)
 
-__all__ = ["Certificate", "Problem", "Result", "SolverOptions", "Variable", "solve"]
+__all__ = ["Certificate", "Problem", "Result", "SolverOptions", "Variable", "penalty_adam",
+           "solve"]

@@ -53,6 +53,12 @@ class Problem:
     scales : dict of str to float
         Divides a constraint's values (default 1): the violation in the certificate, and
         the tolerance it is held to, are in these units.
+    exact : dict of str to callable
+        For constraints whose function in `inequalities` / `equalities` is a smoothed
+        form (e.g. a total variation with ε): the exact function. The certificate's
+        violations use it; its stationarity is that of the smoothed problem (a nonsmooth
+        function has no gradient at its kinks). Make the smooth form an upper bound of
+        the exact one, so that a point feasible for it is feasible.
     """
 
     objective: Function
@@ -60,6 +66,16 @@ class Problem:
     inequalities: Mapping[str, Function] = field(default_factory=dict)
     equalities: Mapping[str, Function] = field(default_factory=dict)
     scales: Mapping[str, float] = field(default_factory=dict)
+    exact: Mapping[str, Function] = field(default_factory=dict)
+
+    def exact_problem(self) -> Problem:
+        """The same problem with the exact constraint functions."""
+        from dataclasses import replace
+
+        return replace(self, inequalities={k: self.exact.get(k, f)
+                                           for k, f in self.inequalities.items()},
+                       equalities={k: self.exact.get(k, f) for k, f in self.equalities.items()},
+                       exact={})
 
 
 @dataclass(frozen=True)
@@ -71,8 +87,10 @@ class SolverOptions:
     violation_tol : float
         Largest scaled constraint violation of a certified solution.
     kkt_tol : float
-        Largest relative KKT residual of a certified solution (projected Lagrangian
-        gradient, ∞-norm, over ``max(1, ‖∇f‖∞)``).
+        Largest relative KKT residual of a certified solution: the ∞-norm of the
+        Lagrangian's gradient projected on the simple sets, times ``max(1, ‖x‖∞)``, over
+        ``max(1, |f(x)|)`` — the first-order relative change of the objective for a
+        relative change of the variables, so it does not depend on their units.
     max_outer : int
         Augmented-Lagrangian iterations.
     max_inner : int
@@ -117,7 +135,8 @@ class Certificate:
         Largest scaled violation, inequalities and equalities together.
     max_inequality_violation, max_equality_violation : float
     kkt_residual : float
-        Relative projected gradient of the Lagrangian with the fitted multipliers.
+        Relative projected gradient of the Lagrangian with the fitted multipliers (see
+        :attr:`SolverOptions.kkt_tol`).
     complementarity : float
         ``max |λ_i c_i|`` over the scaled inequalities.
     multipliers : dict of str to float
@@ -315,17 +334,12 @@ def solve(problem: Problem, options: SolverOptions | None = None,
         return float(value.detach()), grad.detach().cpu().double().numpy()
 
     fixed_all = pack.lower == pack.upper
-    with torch.enable_grad():
-        z = pack.tensor(x, grad=True)
-        f, _, _ = parts(z)
-        (g0,) = torch.autograd.grad(f, z)
-    grad_scale = max(1.0, float(np.abs(_projected(g0.cpu().double().numpy(), x, pack.lower,
-                                                  pack.upper)).max(initial=0.0)))
     outer = 0
     for outer in range(1, opts.max_outer + 1):
         res = minimize(augmented, x, jac=True, method="L-BFGS-B", bounds=pack.bounds(),
                        options={"maxiter": opts.max_inner, "maxcor": opts.memory,
-                                "ftol": 1e-16, "gtol": 0.1 * opts.kkt_tol * grad_scale,
+                                "ftol": 1e-16,
+                                "gtol": 0.1 * opts.kkt_tol / _kkt_scale(problem, pack, x, dtype),
                                 "maxfun": 4 * opts.max_inner})
         x = np.clip(res.x, pack.lower, pack.upper)
         x[fixed_all] = pack.lower[fixed_all]
@@ -335,8 +349,7 @@ def solve(problem: Problem, options: SolverOptions | None = None,
         c_np, h_np = c.cpu().double().numpy(), h.cpu().double().numpy()
         lam = np.maximum(0.0, lam + rho * c_np)
         mu = mu + rho * h_np
-        cert = _certificate(problem, pack, x, lam, mu, opts, outer, inner_total, rho, t0,
-                            grad_scale)
+        cert = _certificate(problem, pack, x, lam, mu, opts, outer, inner_total, rho, t0)
         if callback is not None:
             callback(outer, cert)
         if cert.certified:
@@ -355,9 +368,19 @@ def solve(problem: Problem, options: SolverOptions | None = None,
     return Result(values, cert)
 
 
+def _kkt_scale(problem: Problem, pack: _Packing, x: np.ndarray, dtype: torch.dtype) -> float:
+    """``max(1, ‖x‖∞) / max(1, |f(x)|)``: turns a gradient into a relative change of f."""
+    with torch.no_grad():
+        f = float(problem.objective(pack.unpack(pack.tensor(x))).to(dtype))
+    return max(1.0, float(np.abs(x).max(initial=0.0))) / max(1.0, abs(f))
+
+
 def _certificate(problem: Problem, pack: _Packing, x: np.ndarray, lam: np.ndarray,
                  mu: np.ndarray, opts: SolverOptions, outer: int, inner: int, rho: float,
-                 t0: float, grad_scale: float) -> Certificate:
+                 t0: float) -> Certificate:
+    """Violations with the exact constraint functions; stationarity (KKT residual,
+    complementarity) of the problem as solved, i.e. with the smooth forms, which bound the
+    exact ones from above (a nonsmooth function has no gradient to test at its kinks)."""
     dtype = opts.dtype
     z = pack.tensor(x, grad=True)
     with torch.enable_grad():
@@ -374,11 +397,22 @@ def _certificate(problem: Problem, pack: _Packing, x: np.ndarray, lam: np.ndarra
                                        ).sum()
         (g,) = torch.autograd.grad(lagrangian, z)
     g_np = _projected(g.cpu().double().numpy(), x, pack.lower, pack.upper)
-    kkt = float(np.abs(g_np).max(initial=0.0)) / grad_scale
+    fval = float(f.detach())
+    kkt = float(np.abs(g_np).max(initial=0.0)) * max(1.0, float(np.abs(x).max(initial=0.0))
+                                                      ) / max(1.0, abs(fval))
     c_np = c.detach().cpu().double().numpy()
-    h_np = h.detach().cpu().double().numpy()
-    v_in = float(np.maximum(c_np, 0).max(initial=0.0))
-    v_eq = float(np.abs(h_np).max(initial=0.0))
+    if problem.exact:
+        exact = problem.exact_problem()
+        with torch.no_grad():
+            v_exact = pack.unpack(pack.tensor(x))
+            ce, _ = _stack(exact.inequalities, exact.scales, v_exact, dtype)
+            he, _ = _stack(exact.equalities, exact.scales, v_exact, dtype)
+    else:
+        ce, he = c.detach(), h.detach()
+    ce_np = ce.cpu().double().numpy()
+    he_np = he.cpu().double().numpy()
+    v_in = float(np.maximum(ce_np, 0).max(initial=0.0))
+    v_eq = float(np.abs(he_np).max(initial=0.0))
     violation = max(v_in, v_eq)
     comp = float(np.abs(lam * c_np).max(initial=0.0))
     multipliers: dict[str, float] = {}
@@ -388,7 +422,7 @@ def _certificate(problem: Problem, pack: _Packing, x: np.ndarray, lam: np.ndarra
             multipliers[name] = float(np.abs(arr[start:start + n]).max(initial=0.0))
             start += n
     feasible = violation <= opts.violation_tol
-    stationary = kkt <= opts.kkt_tol and comp <= max(opts.kkt_tol * grad_scale,
+    stationary = kkt <= opts.kkt_tol and comp <= max(opts.kkt_tol * max(1.0, abs(fval)),
                                                      opts.violation_tol)
     if feasible and stationary:
         status, reason = "certified", "feasible and stationary within tolerance"
@@ -402,7 +436,47 @@ def _certificate(problem: Problem, pack: _Packing, x: np.ndarray, lam: np.ndarra
                   f"complementarity {comp:.3g} too large")
     return Certificate(
         certified=feasible and stationary, status=status, reason=reason,
-        objective=float(f.detach()), max_violation=violation, max_inequality_violation=v_in,
+        objective=fval, max_violation=violation, max_inequality_violation=v_in,
         max_equality_violation=v_eq, kkt_residual=kkt, complementarity=comp,
         multipliers=multipliers, outer_iterations=outer, inner_iterations=inner,
         penalty=rho, wall_s=round(time.perf_counter() - t0, 4))
+
+
+def penalty_adam(problem: Problem, *, weight: float = 100.0, steps: int = 2000,
+                 lr: float = 1e-2, options: SolverOptions | None = None) -> Result:
+    """The common practice, for comparison: ``f + weight·Σ(max(0, c)² + h²)`` with Adam.
+
+    Bounds and fixed entries are enforced by projection after every step. The result
+    carries the same :class:`Certificate` as :func:`solve`, with the multipliers that the
+    penalty implies (``2·weight·max(0, c)``, ``2·weight·h``); its tolerances are those
+    of `options`.
+    """
+    opts = options or SolverOptions()
+    t0 = time.perf_counter()
+    pack = _Packing(problem.variables, opts.dtype)
+    lower = torch.as_tensor(pack.lower, dtype=opts.dtype, device=pack.device)
+    upper = torch.as_tensor(pack.upper, dtype=opts.dtype, device=pack.device)
+    z = pack.tensor(pack.x0, grad=True)
+    optimiser = torch.optim.Adam([z], lr=lr)
+    for _ in range(steps):
+        optimiser.zero_grad()
+        v = pack.unpack(z)
+        c, _ = _stack(problem.inequalities, problem.scales, v, opts.dtype)
+        h, _ = _stack(problem.equalities, problem.scales, v, opts.dtype)
+        loss = problem.objective(v).to(opts.dtype).reshape(()) + weight * (
+            (torch.clamp(c, min=0) ** 2).sum() + (h ** 2).sum())
+        loss.backward()
+        optimiser.step()
+        with torch.no_grad():
+            z.copy_(torch.maximum(torch.minimum(z, upper), lower))
+    x = z.detach().cpu().double().numpy()
+    with torch.no_grad():
+        v = pack.unpack(pack.tensor(x))
+        c, _ = _stack(problem.inequalities, problem.scales, v, opts.dtype)
+        h, _ = _stack(problem.equalities, problem.scales, v, opts.dtype)
+    lam = 2 * weight * np.maximum(c.cpu().double().numpy(), 0)
+    mu = 2 * weight * h.cpu().double().numpy()
+    cert = _certificate(problem, pack, x, lam, mu, opts, 0, steps, weight, t0)
+    values = pack.unpack(pack.tensor(x))
+    return Result({v.name: values[v.name].detach().to(v.init.dtype) for v in problem.variables},
+                  cert)

@@ -1,4 +1,5 @@
-"""Example sipflow plugin: ``prep.hot_pixels`` masks hot pixels the detector mask missed."""
+"""Example sipflow plugin: ``prep.hot_pixels`` masks hot pixels the detector mask missed,
+and the ``zero_mean_phase`` constraint of ``refine.constrained`` fixes the global phase."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from scipy.ndimage import median_filter
 
 from sipflow import Context, Stage, StageParams, hookimpl
 from sipflow.preprocess import checked_counts
+from sipflow.refine import Constraint
 
 __version__ = "0.1.0"
 
@@ -49,6 +51,28 @@ class HotPixels(Stage):
         out.attrs = dict(ds.attrs) | {"hot_pixels_masked": int(hot.sum())}
         context.logger.info("prep.hot_pixels: masked %d hot pixels", int(hot.sum()))
         return out
+
+
+class ZeroMeanPhase(Constraint):
+    """Im(Σ x) = 0 over the support: the amplitude-weighted mean phase is zero.
+
+    The measured intensities do not depend on a global phase; this equality picks one,
+    so that refined objects can be compared pixel by pixel.
+    """
+
+    name = "zero_mean_phase"
+    kind = "equality"
+
+    def values(self, x, params, problem):
+        return x[problem.support].sum().imag.reshape(1)
+
+    def scale(self, params, problem):
+        return max(float(problem.x0[problem.support].abs().sum()), 1e-30)
+
+
+@hookimpl
+def sipflow_constraints():
+    return [ZeroMeanPhase]
 
 
 @hookimpl

@@ -1,0 +1,10 @@
+"""Constrained refinement (``refine.constrained``): the stage and its constraints.
+
+The solver is :mod:`sipflow.optim` (no CDI inside); the forward model and likelihoods
+are :mod:`sipflow.physics`. Plugins add constraints by returning :class:`Constraint`
+subclasses from the ``sipflow_constraints`` hook.
+"""
+
+from ._constraints import Constraint, RefineProblem, phase_roughness, total_variation
+
+__all__ = ["Constraint", "RefineProblem", "phase_roughness", "total_variation"]
