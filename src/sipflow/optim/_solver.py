@@ -88,9 +88,9 @@ class SolverOptions:
         Largest scaled constraint violation of a certified solution.
     kkt_tol : float
         Largest relative KKT residual of a certified solution: the ∞-norm of the
-        Lagrangian's gradient projected on the simple sets, times ``max(1, ‖x‖∞)``, over
-        ``max(1, |f(x)|)`` — the first-order relative change of the objective for a
-        relative change of the variables, so it does not depend on their units.
+        Lagrangian's gradient projected on the simple sets, over ``max(1, ‖∇f(x)‖∞)``
+        (the objective's own gradient, unprojected), so that a residual left by
+        rounding in a large objective is not mistaken for non-stationarity.
     max_outer : int
         Augmented-Lagrangian iterations.
     max_inner : int
@@ -339,7 +339,7 @@ def solve(problem: Problem, options: SolverOptions | None = None,
         res = minimize(augmented, x, jac=True, method="L-BFGS-B", bounds=pack.bounds(),
                        options={"maxiter": opts.max_inner, "maxcor": opts.memory,
                                 "ftol": 1e-16,
-                                "gtol": 0.1 * opts.kkt_tol / _kkt_scale(problem, pack, x, dtype),
+                                "gtol": 0.1 * opts.kkt_tol * _kkt_scale(problem, pack, x, dtype),
                                 "maxfun": 4 * opts.max_inner})
         x = np.clip(res.x, pack.lower, pack.upper)
         x[fixed_all] = pack.lower[fixed_all]
@@ -369,10 +369,12 @@ def solve(problem: Problem, options: SolverOptions | None = None,
 
 
 def _kkt_scale(problem: Problem, pack: _Packing, x: np.ndarray, dtype: torch.dtype) -> float:
-    """``max(1, ‖x‖∞) / max(1, |f(x)|)``: turns a gradient into a relative change of f."""
-    with torch.no_grad():
-        f = float(problem.objective(pack.unpack(pack.tensor(x))).to(dtype))
-    return max(1.0, float(np.abs(x).max(initial=0.0))) / max(1.0, abs(f))
+    """``max(1, ‖∇f(x)‖∞)``: what the KKT residual is relative to."""
+    with torch.enable_grad():
+        z = pack.tensor(x, grad=True)
+        f = problem.objective(pack.unpack(z)).to(dtype).reshape(())
+        (g,) = torch.autograd.grad(f, z)
+    return max(1.0, float(g.abs().max()))
 
 
 def _certificate(problem: Problem, pack: _Packing, x: np.ndarray, lam: np.ndarray,
@@ -395,11 +397,11 @@ def _certificate(problem: Problem, pack: _Packing, x: np.ndarray, lam: np.ndarra
         if h.numel():
             lagrangian = lagrangian + (torch.as_tensor(mu, dtype=dtype, device=h.device) * h
                                        ).sum()
-        (g,) = torch.autograd.grad(lagrangian, z)
+        (g,) = torch.autograd.grad(lagrangian, z, retain_graph=True)
+        (gf,) = torch.autograd.grad(f, z)
     g_np = _projected(g.cpu().double().numpy(), x, pack.lower, pack.upper)
     fval = float(f.detach())
-    kkt = float(np.abs(g_np).max(initial=0.0)) * max(1.0, float(np.abs(x).max(initial=0.0))
-                                                      ) / max(1.0, abs(fval))
+    kkt = float(np.abs(g_np).max(initial=0.0)) / max(1.0, float(gf.abs().max()))
     c_np = c.detach().cpu().double().numpy()
     if problem.exact:
         exact = problem.exact_problem()

@@ -1,0 +1,304 @@
+"""Constrained optimisation and refinement: sipflow.optim against the alternatives.
+
+Tier 0: problems with known answers (sipflow.optim.solve vs scipy SLSQP / trust-constr).
+Tier 1: CDI refinement started near the truth (a perturbed simulated object), with
+(a) support + Re(x) ≥ 0, (b) + a total-variation budget, (c) + the energy equality,
+for sipflow (augmented Lagrangian + L-BFGS-B), penalty + Adam, cooper's augmented
+Lagrangian (when ``cooper-optim`` is installed) and scipy trust-constr (64² only).
+Every method's answer is judged by the same certificate (``sipflow.optim``).
+
+    python benchmarks/bench_refine.py            # tier 0, tier 1 at 64² (5 seeds)
+    python benchmarks/bench_refine.py --n 256 --seeds 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import platform
+import time
+
+import numpy as np
+import torch
+
+from sipflow.optim import Problem, SolverOptions, Variable, penalty_adam, solve
+from sipflow.optim._solver import _certificate, _Packing
+
+
+def certify(problem: Problem, values: dict[str, torch.Tensor], t0: float,
+            opts: SolverOptions) -> object:
+    """The sipflow certificate of any method's answer (multipliers fitted: AL-style)."""
+    pack = _Packing([Variable(v.name, values[v.name], v.lower, v.upper, v.fixed)
+                     for v in problem.variables], opts.dtype)
+    x = pack.x0
+    lam = np.zeros(sum(int(torch.as_tensor(f(pack.unpack(pack.tensor(x)))).numel())
+                       for f in problem.inequalities.values()))
+    mu = np.zeros(sum(int(torch.as_tensor(f(pack.unpack(pack.tensor(x)))).numel())
+                      for f in problem.equalities.values()))
+    return _certificate(problem, pack, x, lam, mu, opts, 0, 0, 0.0, t0)
+
+
+# --- tier 0 ------------------------------------------------------------------------------------
+def tier0() -> list[dict]:
+    from scipy.optimize import NonlinearConstraint, minimize, nnls
+
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(size=(30, 12)), rng.normal(size=30)
+    m = rng.normal(size=(10, 10))
+    m = m + m.T
+    rows = []
+
+    def s(v):
+        return torch.tensor(v, dtype=torch.float64)
+
+    cases = {
+        "quadratic + linear equality": (
+            Problem(lambda v: (v["x"][0] - 1) ** 2 + (v["x"][1] - 2) ** 2,
+                    [Variable("x", s([0.0, 0.0]))],
+                    equalities={"line": lambda v: v["x"].sum() - 1}), 2.0),
+        "non-negative least squares": (
+            Problem(lambda v: 0.5 * ((s(a) @ v["x"] - s(b)) ** 2).sum(),
+                    [Variable("x", torch.zeros(12, dtype=torch.float64), lower=0.0)]),
+            0.5 * nnls(a, b)[1] ** 2),
+        "smallest eigenvalue (sphere)": (
+            Problem(lambda v: v["x"] @ s(m) @ v["x"], [Variable("x", s(rng.normal(size=10)))],
+                    equalities={"sphere": lambda v: (v["x"] ** 2).sum() - 1}),
+            float(np.linalg.eigvalsh(m)[0])),
+        "nonsmooth Rosenbrock + constraint": (
+            Problem(lambda v: 8 * torch.abs(v["x"][0] ** 2 - v["x"][1]) + (1 - v["x"][0]) ** 2,
+                    [Variable("x", s([0.5, 0.2]))],
+                    inequalities={"c": lambda v: torch.stack([math.sqrt(2) * v["x"][0] - 1,
+                                                              2 * v["x"][1] - 1])}),
+            (1 - 1 / math.sqrt(2)) ** 2),
+    }
+    for name, (problem, optimum) in cases.items():
+        t0 = time.perf_counter()
+        res = solve(problem)
+        c = res.certificate
+        rows.append({"problem": name, "method": "sipflow", "objective": c.objective,
+                     "optimum": optimum, "violation": c.max_violation, "kkt": c.kkt_residual,
+                     "certified": c.certified, "s": time.perf_counter() - t0})
+        for method in ("SLSQP", "trust-constr"):
+            t0 = time.perf_counter()
+            var = problem.variables[0]
+            x0 = var.init.numpy()
+
+            def fun(x, problem=problem):
+                return float(problem.objective({"x": torch.tensor(x)}))
+
+            cons = []
+            for f in problem.inequalities.values():
+                cons.append(NonlinearConstraint(
+                    lambda x, f=f: np.atleast_1d(f({"x": torch.tensor(x)}).numpy()), -np.inf, 0))
+            for f in problem.equalities.values():
+                cons.append(NonlinearConstraint(
+                    lambda x, f=f: np.atleast_1d(f({"x": torch.tensor(x)}).numpy()), 0, 0))
+            bounds = [(var.lower, None)] * x0.size if var.lower is not None else None
+            r = minimize(fun, x0, method=method, constraints=cons, bounds=bounds)
+            cert = certify(problem, {"x": torch.tensor(r.x)}, t0, SolverOptions())
+            rows.append({"problem": name, "method": method, "objective": float(r.fun),
+                         "optimum": optimum, "violation": cert.max_violation,
+                         "kkt": float("nan"), "certified": None,
+                         "s": time.perf_counter() - t0})
+    return rows
+
+
+# --- tier 1 ------------------------------------------------------------------------------------
+def cdi_problem(n: int, seed: int, case: str):
+    """A refinement problem near the truth of a simulated non-negative object."""
+    from sipflow.physics import FarField, poisson_nll
+    from sipflow.refine import total_variation
+    from sipflow.simulate import Simulation, simulate
+
+    sim = Simulation(shape=(n, n), kind="blob", photons=1e9, phase_amplitude=0.0, seed=seed)
+    arrays = simulate(sim)
+    truth = torch.as_tensor(arrays["obj"], dtype=torch.complex128)
+    support = torch.as_tensor(arrays["support"])
+    counts = torch.as_tensor(arrays["intensity"], dtype=torch.float64)
+    valid = torch.as_tensor(arrays["mask"])
+    rng = np.random.default_rng(seed)
+    noise = rng.normal(size=(n, n)) + 1j * rng.normal(size=(n, n))
+    x0 = truth + 0.05 * float(truth.abs().max()) * torch.as_tensor(noise) * support
+    model = FarField(ndim=2)
+    dof = int(valid.sum())
+
+    def objective(v):
+        return 2.0 * poisson_nll(model.intensity(v["x"]), counts, valid) / dof
+
+    tv_budget = 0.9 * float(total_variation(truth))
+    energy = float(counts[valid].sum())
+    ineq, eq, exact, scales = {}, {}, {}, {}
+    if case in ("b", "c"):
+        eps = 1e-3 * float(x0.abs().max())
+        ineq["tv"] = lambda v: (total_variation(v["x"], eps) - tv_budget).reshape(1)
+        exact["tv"] = lambda v: (total_variation(v["x"]) - tv_budget).reshape(1)
+        scales["tv"] = tv_budget
+    if case == "c":
+        eq["energy"] = lambda v: (model.intensity(v["x"])[valid].sum() - energy).reshape(1)
+        scales["energy"] = energy
+    start = torch.where(support, torch.complex(x0.real.clamp_min(0), x0.imag), 0)
+    var = Variable("x", start, lower=0.0, fixed=~support)
+    return Problem(objective, [var], ineq, eq, scales, exact), truth
+
+
+def error_to_truth(x: torch.Tensor, truth: torch.Tensor) -> float:
+    from sipflow.symmetry import align
+
+    return float(align(truth.numpy(), x.detach().numpy()).error)
+
+
+def run_cooper(problem: Problem, steps: int, lr: float):
+    """cooper's augmented Lagrangian (alternating primal-dual, Adam primal steps)."""
+    import cooper
+
+    pack = _Packing(problem.variables, torch.float64)
+    lower = torch.as_tensor(pack.lower)
+    upper = torch.as_tensor(pack.upper)
+    z = torch.nn.Parameter(pack.tensor(pack.x0))
+
+    class CMP(cooper.ConstrainedMinimizationProblem):
+        def __init__(self):
+            super().__init__()
+            self.names = []
+            for kind, funcs in ((cooper.ConstraintType.INEQUALITY, problem.inequalities),
+                                (cooper.ConstraintType.EQUALITY, problem.equalities)):
+                for name in funcs:
+                    setattr(self, name, cooper.Constraint(
+                        constraint_type=kind,
+                        formulation_type=cooper.formulations.AugmentedLagrangian,
+                        multiplier=cooper.multipliers.DenseMultiplier(num_constraints=1,
+                                                                      dtype=torch.float64),
+                        penalty_coefficient=cooper.penalty_coefficients.DensePenaltyCoefficient(
+                            torch.tensor(10.0, dtype=torch.float64))))
+                    self.names.append((name, funcs[name]))
+
+        def compute_cmp_state(self):
+            v = pack.unpack(z)
+            observed = {}
+            for name, f in self.names:
+                c = f(v).reshape(-1) / problem.scales.get(name, 1.0)
+                observed[getattr(self, name)] = cooper.ConstraintState(violation=c)
+            return cooper.CMPState(loss=problem.objective(v), observed_constraints=observed)
+
+    cmp = CMP()
+    primal = torch.optim.Adam([z], lr=lr)
+    dual = torch.optim.SGD(cmp.dual_parameters(), lr=10.0, maximize=True)
+    opt = cooper.optim.AlternatingDualPrimalOptimizer(cmp=cmp, primal_optimizers=primal,
+                                                      dual_optimizers=dual)
+    for _ in range(steps):
+        opt.roll()
+        with torch.no_grad():
+            z.copy_(torch.maximum(torch.minimum(z, upper), lower))
+    return {problem.variables[0].name: pack.unpack(z.detach())["x"]}
+
+
+def tier1(n: int, seeds: int, adam_steps: int, trust_constr: bool) -> list[dict]:
+    rows = []
+    try:
+        import cooper  # noqa: F401
+
+        have_cooper = True
+    except ImportError:
+        have_cooper = False
+    for case in ("a", "b", "c"):
+        for seed in range(seeds):
+            problem, truth = cdi_problem(n, seed, case)
+            scale = float(problem.variables[0].init.abs().max())
+            methods = {
+                "sipflow AL": lambda p=problem: solve(p).values,
+                "penalty+Adam": lambda p=problem, s=scale: penalty_adam(
+                    p, steps=adam_steps, lr=1e-3 * s).values,
+            }
+            if have_cooper:
+                methods["cooper AL"] = lambda p=problem, s=scale: run_cooper(p, adam_steps,
+                                                                             1e-3 * s)
+            if trust_constr and n <= 64:
+                methods["scipy trust-constr"] = lambda p=problem: run_trust_constr(p)
+            for name, run in methods.items():
+                t0 = time.perf_counter()
+                try:
+                    values = run()
+                except Exception as exc:  # a competitor failing is a result too
+                    rows.append({"case": case, "seed": seed, "method": name,
+                                 "error": f"{type(exc).__name__}: {exc}"[:60]})
+                    continue
+                wall = time.perf_counter() - t0
+                cert = certify(problem, values, t0, SolverOptions()) if name != "sipflow AL" \
+                    else solve(problem).certificate
+                rows.append({"case": case, "seed": seed, "method": name,
+                             "objective": cert.objective, "violation": cert.max_violation,
+                             "kkt": cert.kkt_residual if name == "sipflow AL" else float("nan"),
+                             "certified": cert.certified if name == "sipflow AL" else None,
+                             "s": wall, "err": error_to_truth(values["x"], truth)})
+    return rows
+
+
+def run_trust_constr(problem: Problem):
+    from scipy.optimize import Bounds, NonlinearConstraint, minimize
+
+    pack = _Packing(problem.variables, torch.float64)
+
+    def fun(x):
+        z = pack.tensor(x, grad=True)
+        f = problem.objective(pack.unpack(z))
+        (g,) = torch.autograd.grad(f, z)
+        return float(f), g.numpy()
+
+    cons = []
+    for funcs, lo in ((problem.inequalities, -np.inf), (problem.equalities, 0.0)):
+        for name, f in funcs.items():
+            s = problem.scales.get(name, 1.0)
+
+            def cf(x, f=f, s=s):
+                return f(pack.unpack(pack.tensor(x))).detach().numpy() / s
+
+            def cj(x, f=f, s=s):
+                z = pack.tensor(x, grad=True)
+                (g,) = torch.autograd.grad(f(pack.unpack(z)).sum(), z)
+                return g.numpy()[None] / s
+
+            cons.append(NonlinearConstraint(cf, lo, 0.0, jac=cj))
+    free = pack.lower != pack.upper
+    lb = np.where(free, pack.lower, pack.lower - 1e-12)
+    ub = np.where(free, pack.upper, pack.upper + 1e-12)
+    r = minimize(fun, pack.x0, jac=True, method="trust-constr", constraints=cons,
+                 bounds=Bounds(lb, ub), options={"maxiter": 300})
+    return {"x": pack.unpack(torch.as_tensor(np.clip(r.x, pack.lower, pack.upper)))["x"]}
+
+
+def table(rows: list[dict], columns: list[str], title: str) -> None:
+    print(f"\n{title}")
+    print(" | ".join(f"{c:>14}" for c in columns))
+    for r in rows:
+        cells = []
+        for c in columns:
+            v = r.get(c, "")
+            cells.append(f"{v:>14.4g}" if isinstance(v, float) else f"{v!s:>14}")
+        print(" | ".join(cells))
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--n", type=int, default=64)
+    p.add_argument("--seeds", type=int, default=5)
+    p.add_argument("--adam-steps", type=int, default=3000)
+    p.add_argument("--no-trust-constr", action="store_true")
+    p.add_argument("--skip-tier0", action="store_true")
+    args = p.parse_args()
+    torch.set_num_threads(int(os.environ.get("SIPFLOW_NUM_THREADS", os.cpu_count() or 1)))
+    print(f"machine: {platform.node()}, {os.cpu_count()} cores, torch {torch.__version__}, "
+          f"{torch.get_num_threads()} threads")
+    print("PyGRANSO: not run (its release needs numpy < 2, osqp < 1 and gurobipy, and its "
+          "AGPL licence rules it out; see benchmarks/README.md)")
+    if not args.skip_tier0:
+        table(tier0(), ["problem", "method", "objective", "optimum", "violation", "kkt",
+                        "certified", "s"], "tier 0: known optima")
+    rows = tier1(args.n, args.seeds, args.adam_steps, not args.no_trust_constr)
+    table(rows, ["case", "seed", "method", "objective", "violation", "kkt", "certified", "s",
+                 "err"], f"tier 1: CDI refinement at {args.n}² "
+          "(a: support + Re ≥ 0, b: + TV ≤ 0.9 TV(truth), c: + energy)")
+
+
+if __name__ == "__main__":
+    main()
