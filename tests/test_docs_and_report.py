@@ -20,7 +20,7 @@ def test_every_hook_is_documented():
     hooks = [f for name, f in inspect.getmembers(hookspecs, inspect.isfunction)
              if name.startswith("sipflow_")]
     assert {h.__name__ for h in hooks} == {"sipflow_stages", "sipflow_readers",
-                                           "sipflow_pipeline_templates"}
+                                           "sipflow_pipeline_templates", "sipflow_constraints"}
     for hook in hooks:
         doc = inspect.getdoc(hook) or ""
         assert "When it is called" in doc and "Returns" in doc, hook.__name__

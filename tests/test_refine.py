@@ -77,7 +77,7 @@ def test_penalty_baseline_reports_the_same_certificate(perturbed):
 
 
 def test_an_impossible_set_of_constraints_is_reported_not_hidden(perturbed):
-    out = _refine(perturbed, max_outer=6, constraints=[
+    out = _refine(perturbed, max_outer=4, max_inner=200, constraints=[
         "support", {"use": "amplitude", "with": {"max": 1e-3}}, "energy"])
     cert = out.attrs["refine_certificate"]
     assert not cert["certified"] and cert["status"] == "infeasible"

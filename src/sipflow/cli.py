@@ -180,7 +180,8 @@ def cmd_plugins(args: argparse.Namespace) -> int:
 
     reg = get_registry()
     rows = [{"name": p.name, "version": p.version, "origin": p.origin, "stages": p.stages,
-             "readers": p.readers, "templates": p.templates, "error": p.error}
+             "readers": p.readers, "templates": p.templates, "constraints": p.constraints,
+             "error": p.error}
             for p in reg.plugins]
     if args.json:
         print(json.dumps(rows, indent=2))
@@ -193,7 +194,8 @@ def cmd_plugins(args: argparse.Namespace) -> int:
         table.add_column(col)
     for r in rows:
         provides = ", ".join(r["stages"] + [f"reader:{x}" for x in r["readers"]]
-                             + [f"template:{x}" for x in r["templates"]])
+                             + [f"template:{x}" for x in r["templates"]]
+                             + [f"constraint:{x}" for x in r["constraints"]])
         table.add_row(r["name"], r["version"], r["origin"], provides,
                       f"[red]failed: {r['error']}[/red]" if r["error"] else "ok")
     Console().print(table)

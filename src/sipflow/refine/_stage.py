@@ -153,9 +153,9 @@ class Constrained(Stage):
                                 max_outer=params.max_outer, max_inner=params.max_inner,
                                 dtype=dtype)
 
-        def free_llk(x: torch.Tensor) -> float:
+        def free_llk(x: torch.Tensor) -> float | None:
             if not bool(free_t.any()):
-                return float("nan")
+                return None  # no free pixels held out by an earlier stage
             with torch.no_grad():
                 value = 2.0 * nll(model.intensity(x), counts_t, free_t, ndim=ndim)
             return float(value) / max(1, int(free_t.sum()))
@@ -179,7 +179,8 @@ class Constrained(Stage):
         out = ds.copy()
         out[schema.OBJ] = (ds[schema.OBJ].dims, x.detach().cpu().numpy().astype(np.complex64))
         out.attrs = dict(ds.attrs)
-        out.attrs[CERTIFICATE_ATTR] = cert.as_dict()
+        # the stage's wall time is in the provenance; results stay reproducible
+        out.attrs[CERTIFICATE_ATTR] = {k: v for k, v in cert.as_dict().items() if k != "wall_s"}
         out.attrs["refine_constrained"] = {
             "method": params.method, "objective": params.objective, "constraints": used,
             "objective_start": start_objective, "objective_end": cert.objective,
