@@ -262,15 +262,18 @@ class Energy(Constraint):
         return self._target(params, problem)
 
 
-def phase_roughness(x: torch.Tensor, support: torch.Tensor) -> torch.Tensor:
-    """Σ over neighbouring pairs inside the support of |a||b| − Re(a b̄) = |a||b|(1 − cos Δφ)."""
+def phase_roughness(x: torch.Tensor, support: torch.Tensor, eps: float = 0.0) -> torch.Tensor:
+    """Σ over neighbouring pairs inside the support of |a||b| − Re(a b̄) = |a||b|(1 − cos Δφ).
+
+    With ``eps > 0``, |a b̄| is replaced by √(|a b̄|² + ε²): a differentiable upper bound.
+    """
     total = x.real.new_zeros(())
     for d in range(x.ndim):
-        a = x.narrow(d, 0, x.shape[d] - 1)
-        b = x.narrow(d, 1, x.shape[d] - 1)
-        both = support.narrow(d, 0, x.shape[d] - 1) & support.narrow(d, 1, x.shape[d] - 1)
-        prod = a * b.conj()
-        total = total + (prod.abs() - prod.real)[both].sum()
+        n = x.shape[d] - 1
+        prod = x.narrow(d, 0, n) * x.narrow(d, 1, n).conj()
+        both = support.narrow(d, 0, n) & support.narrow(d, 1, n)
+        size = torch.sqrt(prod.real ** 2 + prod.imag ** 2 + eps ** 2) if eps else prod.abs()
+        total = total + (size - prod.real)[both].sum()
     return total
 
 
@@ -288,17 +291,9 @@ class PhaseSmoothness(Constraint):
         return (phase_roughness(x, problem.support) - self._budget(params, problem)).reshape(1)
 
     def smooth_values(self, x, params, problem):
-        # |p| is not differentiable at p = 0: smooth it from above
-        total = x.real.new_zeros(())
-        eps = 1e-6 * float(problem.x0.abs().max()) ** 2
-        for d in range(x.ndim):
-            a, b = x.narrow(d, 0, x.shape[d] - 1), x.narrow(d, 1, x.shape[d] - 1)
-            both = (problem.support.narrow(d, 0, x.shape[d] - 1)
-                    & problem.support.narrow(d, 1, x.shape[d] - 1))
-            prod = a * b.conj()
-            total = total + (torch.sqrt(prod.real ** 2 + prod.imag ** 2 + eps ** 2)
-                             - prod.real)[both].sum()
-        return (total - self._budget(params, problem)).reshape(1)
+        eps = 1e-6 * float(problem.x0.abs().max()) ** 2  # |a b̄| is not differentiable at 0
+        return (phase_roughness(x, problem.support, eps)
+                - self._budget(params, problem)).reshape(1)
 
     def scale(self, params, problem):
         return max(self._budget(params, problem), 1e-30)

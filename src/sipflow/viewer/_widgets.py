@@ -124,6 +124,7 @@ class ResultWidget(QWidget):
         super().__init__()
         self.viewer = napari_viewer
         self._linked: list[list[Any]] = []
+        self._datasets: dict[str, xr.Dataset] = {}
         layout = QVBoxLayout(self)
         top = QHBoxLayout()
         self.results = QComboBox()
@@ -165,16 +166,20 @@ class ResultWidget(QWidget):
         return _sources(self.viewer, "result")
 
     def dataset(self, source: str) -> xr.Dataset | None:
-        try:
-            return dataset_for(source)
-        except SipflowError as exc:
-            self.message.setText(str(exc))
-            return None
+        """The result behind `source`, opened once while its layers are in the viewer."""
+        if source not in self._datasets:
+            try:
+                self._datasets[source] = dataset_for(source)
+            except SipflowError as exc:
+                self.message.setText(str(exc))
+                return None
+        return self._datasets[source]
 
     # --- updates --------------------------------------------------------------------------
     def refresh_sources(self) -> None:
         current = self.results.currentData()
         sources = self.sources()
+        self._datasets = {k: v for k, v in self._datasets.items() if k in sources}
         self.results.blockSignals(True)
         self.results.clear()
         for s in sources:
