@@ -8,7 +8,9 @@ from sipflow.plugins import get_registry
 from sipflow.testing import assert_outputs, assert_stage_contract
 
 # Small, fast parameters for stages whose defaults are production-sized.
-FAST = {"phase.classic": {"schedule": "(sup * HIO**10)**2 * ER**5", "runs": 2}}
+FAST = {"phase.classic": {"schedule": "(sup * HIO**10)**2 * ER**5", "runs": 2},
+        "phase.dip": {"iterations": 20, "window": 5, "width": 8},
+        "phase.double_dip": {"iterations": 20, "window": 5, "width": 8}}
 
 
 @pytest.mark.parametrize("name", sorted(get_registry().stages))

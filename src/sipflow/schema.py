@@ -25,6 +25,14 @@ llk_free : float32, (run, iter)
     The same on the free pixels held out of the projections (ranks the runs).
 free_mask : bool, detector dims
     The held-out free pixels.
+loss : float32, (run, iter)
+    The loss an optimisation-based stage minimised (e.g. the deep priors' NLL per
+    fitted pixel); NaN after a run stopped.
+es_variance : float32, (run, iter)
+    Relative variance of a deep prior's recent outputs, the early-stopping criterion.
+error : float32, (run, iter)
+    Relative error modulo phase, translation and twin against ``obj_true``, when the
+    data are simulated.
 prtf : float32, (q_shell,)
     Phase-retrieval transfer function of ``obj`` per one-pixel shell of |q|.
 obj_true, support_true : complex64 / bool, real-space dims
@@ -60,6 +68,9 @@ LLK = "llk"
 LLK_FREE = "llk_free"
 FREE_MASK = "free_mask"
 PRTF = "prtf"
+LOSS = "loss"
+ES_VARIANCE = "es_variance"
+ERROR = "error"
 OBJ_TRUE = "obj_true"
 SUPPORT_TRUE = "support_true"
 

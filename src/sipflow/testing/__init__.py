@@ -82,6 +82,8 @@ def assert_outputs(stage: type[Stage], out: xr.Dataset, ndim: int) -> None:
         schema.SUPPORT_RUNS: ((schema.RUN, *rdims), "b"),
         schema.LLK: ((schema.RUN, schema.ITER), "f"),
         schema.LLK_FREE: ((schema.RUN, schema.ITER), "f"),
+        schema.LOSS: ((schema.RUN, schema.ITER), "f"),
+        schema.ES_VARIANCE: ((schema.RUN, schema.ITER), "f"),
     }
     for name, (dims, kind) in checks.items():
         if name in stage.produces:

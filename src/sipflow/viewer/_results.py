@@ -13,7 +13,8 @@ from .. import schema
 
 #: convergence variables plotted when present, with their axis label
 CURVES = {schema.LLK: "LLK (normalised)", schema.LLK_FREE: "free LLK (normalised)",
-          "loss": "loss"}
+          schema.LOSS: "loss", schema.ES_VARIANCE: "output variance (early stopping)",
+          schema.ERROR: "error vs truth"}
 
 
 @dataclass(frozen=True)

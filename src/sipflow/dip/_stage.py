@@ -1,0 +1,375 @@
+"""``phase.dip`` and ``phase.double_dip``: phase retrieval with untrained generator priors."""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import numpy as np
+import torch
+import xarray as xr
+from pydantic import Field, model_validator
+
+from .. import schema
+from ..errors import DataError, ReconstructionError
+from ..hookspecs import hookimpl
+from ..preprocess import checked_counts
+from ..stage import Context, Stage, StageParams
+
+
+class DipParams(StageParams):
+    """Parameters shared by ``phase.dip`` and ``phase.double_dip``."""
+
+    runs: int = Field(1, ge=1, le=64, description="Independent fits (new network weights and "
+                      "inputs), ranked by free LLK.")
+    init: Literal["auto", "random", "previous"] = Field(
+        "auto", description="'previous': fit the generators to the dataset's obj (an earlier "
+        "stage's result) first, then to the data; 'random': start from the random networks; "
+        "'auto': 'previous' when the dataset has an obj, else 'random'.")
+    loss: Literal["poisson", "amplitude", "intensity"] = Field(
+        "poisson", description="Fitted-pixel loss: Poisson NLL, amplitude L2 "
+        "(2 (sqrt(I) - |Fx|)^2) or variance-weighted intensity L2 ((I - |Fx|^2)^2 / 2(I+1)); "
+        "each normalised per fitted pixel.")
+    positivity: bool = Field(False, description="Real, non-negative object (one amplitude "
+                             "generator, no phase).")
+    support: Literal["auto", "previous", "autocorrelation", "circle", "box", "none"] = Field(
+        "auto", description="Where the object may be non-zero: the dataset's support "
+        "('previous'), the thresholded autocorrelation of the data, a centred circle/box of "
+        "support_size, or the whole array ('none'); 'auto': 'previous' when the dataset has a "
+        "support, else 'autocorrelation'.")
+    support_dilate: int = Field(0, ge=0, le=20, description="Dilate the starting support by "
+                                "this many pixels.")
+    support_size: float = Field(0.25, gt=0, le=0.5, description="Radius (circle) or half-width "
+                                "(box) of a shaped support [fraction of each axis].")
+    support_threshold: float = Field(0.04, gt=0, lt=1, description="Autocorrelation support: "
+                                     "above this fraction of its maximum.")
+    shrinkwrap_every: int | None = Field(
+        None, ge=0, description="Shrinkwrap the support every this many iterations (0: never; "
+        "default: 100 when the support was estimated, never when it came from a previous "
+        "stage).")
+    shrinkwrap_threshold: float = Field(0.2, gt=0, lt=1, description="Shrinkwrap: blurred "
+                                        "amplitude above this fraction of its maximum.")
+    shrinkwrap_sigma: float = Field(1.0, gt=0, description="Shrinkwrap Gaussian width "
+                                    "[pixels].")
+    iterations: int = Field(2000, ge=1, le=1_000_000, description="Adam steps at most per run.")
+    lr: float | None = Field(None, gt=0, description="Adam learning rate (default: 1e-2 from "
+                             "random networks, 1e-3 after a warm start).")
+    warm_iterations: int = Field(300, ge=0, description="init 'previous': steps fitting the "
+                                 "generators to the previous object.")
+    tv_weight: float = Field(0.0, ge=0, description="Weight of the total variation of "
+                             "obj/scale per support pixel added to the loss.")
+    early_stopping: Literal["auto", "wmv", "emv", "free_llk", "none"] = Field(
+        "auto", description="Windowed moving variance of the outputs (ES-WMV), its "
+        "O(1)-memory exponential form (EMV), the minimum of the free LLK (validation on the "
+        "held-out pixels), or none (the last iterate); 'auto': wmv in 2-D, emv in 3-D.")
+    window: int = Field(100, ge=2, description="ES-WMV window [iterations].")
+    patience: int = Field(500, ge=1, description="Stop when the variance has not reached a new "
+                          "minimum for this many iterations.")
+    emv_alpha: float = Field(0.1, gt=0, lt=1, description="EMV: weight of the newest output.")
+    width: int = Field(32, ge=1, le=512, description="Channels of each generator level.")
+    depth: int = Field(4, ge=1, le=8, description="Levels of each generator.")
+    skip_channels: int = Field(4, ge=0, le=128, description="Channels of each skip branch.")
+    upsample: Literal["nearest", "linear"] = Field("linear", description="Upsampling "
+                                                   "(bi/trilinear or nearest).")
+    input_channels: int = Field(8, ge=1, le=256, description="Channels of the random input.")
+    input_noise: float = Field(0.0, ge=0, description="Std of the noise added to the input at "
+                               "each step (0: fixed input).")
+    mixed_precision: bool = Field(True, description="bfloat16 generators on a GPU (never on "
+                                  "CPU); the physics stays float32.")
+    free_fraction: float = Field(0.05, ge=0, le=0.2, description="Share of valid pixels held "
+                                 "out for the free LLK when the dataset has no free_mask.")
+    free_radius: float = Field(1.0, gt=0, description="Radius of a free-pixel island "
+                               "[pixels].")
+    llk_every: int = Field(10, ge=1, description="Record the curves every this many steps.")
+    preview_every: int = Field(0, ge=0, description="Attach a preview to progress records "
+                               "every this many steps (0: never).")
+    keep_runs: bool = Field(True, description="Store every run as obj_runs/support_runs.")
+
+    @model_validator(mode="after")
+    def _consistent(self):
+        if self.early_stopping in ("auto", "wmv") and self.window > self.iterations:
+            raise ValueError(f"window ({self.window}) is larger than iterations "
+                             f"({self.iterations}): early stopping could never decide; lower "
+                             "window or set early_stopping: none")
+        return self
+
+
+class DoubleDipParams(DipParams):
+    """Parameters of ``phase.double_dip``."""
+
+    variant: Literal["amplitude_phase", "real_imag", "object_support"] = Field(
+        "amplitude_phase", description="x = G1 · exp(i π G2) with a non-negative amplitude "
+        "head; real and imaginary parts from two generators; or a complex object times a "
+        "soft support sigmoid(G2).")
+
+
+def _box(support: np.ndarray, margin: int = 4) -> tuple[slice, ...]:
+    idx = np.nonzero(support)
+    return tuple(slice(max(0, int(i.min()) - margin), min(n, int(i.max()) + margin + 1))
+                 for i, n in zip(idx, support.shape, strict=True))
+
+
+class _DeepPrior(Stage):
+    """Shared machinery of the deep-prior phase stages."""
+
+    Params = DipParams
+    requires = (schema.INTENSITY,)
+    produces = (schema.OBJ, schema.SUPPORT, schema.OBJ_RUNS, schema.SUPPORT_RUNS, schema.LLK,
+                schema.LLK_FREE, schema.LOSS, schema.ES_VARIANCE, schema.PRTF,
+                schema.FREE_MASK)
+    heavy = True
+    attr = ""
+
+    def variant(self, params: DipParams) -> str:
+        raise NotImplementedError
+
+    @classmethod
+    def estimate_memory(cls, params: DipParams, shape: tuple[int, ...], itemsize: int) -> int:
+        """Activations of the generators (about 12 maps of `width` channels per level) [bytes]."""
+        n = int(np.prod(shape))
+        nets = 2 if cls is DoubleDip else 1
+        window = params.window if len(shape) == 2 else 2
+        return int(nets * 24 * params.width * n * 4 + window * n * 8 + 32 * n * itemsize)
+
+    def _support(self, ds: xr.Dataset, params: DipParams, counts: np.ndarray,
+                 mask: np.ndarray, source: str) -> tuple[np.ndarray, str]:
+        from ..reconstruct import _support as sup
+
+        kind = params.support
+        if kind == "auto":
+            kind = "previous" if schema.SUPPORT in ds else "autocorrelation"
+        shape = counts.shape
+        if kind == "previous":
+            if schema.SUPPORT not in ds:
+                raise DataError(f"{source}: {self.name}: support 'previous' needs a 'support' "
+                                "variable; put phase.classic (or another phase stage) first or "
+                                "choose support: autocorrelation")
+            support = np.asarray(ds[schema.SUPPORT].values, bool)
+            if support.shape != shape:
+                raise DataError(f"{source}: {self.name}: the dataset's support has shape "
+                                f"{support.shape}, expected the intensity's {shape}")
+        elif kind == "autocorrelation":
+            i = torch.fft.ifftshift(torch.as_tensor(counts, dtype=torch.float64))
+            m = torch.fft.ifftshift(torch.as_tensor(mask))
+            ac = sup.autocorrelation_support(i, m, torch.tensor([params.support_threshold],
+                                                                dtype=torch.float64),
+                                             counts.ndim)[0]
+            support = torch.fft.fftshift(ac).numpy()
+        elif kind in ("circle", "box"):
+            support = torch.fft.fftshift(sup.shaped_support(shape, kind, params.support_size,
+                                                            "cpu")).numpy()
+        else:
+            support = np.ones(shape, bool)
+        if params.support_dilate:
+            support = sup.morph(torch.as_tensor(support)[None], (params.support_dilate,),
+                                counts.ndim)[0].numpy()
+        if not support.any():
+            raise DataError(f"{source}: {self.name}: the {kind} support is empty")
+        return support, kind
+
+    def run(self, ds: xr.Dataset, params: DipParams, context: Context) -> xr.Dataset:
+        from ..physics import FarField
+        from ..reconstruct._runs import prtf
+        from ..reconstruct._support import free_pixel_mask
+        from ._fit import FitSettings, Generated, NetSpec, Problem, fit_run
+
+        counts, mask = checked_counts(ds, stage=self.name)
+        source = ds.attrs.get("source", "the input")
+        ndim = counts.ndim
+        init = params.init
+        if init == "auto":
+            init = "previous" if schema.OBJ in ds else "random"
+        x0 = None
+        if init == "previous":
+            if schema.OBJ not in ds:
+                raise DataError(f"{source}: {self.name}: init 'previous' needs an 'obj' from an "
+                                "earlier stage (e.g. phase.classic); none is in the dataset")
+            x0 = np.asarray(ds[schema.OBJ].values)
+            if x0.shape != counts.shape:
+                raise DataError(f"{source}: {self.name}: obj has shape {x0.shape}, expected the "
+                                f"intensity's {counts.shape} (a far-field pair)")
+        support, support_kind = self._support(ds, params, counts, mask, source)
+        shrink = params.shrinkwrap_every
+        if shrink is None:
+            shrink = 0 if support_kind in ("previous", "none") else 100
+        stopping = params.early_stopping
+        if stopping == "auto":
+            stopping = "wmv" if ndim == 2 else "emv"
+        lr = params.lr or (1e-3 if x0 is not None else 1e-2)
+        device = context.device
+        if schema.FREE_MASK in ds and ds[schema.FREE_MASK].shape == counts.shape:
+            free = np.asarray(ds[schema.FREE_MASK].values, bool) & mask
+            free_origin = "dataset"
+        else:
+            free = free_pixel_mask(torch.as_tensor(mask), params.free_fraction,
+                                   params.free_radius, context.generator() if device == "cpu"
+                                   else torch.Generator().manual_seed(context.seed)
+                                   ).numpy()
+            free_origin = "new"
+        box = _box(support)
+        truth = (torch.as_tensor(np.asarray(ds[schema.OBJ_TRUE].values), device=device)
+                 if schema.OBJ_TRUE in ds and ds[schema.OBJ_TRUE].shape == counts.shape
+                 else None)
+        counts_t = torch.as_tensor(counts, dtype=torch.float32, device=device)
+        valid = torch.as_tensor(mask, device=device)
+        free_t = torch.as_tensor(free, device=device)
+        # expected amplitude inside the support: the measured photons spread over it
+        scale = math.sqrt(max(float(counts[mask].sum()), 1.0) / max(int(support.sum()), 1))
+        spec = NetSpec(width=params.width, depth=params.depth, skip=params.skip_channels,
+                       upsample=params.upsample, input_channels=params.input_channels,
+                       input_noise=params.input_noise)
+        settings = FitSettings(
+            loss=params.loss, iterations=params.iterations, lr=lr, tv_weight=params.tv_weight,
+            stopping=stopping, window=params.window, patience=params.patience,
+            emv_alpha=params.emv_alpha, llk_every=params.llk_every,
+            preview_every=params.preview_every, warm_iterations=params.warm_iterations,
+            shrinkwrap_every=shrink, shrinkwrap_threshold=params.shrinkwrap_threshold,
+            shrinkwrap_sigma=params.shrinkwrap_sigma)
+        variant = self.variant(params)
+        x0_t = (torch.as_tensor(x0, dtype=torch.complex64, device=device)
+                if x0 is not None else None)
+        results = []
+        n_params, depth = 0, params.depth
+        for r in range(params.runs):
+            problem = Problem(counts_t, valid & ~free_t, free_t & valid,
+                              torch.as_tensor(support, device=device), box, FarField(ndim),
+                              truth)
+            seed = (context.seed * 7919 + r * 15485863) % 2**31
+            gen = Generated(variant, ndim, problem.box_shape, spec, scale, seed, device)
+            gen.autocast = params.mixed_precision and torch.device(device).type == "cuda"
+            n_params = sum(p.numel() for p in gen.parameters())
+            depth = gen.depth
+            results.append(fit_run(gen, problem, settings, stage=self.name, run=r,
+                                   runs=params.runs, progress=context.progress, x0=x0_t,
+                                   logger=context.logger))
+            context.logger.info("%s: run %d stopped at iteration %d, selected %d (free LLK "
+                                "%.4g)", self.name, r, results[-1].stopped_iteration,
+                                results[-1].selected_iteration, results[-1].llk_free[-1]
+                                if results[-1].llk_free else float("nan"))
+        return self._output(ds, params, counts, mask, free, free_origin, results, x0, init,
+                            support_kind, shrink, stopping, lr, variant, (n_params, depth),
+                            prtf)
+
+    def _output(self, ds, params, counts, mask, free, free_origin, results, x0, init,
+                support_kind, shrink, stopping, lr, variant, n_params, prtf) -> xr.Dataset:
+        from ..physics import FarField, free_llk, normalised_llk
+
+        ndim = counts.ndim
+        model = FarField(ndim)
+        xs = np.stack([r.x.cpu().numpy() for r in results]).astype(np.complex64)
+        sups = np.stack([r.support.cpu().numpy() for r in results])
+        fit = mask & ~free
+        final_llk, final_free, status = [], [], []
+        for r, x in zip(results, xs, strict=True):
+            calc = model.intensity(x.astype(np.complex128))
+            final_llk.append(float(normalised_llk(calc, counts, fit)))
+            final_free.append(float(free_llk(calc, counts, free)) if free.any()
+                              else float("nan"))
+            ok = r.status == "ok" and np.isfinite(final_llk[-1]) and np.abs(x).max() > 0
+            status.append(r.status if r.status != "ok" else ("ok" if ok else
+                                                             "failed: empty object"))
+        good = [i for i, s in enumerate(status) if s == "ok"]
+        if not good:
+            raise ReconstructionError(
+                f"{ds.attrs.get('source', 'the input')}: {self.name}: every run failed: "
+                + "; ".join(f"run {i}: {s}" for i, s in enumerate(status))
+                + ". Try a smaller lr or another support.")
+        score = [final_free[i] if np.isfinite(final_free[i]) else final_llk[i] for i in good]
+        ranked = [good[i] for i in np.argsort(score)]
+        best = ranked[0]
+        grid = sorted({it for r in results for it in r.iterations})
+        pos = {it: k for k, it in enumerate(grid)}
+
+        def curves(name: str) -> np.ndarray:
+            out = np.full((len(results), len(grid)), np.nan, np.float32)
+            for i, r in enumerate(results):
+                for it, v in zip(r.iterations, getattr(r, name), strict=True):
+                    out[i, pos[it]] = v
+            return out
+
+        rdims = schema.real_dims(ndim)
+        # the previous phase stage's per-run arrays and curves are replaced, not mixed
+        stale = [v for v in ds.variables if v in (schema.OBJ_RUNS, schema.SUPPORT_RUNS,
+                                                  schema.LLK, schema.LLK_FREE, schema.LOSS,
+                                                  schema.ES_VARIANCE, schema.ERROR,
+                                                  schema.PRTF, schema.RUN, schema.ITER,
+                                                  "q_shell")]
+        out = ds.drop_vars(stale)
+        out[schema.INTENSITY] = (ds[schema.INTENSITY].dims, counts)
+        out[schema.MASK] = (ds[schema.INTENSITY].dims, mask)
+        out[schema.OBJ] = (rdims, xs[best])
+        out[schema.SUPPORT] = (rdims, sups[best])
+        if params.keep_runs:
+            out[schema.OBJ_RUNS] = ((schema.RUN, *rdims), xs)
+            out[schema.SUPPORT_RUNS] = ((schema.RUN, *rdims), sups)
+        for var, name in ((schema.LLK, "llk"), (schema.LLK_FREE, "llk_free"),
+                          (schema.LOSS, "loss"), (schema.ES_VARIANCE, "variance")):
+            out[var] = ((schema.RUN, schema.ITER), curves(name))
+        if schema.OBJ_TRUE in ds:
+            out[schema.ERROR] = ((schema.RUN, schema.ITER), curves("error"))
+        shells, prtf_values = prtf(xs[best], counts, mask)
+        out[schema.PRTF] = (("q_shell",), prtf_values.astype(np.float32))
+        out[schema.FREE_MASK] = (ds[schema.INTENSITY].dims, free)
+        out = out.assign_coords({schema.ITER: np.asarray(grid, np.int64),
+                                 schema.RUN: np.arange(len(results)), "q_shell": shells})
+        rank_of = {r: i for i, r in enumerate(ranked)}
+        out.attrs = dict(ds.attrs)
+        out.attrs[self.attr] = {
+            "variant": variant, "init": init, "support": support_kind,
+            "shrinkwrap_every": shrink, "early_stopping": stopping, "lr": lr,
+            "network_parameters": n_params[0], "network_depth": n_params[1],
+            "best_run": best, "ranked_by": "llk_free" if free.any() else "llk",
+            "run_status": status, "run_rank": [rank_of.get(i) for i in range(len(results))],
+            "selected_iteration": [r.selected_iteration for r in results],
+            "stopped_iteration": [r.stopped_iteration for r in results],
+            "stopped_early": [r.stopped_early for r in results],
+            "warm_start_misfit": [r.warm_misfit for r in results],
+            "final_llk": final_llk, "final_llk_free": final_free,
+            "free_pixels": int(free.sum()), "free_mask_from": free_origin,
+        }
+        return out
+
+
+class Dip(_DeepPrior):
+    """Deep-image-prior phase retrieval: one untrained generator gives the complex object.
+
+    The generator (a skip network, :mod:`sipflow.priors`) is fitted to the measured
+    intensity through the far-field model and likelihood of :mod:`sipflow.physics`
+    on the fitted pixels; runs are ranked by the free LLK of the same free pixels as
+    ``phase.classic`` (the dataset's ``free_mask`` when an earlier stage made one).
+    The returned iterate is chosen by early stopping on the variance of the outputs.
+    Output: the schema of ``phase.classic`` plus ``loss`` and ``es_variance`` (run,
+    iter), ``error`` when ``obj_true`` is present, and ``attrs["phase_dip"]``.
+    """
+
+    name = "phase.dip"
+    version = "1.0"
+    Params = DipParams
+    attr = "phase_dip"
+
+    def variant(self, params: DipParams) -> str:
+        return "positive" if params.positivity else "complex"
+
+
+class DoubleDip(_DeepPrior):
+    """Double deep image prior: amplitude and phase from two untrained generators.
+
+    ``x = G1(z1) · exp(i π G2(z2))`` with a non-negative (softplus) amplitude head,
+    or the ``real_imag`` / ``object_support`` variants; otherwise as ``phase.dip``
+    (``attrs["phase_double_dip"]``). With ``init: previous`` (the default after
+    another phase stage) the generators first reproduce that stage's object, then
+    fit the data: ``phase.classic → phase.double_dip`` is the recommended pipeline.
+    """
+
+    name = "phase.double_dip"
+    version = "1.0"
+    Params = DoubleDipParams
+    attr = "phase_double_dip"
+
+    def variant(self, params: DoubleDipParams) -> str:  # type: ignore[override]
+        return "positive" if params.positivity else params.variant
+
+
+@hookimpl
+def sipflow_stages():
+    return [Dip, DoubleDip]
