@@ -115,21 +115,37 @@ def test_early_stopping_on_a_noisy_problem_returns_a_better_iterate_than_the_las
     assert _error(ds, out) < last, (_error(ds, out), last)
 
 
-def test_warm_start_begins_at_the_classical_error():
+def test_warm_start_begins_at_the_classical_error_and_improves_on_it():
+    """When written: classical 0.052; after the 50-step warm fit 0.107 (random networks:
+    0.80); selected iterate 0.017 with a free LLK of 1.02 against the classical 1.73."""
     ds = simulated_dataset((48, 48), photons=1e6, seed=3, beamstop=1.5)
     classic = sipflow.run_pipeline({"stages": ["prep.standard", {
         "use": "phase.classic", "with": {"runs": 2}}]}, ds, seed=0)
     start = _error(ds, classic)
-    out = get_registry().stage("phase.double_dip")()(classic, {"iterations": 150,
-                                                               "window": 50})
+    stage = get_registry().stage("phase.double_dip")()
+    out = stage(classic, {"iterations": 300})
+    cold = stage(classic, {"iterations": 2, "window": 2, "init": "random"})
     attrs = out.attrs["phase_double_dip"]
     assert attrs["init"] == "previous" and attrs["support"] == "previous"
     assert attrs["free_mask_from"] == "dataset", "the classical free pixels are reused"
-    first = float(out[schema.ERROR].values[0, 0])  # at iteration 1, after the warm fit
-    assert first < start + 0.03, (first, start)
-    assert _error(ds, out) < start + 0.05
+    first = float(out[schema.ERROR].values[0, 0])  # at step 1, after the warm fit
+    noise = float(cold[schema.ERROR].values[0, 0])
+    assert first < start + 0.1 and first < 0.3 * noise, (first, start, noise)
+    assert not attrs["kept_previous"]
+    assert attrs["final_llk_free"][0] < attrs["previous_llk_free"]
+    assert _error(ds, out) < start, (_error(ds, out), start)
     # the classical curves were replaced, not mixed with the deep prior's
     assert out.sizes[schema.RUN] == 1 and "phase_classic" in out.attrs
+
+
+def test_a_worse_deep_prior_does_not_replace_the_previous_object():
+    ds = simulated_dataset((32, 32), photons=1e9, seed=1)
+    classic = sipflow.run_pipeline({"stages": [{"use": "phase.classic",
+                                                "with": {"runs": 2}}]}, ds, seed=0)
+    out = get_registry().stage("phase.double_dip")()(classic, {**FAST, "warm_iterations": 1})
+    attrs = out.attrs["phase_double_dip"]
+    assert attrs["kept_previous"] and attrs["previous_llk_free"] < min(attrs["final_llk_free"])
+    assert np.array_equal(out[schema.OBJ].values, classic[schema.OBJ].values)
 
 
 def test_same_seed_same_result_on_cpu():
@@ -158,9 +174,10 @@ def test_runs_are_ranked_by_free_llk_and_progress_is_reported():
 
 def test_tiny_volume_3d_uses_the_o1_memory_rule():
     ds = simulated_dataset((16, 16, 16), photons=None, seed=2)
-    out = get_registry().stage("phase.double_dip")()(ds, {**FAST, "width": 8})
+    out = get_registry().stage("phase.double_dip")()(ds, {**FAST, "width": 8,
+                                                          "free_fraction": 0})
     assert out[schema.OBJ].dims == ("z", "y", "x")
-    assert out.attrs["phase_double_dip"]["early_stopping"] == "emv"
+    assert out.attrs["phase_double_dip"]["early_stopping"] == "emv", "no free pixels"
 
 
 # -- bad parameters and data: clear errors before any work --------------------------------

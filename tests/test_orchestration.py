@@ -141,13 +141,16 @@ def test_against_a_real_prefect_server(scans, tmp_path):
 
 def test_classic_then_double_dip_through_the_flow(flows, scans, tmp_path):
     process_scan, _ = flows
-    pipeline = {"name": "classic-dip", "stages": [
-        "prep.standard",
-        {"use": "phase.classic", "with": {"schedule": "(sup * ER**5 * HIO**40)**6 * ER**50",
-                                          "runs": 2}},
-        {"use": "phase.double_dip", "with": {"iterations": 60, "window": 20,
-                                             "warm_iterations": 60}},
-        "analyse.metrics"]}
+    pipeline = """\
+name: classic-dip
+stages:
+  - use: prep.standard
+  - use: phase.classic
+    with: {schedule: "(sup * ER**5 * HIO**40)**6 * ER**50", runs: 2}
+  - use: phase.double_dip
+    with: {iterations: 60, window: 20, warm_iterations: 150}
+  - use: analyse.metrics
+"""
     res = process_scan(str(scans["2d"]), pipeline, str(tmp_path / "dd.zarr"), seed=2)
     ds = sipflow.open_result(res["output"])
     assert [s["use"] for s in ds.attrs["provenance"]["stages"]][-2] == "phase.double_dip"

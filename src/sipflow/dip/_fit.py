@@ -166,6 +166,8 @@ class FitSettings:
     llk_every: int = 10
     preview_every: int = 0
     warm_iterations: int = 300
+    warm_lr: float = 0.01
+    warm_ramp: int = 100
     shrinkwrap_every: int = 0
     shrinkwrap_threshold: float = 0.2
     shrinkwrap_sigma: float = 1.0
@@ -236,7 +238,7 @@ def warm_start(gen: Generated, problem: Problem, x0: torch.Tensor, settings: Fit
     """
     target = x0[problem.box]
     norm = target.abs().pow(2).sum().clamp_min(1e-30)
-    opt = torch.optim.Adam(gen.parameters(), lr=settings.lr, foreach=True)
+    opt = torch.optim.Adam(gen.parameters(), lr=settings.warm_lr, foreach=True)
     misfit = float("nan")
     for it in range(settings.warm_iterations):
         opt.zero_grad(set_to_none=True)
@@ -296,7 +298,13 @@ def fit_run(gen: Generated, problem: Problem, settings: FitSettings, *, stage: s
     result = RunResult(x=torch.empty(0), support=problem.support.clone(), selected_iteration=0,
                        stopped_iteration=0, stopped_early=False, warm_misfit=warm_misfit)
     last_x = None
+    # after a warm start, Adam's first steps (each about lr for every weight) would throw the
+    # generators off the previous object: ramp the learning rate up over `ramp` steps
+    ramp = settings.warm_ramp if warm_misfit is not None else 0
     for it in range(1, total + 1):
+        if it <= ramp:
+            for group in opt.param_groups:
+                group["lr"] = settings.lr * it / ramp
         opt.zero_grad(set_to_none=True)
         x = problem.embed(gen())
         calc = problem.model.intensity(x)
@@ -342,7 +350,7 @@ def fit_run(gen: Generated, problem: Problem, settings: FitSettings, *, stage: s
                 if logger is not None:
                     logger.debug("progress callback failed", exc_info=True)
         if settings.shrinkwrap_every and it % settings.shrinkwrap_every == 0 and it < total:
-            from ..reconstruct._support import shrinkwrap
+            from ..reconstruct import shrinkwrap
 
             new = shrinkwrap(x.unsqueeze(0), problem.support.unsqueeze(0),
                              settings.shrinkwrap_sigma, settings.shrinkwrap_threshold, "max",

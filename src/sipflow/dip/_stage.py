@@ -53,15 +53,19 @@ class DipParams(StageParams):
                                     "[pixels].")
     iterations: int = Field(2000, ge=1, le=1_000_000, description="Adam steps at most per run.")
     lr: float | None = Field(None, gt=0, description="Adam learning rate (default: 1e-2 from "
-                             "random networks, 1e-3 after a warm start).")
-    warm_iterations: int = Field(300, ge=0, description="init 'previous': steps fitting the "
-                                 "generators to the previous object.")
+                             "random networks, 3e-3 after a warm start).")
+    warm_iterations: int = Field(50, ge=0, description="init 'previous': steps fitting the "
+                                 "generators to the previous object (few: the generators "
+                                 "take its structure, not its noise).")
+    warm_lr: float = Field(0.01, gt=0, description="init 'previous': Adam learning rate of "
+                           "the fit to the previous object.")
     tv_weight: float = Field(0.0, ge=0, description="Weight of the total variation of "
                              "obj/scale per support pixel added to the loss.")
     early_stopping: Literal["auto", "wmv", "emv", "free_llk", "none"] = Field(
         "auto", description="Windowed moving variance of the outputs (ES-WMV), its "
         "O(1)-memory exponential form (EMV), the minimum of the free LLK (validation on the "
-        "held-out pixels), or none (the last iterate); 'auto': wmv in 2-D, emv in 3-D.")
+        "held-out pixels), or none (the last iterate); 'auto': free_llk when there are free "
+        "pixels, else wmv in 2-D and emv in 3-D.")
     window: int = Field(100, ge=2, description="ES-WMV window [iterations].")
     patience: int = Field(500, ge=1, description="Stop when the variance has not reached a new "
                           "minimum for this many iterations.")
@@ -133,7 +137,7 @@ class _DeepPrior(Stage):
 
     def _support(self, ds: xr.Dataset, params: DipParams, counts: np.ndarray,
                  mask: np.ndarray, source: str) -> tuple[np.ndarray, str]:
-        from ..reconstruct import _support as sup
+        from .. import reconstruct as sup
 
         kind = params.support
         if kind == "auto":
@@ -169,8 +173,7 @@ class _DeepPrior(Stage):
 
     def run(self, ds: xr.Dataset, params: DipParams, context: Context) -> xr.Dataset:
         from ..physics import FarField
-        from ..reconstruct._runs import prtf
-        from ..reconstruct._support import free_pixel_mask
+        from ..reconstruct import free_pixel_mask, prtf
         from ._fit import FitSettings, Generated, NetSpec, Problem, fit_run
 
         counts, mask = checked_counts(ds, stage=self.name)
@@ -193,9 +196,7 @@ class _DeepPrior(Stage):
         if shrink is None:
             shrink = 0 if support_kind in ("previous", "none") else 100
         stopping = params.early_stopping
-        if stopping == "auto":
-            stopping = "wmv" if ndim == 2 else "emv"
-        lr = params.lr or (1e-3 if x0 is not None else 1e-2)
+        lr = params.lr or (3e-3 if x0 is not None else 1e-2)
         device = context.device
         if schema.FREE_MASK in ds and ds[schema.FREE_MASK].shape == counts.shape:
             free = np.asarray(ds[schema.FREE_MASK].values, bool) & mask
@@ -206,6 +207,8 @@ class _DeepPrior(Stage):
                                    else torch.Generator().manual_seed(context.seed)
                                    ).numpy()
             free_origin = "new"
+        if stopping == "auto":  # validation when there is some, else the output variance
+            stopping = "free_llk" if free.any() else ("wmv" if ndim == 2 else "emv")
         box = _box(support)
         truth = (torch.as_tensor(np.asarray(ds[schema.OBJ_TRUE].values), device=device)
                  if schema.OBJ_TRUE in ds and ds[schema.OBJ_TRUE].shape == counts.shape
@@ -223,6 +226,7 @@ class _DeepPrior(Stage):
             stopping=stopping, window=params.window, patience=params.patience,
             emv_alpha=params.emv_alpha, llk_every=params.llk_every,
             preview_every=params.preview_every, warm_iterations=params.warm_iterations,
+            warm_lr=params.warm_lr,
             shrinkwrap_every=shrink, shrinkwrap_threshold=params.shrinkwrap_threshold,
             shrinkwrap_sigma=params.shrinkwrap_sigma)
         variant = self.variant(params)
@@ -277,6 +281,25 @@ class _DeepPrior(Stage):
         score = [final_free[i] if np.isfinite(final_free[i]) else final_llk[i] for i in good]
         ranked = [good[i] for i in np.argsort(score)]
         best = ranked[0]
+        obj, obj_support = xs[best], sups[best]
+        # a warm start is judged against where it started, on the same held-out pixels: a
+        # deep prior that fits them worse than the previous object does not replace it
+        previous_score, kept_previous = None, False
+        if x0 is not None:
+            calc0 = model.intensity(x0.astype(np.complex128))
+            previous_score = float(free_llk(calc0, counts, free) if free.any()
+                                   else normalised_llk(calc0, counts, fit))
+            if previous_score < min(score):
+                kept_previous = True
+                obj = x0.astype(np.complex64)
+                obj_support = np.asarray(ds[schema.SUPPORT].values, bool) if (
+                    schema.SUPPORT in ds and ds[schema.SUPPORT].shape == x0.shape) else sups[best]
+                import logging
+
+                logging.getLogger("sipflow").warning(
+                    "%s: %s: kept the previous object: its %s (%.4g) is better than the deep "
+                    "prior's best (%.4g)", ds.attrs.get("source", "the input"), self.name,
+                    "free LLK" if free.any() else "LLK", previous_score, min(score))
         grid = sorted({it for r in results for it in r.iterations})
         pos = {it: k for k, it in enumerate(grid)}
 
@@ -297,8 +320,8 @@ class _DeepPrior(Stage):
         out = ds.drop_vars(stale)
         out[schema.INTENSITY] = (ds[schema.INTENSITY].dims, counts)
         out[schema.MASK] = (ds[schema.INTENSITY].dims, mask)
-        out[schema.OBJ] = (rdims, xs[best])
-        out[schema.SUPPORT] = (rdims, sups[best])
+        out[schema.OBJ] = (rdims, obj)
+        out[schema.SUPPORT] = (rdims, obj_support)
         if params.keep_runs:
             out[schema.OBJ_RUNS] = ((schema.RUN, *rdims), xs)
             out[schema.SUPPORT_RUNS] = ((schema.RUN, *rdims), sups)
@@ -307,7 +330,7 @@ class _DeepPrior(Stage):
             out[var] = ((schema.RUN, schema.ITER), curves(name))
         if schema.OBJ_TRUE in ds:
             out[schema.ERROR] = ((schema.RUN, schema.ITER), curves("error"))
-        shells, prtf_values = prtf(xs[best], counts, mask)
+        shells, prtf_values = prtf(obj, counts, mask)
         out[schema.PRTF] = (("q_shell",), prtf_values.astype(np.float32))
         out[schema.FREE_MASK] = (ds[schema.INTENSITY].dims, free)
         out = out.assign_coords({schema.ITER: np.asarray(grid, np.int64),
@@ -325,6 +348,8 @@ class _DeepPrior(Stage):
             "stopped_early": [r.stopped_early for r in results],
             "warm_start_misfit": [r.warm_misfit for r in results],
             "final_llk": final_llk, "final_llk_free": final_free,
+            "previous_llk_free" if free.any() else "previous_llk": previous_score,
+            "kept_previous": kept_previous,
             "free_pixels": int(free.sum()), "free_mask_from": free_origin,
         }
         return out
@@ -337,9 +362,11 @@ class Dip(_DeepPrior):
     intensity through the far-field model and likelihood of :mod:`sipflow.physics`
     on the fitted pixels; runs are ranked by the free LLK of the same free pixels as
     ``phase.classic`` (the dataset's ``free_mask`` when an earlier stage made one).
-    The returned iterate is chosen by early stopping on the variance of the outputs.
-    Output: the schema of ``phase.classic`` plus ``loss`` and ``es_variance`` (run,
-    iter), ``error`` when ``obj_true`` is present, and ``attrs["phase_dip"]``.
+    The returned iterate is chosen by early stopping (the free-LLK minimum by default,
+    or the variance of the outputs). After a warm start, the previous object is kept
+    when it fits the free pixels better than every run. Output: the schema of
+    ``phase.classic`` plus ``loss`` and ``es_variance`` (run, iter), ``error`` when
+    ``obj_true`` is present, and ``attrs["phase_dip"]``.
     """
 
     name = "phase.dip"
