@@ -10,6 +10,7 @@ of each (the same held-out pixels), and the double DIP's curves.
 Usage::
 
     python examples/double_dip_gold_crystal.py [--out gold_dip.zarr] [--iterations 600]
+        [--width 32]
 """
 
 from __future__ import annotations
@@ -70,12 +71,14 @@ def main() -> None:
     p.add_argument("--out", type=Path, default=Path("gold_dip.zarr"))
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--iterations", type=int, default=600)
+    p.add_argument("--width", type=int, default=32, help="channels of each generator level")
     args = p.parse_args()
     t0 = time.perf_counter()
     classic = sipflow.run_pipeline("bcdi", args.data, seed=args.seed)
     t1 = time.perf_counter()
     dip = get_registry().stage("phase.double_dip")()(
-        classic, {"iterations": args.iterations}, sipflow.Context(seed=args.seed))
+        classic, {"iterations": args.iterations, "width": args.width},
+        sipflow.Context(seed=args.seed))
     t2 = time.perf_counter()
     sipflow.save(dip, args.out, overwrite=True)
     png = args.out.with_suffix(".png")

@@ -191,7 +191,6 @@ class RunResult:
     error: list[float] = field(default_factory=list)
     warm_misfit: float | None = None
     status: str = "ok"
-    mean: torch.Tensor | None = None
 
 
 def tv(x: torch.Tensor, ndim: int, eps: float = 1e-8) -> torch.Tensor:
@@ -285,13 +284,12 @@ def fit_run(gen: Generated, problem: Problem, settings: FitSettings, *, stage: s
     warm_misfit = None
     if x0 is not None and settings.warm_iterations:
         warm_misfit = warm_start(gen, problem, x0, settings, check)
-    tracker: WindowedVariance | ExponentialVariance | None
+    tracker: WindowedVariance | ExponentialVariance
     if settings.stopping == "wmv":
         tracker = WindowedVariance(settings.window, settings.patience)
-    elif settings.stopping == "emv":
+    else:  # the O(1) form: the rule with 'emv', else the variance curve only
         tracker = ExponentialVariance(settings.emv_alpha, settings.patience)
-    else:
-        tracker = None
+    decides = settings.stopping in ("wmv", "emv")
     free_best = (float("inf"), 0, None)  # free LLK, iteration, iterate
     use_free = settings.stopping == "free_llk" and bool(problem.free.any())
     opt = torch.optim.Adam(gen.parameters(), lr=settings.lr, foreach=True)
@@ -319,8 +317,8 @@ def fit_run(gen: Generated, problem: Problem, settings: FitSettings, *, stage: s
         opt.step()
         x = x.detach()
         last_x = x
-        variance = tracker.update(it, x) if tracker is not None else float("nan")
-        stop = ((tracker is not None and tracker.should_stop(it)) or
+        variance = tracker.update(it, x)
+        stop = ((decides and tracker.should_stop(it)) or
                 (use_free and free_best[2] is not None and it - free_best[1] >= settings.patience))
         if it % settings.llk_every == 0 or it == total or it == 1 or stop:
             llk, llk_free = _llks(problem, calc.detach(), nll)
@@ -363,9 +361,8 @@ def fit_run(gen: Generated, problem: Problem, settings: FitSettings, *, stage: s
     if use_free and free_best[2] is not None:
         result.x = free_best[2]
         result.selected_iteration = free_best[1]
-    elif tracker is not None and tracker.best is not None:
+    elif decides and tracker.best is not None:
         result.x = tracker.best
-        result.mean = tracker.best_mean
         result.selected_iteration = tracker.best_iteration
     else:
         result.x = last_x if last_x is not None else problem.embed(gen().detach())

@@ -34,18 +34,15 @@ class _Tracker:
     best_variance: float = float("inf")
     best_iteration: int = -1
     best: torch.Tensor | None = None
-    best_mean: torch.Tensor | None = None
     last_improvement: int = 0
     variances: list[float] = field(default_factory=list)
 
-    def _record(self, iteration: int, variance: float, x: torch.Tensor,
-                mean: torch.Tensor) -> None:
+    def _record(self, iteration: int, variance: float, x: torch.Tensor) -> None:
         self.variances.append(variance)
         if variance < self.best_variance:
             self.best_variance = variance
             self.best_iteration = iteration
             self.best = x.detach().clone()
-            self.best_mean = mean.detach().clone()
             self.last_improvement = iteration
 
     def should_stop(self, iteration: int) -> bool:
@@ -93,7 +90,7 @@ class WindowedVariance(_Tracker):
         spread = (self._buffer - mean).abs().pow(2).sum() / self.window
         scale = self._buffer.abs().pow(2).sum() / self.window
         variance = float(spread / scale.clamp_min(1e-30))
-        self._record(iteration, variance, x, mean)
+        self._record(iteration, variance, x)
         return variance
 
 
@@ -135,5 +132,5 @@ class ExponentialVariance(_Tracker):
         if self._count < self.warmup:
             self.variances.append(float("nan"))
             return float("nan")
-        self._record(iteration, self._var, x, self._mean)
+        self._record(iteration, self._var, x)
         return self._var
