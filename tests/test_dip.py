@@ -19,6 +19,7 @@ from sipflow.errors import DataError, PipelineError
 from sipflow.pipeline import Pipeline
 from sipflow.plugins import get_registry
 from sipflow.priors import ExponentialVariance, SkipNet, WindowedVariance, noise_input, seeded
+from sipflow.report import summary_rows
 from sipflow.symmetry import align
 from sipflow.testing import simulated_dataset
 
@@ -146,6 +147,9 @@ def test_a_worse_deep_prior_does_not_replace_the_previous_object():
     attrs = out.attrs["phase_double_dip"]
     assert attrs["kept_previous"] and attrs["previous_llk_free"] < min(attrs["final_llk_free"])
     assert np.array_equal(out[schema.OBJ].values, classic[schema.OBJ].values)
+    rows = dict(summary_rows(out))
+    assert rows["double DIP"].startswith("kept the previous object")
+    assert "previous object" in rows["double DIP free LLK"]
 
 
 def test_same_seed_same_result_on_cpu():

@@ -29,6 +29,25 @@ def summary_rows(ds: xr.Dataset) -> list[tuple[str, str]]:
         free = pc.get("final_llk_free", [])
         if free and free[pc["best_run"]] == free[pc["best_run"]]:  # not NaN
             rows.append(("free LLK (best run)", f"{free[pc['best_run']]:.4g}"))
+    for key, label in (("phase_dip", "DIP"), ("phase_double_dip", "double DIP")):
+        dp = ds.attrs.get(key)
+        if not dp:
+            continue
+        best = dp["best_run"]
+        rows.append((label, f"{dp['variant']}, init {dp['init']}, support {dp['support']}, "
+                            f"stopping {dp['early_stopping']}"))
+        rows.append((f"{label} runs ok", f"{sum(s == 'ok' for s in dp['run_status'])}"
+                                         f"/{len(dp['run_status'])} (best: run {best}, step "
+                                         f"{dp['selected_iteration'][best]} of "
+                                         f"{dp['stopped_iteration'][best]})"))
+        free = dp["final_llk_free"][best]
+        previous = dp.get("previous_llk_free")
+        if free == free:  # not NaN
+            text = f"{free:.4g}" + (f" (previous object {previous:.4g})"
+                                    if previous is not None else "")
+            rows.append((f"{label} free LLK", text))
+        if dp.get("kept_previous"):
+            rows.append((label, "kept the previous object: it fits the free pixels better"))
     cert = ds.attrs.get("refine_certificate")
     if cert:
         verdict = "certified" if cert["certified"] else "NOT certified"
