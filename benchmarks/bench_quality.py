@@ -40,8 +40,8 @@ from sipflow import schema
 from sipflow.analyse._fom import rfactor, truth_metrics
 from sipflow.physics import FarField, free_llk
 from sipflow.plugins import get_registry
-from sipflow.simulate import Simulation, simulate
 from sipflow.stage import Context
+from sipflow.testing import simulated_dataset
 
 #: a compact crystal with a strain-like phase, a non-convex shape with a hole, a weak-phase
 #: low-contrast object
@@ -51,16 +51,6 @@ OBJECTS = {
     "weak": {"kind": "blob", "extent": 0.4, "phase_amplitude": 0.3},
 }
 METHODS = ["classic", "dip", "double_dip", "classic→double_dip"]
-
-
-def dataset(sim: Simulation) -> xr.Dataset:
-    a = simulate(sim)
-    dims = schema.detector_dims(2)
-    return xr.Dataset({schema.INTENSITY: (dims, a["intensity"].astype(np.float32)),
-                       schema.MASK: (dims, a["mask"]),
-                       schema.OBJ_TRUE: (schema.real_dims(2), a["obj"]),
-                       schema.SUPPORT_TRUE: (schema.real_dims(2), a["support"])},
-                      attrs={"source": f"simulated {sim.kind} seed {sim.seed}"})
 
 
 def first_below(out: xr.Dataset, target: float) -> int | None:
@@ -130,10 +120,9 @@ def main() -> None:
         for photons in args.photons:
             rows: dict[str, list[dict[str, float]]] = {m: [] for m in args.methods}
             for seed in range(args.seeds):
-                sim = Simulation(shape=(args.size, args.size), photons=photons,
-                                 beamstop=args.beamstop, gaps=2, dead_pixels=0.01,
-                                 seed=seed, **OBJECTS[name])
-                ds = dataset(sim)
+                ds = simulated_dataset((args.size, args.size), photons=photons,
+                                       beamstop=args.beamstop, gaps=2, dead_pixels=0.01,
+                                       seed=seed, **OBJECTS[name])
                 truth = ds[schema.OBJ_TRUE].values.astype(np.complex128)
                 st = ds[schema.SUPPORT_TRUE].values
                 prep = get_registry().stage("prep.standard")()(ds)

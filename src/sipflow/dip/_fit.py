@@ -201,7 +201,7 @@ def tv(x: torch.Tensor, ndim: int, eps: float = 1e-8) -> torch.Tensor:
     return torch.sqrt(total + eps).sum()
 
 
-def _llks(problem: Problem, calc: torch.Tensor, nll: Callable) -> tuple[float, float]:
+def _llks(problem: Problem, calc: torch.Tensor) -> tuple[float, float]:
     ndim = problem.ndim
     n_fit = max(1, int(problem.fit.sum()))
     n_free = int(problem.free.sum())
@@ -290,6 +290,7 @@ def fit_run(gen: Generated, problem: Problem, settings: FitSettings, *, stage: s
     else:  # the O(1) form: the rule with 'emv', else the variance curve only
         tracker = ExponentialVariance(settings.emv_alpha, settings.patience)
     decides = settings.stopping in ("wmv", "emv")
+    tracker.keep_best = decides  # a curve-only tracker copies no iterates
     free_best = (float("inf"), 0, None)  # free LLK, iteration, iterate
     use_free = settings.stopping == "free_llk" and bool(problem.free.any())
     opt = torch.optim.Adam(gen.parameters(), lr=settings.lr, foreach=True)
@@ -321,7 +322,7 @@ def fit_run(gen: Generated, problem: Problem, settings: FitSettings, *, stage: s
         stop = ((decides and tracker.should_stop(it)) or
                 (use_free and free_best[2] is not None and it - free_best[1] >= settings.patience))
         if it % settings.llk_every == 0 or it == total or it == 1 or stop:
-            llk, llk_free = _llks(problem, calc.detach(), nll)
+            llk, llk_free = _llks(problem, calc.detach())
             if use_free and llk_free < free_best[0]:
                 free_best = (llk_free, it, x.clone())
             result.iterations.append(it)

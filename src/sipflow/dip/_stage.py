@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import abc
 import math
 from typing import Literal
 
@@ -124,8 +125,9 @@ class _DeepPrior(Stage):
     heavy = True
     attr = ""
 
+    @abc.abstractmethod
     def variant(self, params: DipParams) -> str:
-        raise NotImplementedError
+        """Name of the :class:`~sipflow.dip.Generated` parametrisation for `params`."""
 
     @classmethod
     def estimate_memory(cls, params: DipParams, shape: tuple[int, ...], itemsize: int) -> int:
@@ -250,11 +252,12 @@ class _DeepPrior(Stage):
                                 "%.4g)", self.name, r, results[-1].stopped_iteration,
                                 results[-1].selected_iteration, results[-1].llk_free[-1]
                                 if results[-1].llk_free else float("nan"))
-        return self._output(ds, params, counts, mask, free, free_origin, results, x0, init,
+        return self._output(ds, params, context.logger, counts, mask, free, free_origin,
+                            results, x0, init,
                             support_kind, shrink, stopping, lr, variant, (n_params, depth),
                             prtf)
 
-    def _output(self, ds, params, counts, mask, free, free_origin, results, x0, init,
+    def _output(self, ds, params, logger, counts, mask, free, free_origin, results, x0, init,
                 support_kind, shrink, stopping, lr, variant, n_params, prtf) -> xr.Dataset:
         from ..physics import FarField, free_llk, normalised_llk
 
@@ -294,9 +297,7 @@ class _DeepPrior(Stage):
                 obj = x0.astype(np.complex64)
                 obj_support = np.asarray(ds[schema.SUPPORT].values, bool) if (
                     schema.SUPPORT in ds and ds[schema.SUPPORT].shape == x0.shape) else sups[best]
-                import logging
-
-                logging.getLogger("sipflow").warning(
+                logger.warning(
                     "%s: %s: kept the previous object: its %s (%.4g) is better than the deep "
                     "prior's best (%.4g)", ds.attrs.get("source", "the input"), self.name,
                     "free LLK" if free.any() else "LLK", previous_score, min(score))

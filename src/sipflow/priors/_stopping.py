@@ -35,6 +35,7 @@ class _Tracker:
     best_iteration: int = -1
     best: torch.Tensor | None = None
     last_improvement: int = 0
+    keep_best: bool = True
     variances: list[float] = field(default_factory=list)
 
     def _record(self, iteration: int, variance: float, x: torch.Tensor) -> None:
@@ -42,12 +43,13 @@ class _Tracker:
         if variance < self.best_variance:
             self.best_variance = variance
             self.best_iteration = iteration
-            self.best = x.detach().clone()
+            if self.keep_best:  # False: only the variance curve is wanted
+                self.best = x.detach().clone()
             self.last_improvement = iteration
 
     def should_stop(self, iteration: int) -> bool:
         """True when the variance has not reached a new minimum for `patience` iterations."""
-        return self.best is not None and iteration - self.last_improvement >= self.patience
+        return self.best_iteration >= 0 and iteration - self.last_improvement >= self.patience
 
 
 class WindowedVariance(_Tracker):
