@@ -56,7 +56,7 @@ def dataset(sim: Simulation) -> xr.Dataset:
                       attrs={"source": f"simulated {sim.kind} seed {sim.seed}"})
 
 
-def one_set(template: str, sim: Simulation) -> dict[str, float]:
+def one_set(template, sim: Simulation) -> dict[str, float]:
     ds = dataset(sim)
     t0 = time.perf_counter()
     try:

@@ -171,7 +171,9 @@ def test_same_seed_same_result_and_float64():
 
 def test_every_run_failing_is_a_clear_error():
     ds = simulated_dataset((32, 32), photons=None)
-    with pytest.raises(ReconstructionError, match=r"every run failed: run 0: support collapsed"):
+    with pytest.raises(ReconstructionError,
+                       match=r"every run failed \(after 2 restart round\(s\)\): run 0: "
+                             r"support collapsed"):
         Classic()(ds, {"schedule": "HIO * sup * ER", "runs": 2, "shrinkwrap_threshold": 5})
     with pytest.raises(ReconstructionError, match=r"outside the support"):
         Classic()(ds, {"schedule": "HIO**5", "runs": 2, "max_outside": 1e-6})

@@ -57,6 +57,7 @@ class EngineSettings:
     initial_support: str
     support_size: float
     support_threshold: tuple[float, float]
+    support_radius: tuple[float, float]
     shrinkwrap_threshold: float
     shrinkwrap_method: str
     sigma_start: float
@@ -94,6 +95,7 @@ class EngineSettings:
         values = {name: getattr(params, name) for name in shared}
         values["post_expand"] = tuple(values["post_expand"])
         values["support_threshold"] = tuple(values["support_threshold"])
+        values["support_radius"] = tuple(values["support_radius"])
         values["detwin_axis"] = min(values["detwin_axis"], ndim - 1)
         return cls(**values, **engine_only)
 
@@ -405,6 +407,19 @@ def iterate(intensity: torch.Tensor, mask: torch.Tensor, plan: Plan, seeds: Sequ
             support = base.expand(runs, *shape).clone()
         else:
             support = autocorrelation_support(obs, valid, thresholds, ndim)
+            if not bool(measured.reshape(-1)[0]):
+                # q = 0 hidden (a beamstop): the autocorrelation loses its central peak;
+                # filled, it serves a beamstop of about one speckle, but with a larger
+                # one a threshold relative to its maximum keeps a fraction of the object
+                # (measured: 1 % of the array for an object of 2.6 %). About half the
+                # runs (a coin per run) start instead from a circle of radius drawn in
+                # `support_radius`, exploring the object's size; the free LLK ranks all.
+                rlo, rhi = settings.support_radius
+                for r, g in enumerate(gens):
+                    coin, u = torch.rand(2, generator=g, device=device, dtype=torch.float64)
+                    if float(coin) < 0.5:
+                        support[r] = shaped_support(shape, "circle",
+                                                    rlo + (rhi - rlo) * float(u), device)
         phases = torch.stack([torch.rand(shape, generator=g, device=device, dtype=rdtype)
                               for g in gens])
         x = inverse_farfield(amplitude * torch.exp(2j * math.pi * phases).to(cdtype), ndim)
@@ -462,6 +477,8 @@ def iterate(intensity: torch.Tensor, mask: torch.Tensor, plan: Plan, seeds: Sequ
             if settings.preview_every and (it % settings.preview_every == 0 or it == n_iter):
                 preview = _preview(x[best], support[best], settings.preview_size, ndim)
             yield ProgressRecord(stage, it, n_iter, metrics, preview)
+            if not bool(alive.any()):  # every run stopped: nothing left to iterate
+                break
         # share of the data-consistent object outside the support
         d, _ = project(x)
         power = d.real**2 + d.imag**2

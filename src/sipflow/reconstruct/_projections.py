@@ -147,14 +147,19 @@ def update(name: str, x: torch.Tensor, d: torch.Tensor, support: torch.Tensor, b
     RAAR          d           (1 - 2 beta) d + beta x
     ============  ==========  ==========================
 
-    With `positivity` the object is taken as real and non-negative: in-support pixels
-    with Re(d) < 0 are treated as outside, and the others keep only Re(d). Without it
-    the loop runs the same update as :func:`update_factors` / :func:`apply_update`.
+    With `positivity` the object is taken as real and non-negative: inside the support
+    ``d`` is replaced by its projection on the non-negative reals, ``max(Re d, 0)``;
+    outside, the algorithm's update is unchanged. (Fienup's variant, which treats
+    in-support pixels with Re(d) < 0 as outside and feeds them back, is unstable when a
+    beamstop hides q = 0: the low-frequency modes the data do not constrain make large
+    parts of the object negative, their feedback grows without bound into bright spikes,
+    and shrinkwrap collapses onto them — measured on every run of a simulated pattern
+    with a 3-speckle beamstop.) Without `positivity` the loop runs the same update as
+    :func:`update_factors` / :func:`apply_update`.
     """
     inside = support
     if positivity:
-        inside = support & (d.real >= 0)
-        d = torch.complex(d.real, torch.zeros_like(d.real)).where(inside, d)
+        d = cwhere(support, torch.complex(d.real.clamp_min(0), torch.zeros_like(d.real)), d)
     if name == "ER":
         return cwhere(inside, d, 0.0)
     if name == "HIO":

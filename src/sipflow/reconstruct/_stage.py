@@ -37,10 +37,18 @@ class ClassicParams(StageParams):
     positivity: bool = Field(False, description="Treat in-support pixels with Re < 0 as "
                                                 "outside (for real, non-negative objects).")
     initial_support: Literal["auto", "circle", "box", "input"] = Field(
-        "auto", description="'auto': autocorrelation thresholded per run in support_threshold; "
-                            "'circle'/'box' of support_size; 'input': the dataset's support.")
+        "auto", description="'auto': autocorrelation thresholded per run in support_threshold "
+                            "(circles of support_radius when q = 0 is hidden); 'circle'/'box' "
+                            "of support_size; 'input': the dataset's support.")
     support_size: float = Field(0.25, gt=0, le=0.5, description="Radius (circle) or half-width "
                                 "(box) of a shaped initial support [fraction of each axis].")
+    support_radius: tuple[float, float] = Field(
+        (0.1, 0.25), description="'auto' when q = 0 is hidden (a beamstop): circular first "
+                                 "supports of radius drawn per run in [low, high] [fraction "
+                                 "of each axis]; the autocorrelation is biased then.")
+    restarts: int = Field(2, ge=0, le=10, description="Rounds in which runs whose support "
+                          "collapsed or exploded, or that were rejected, start again from a "
+                          "fresh random start (new seed); 0: failed runs stay failed.")
     support_threshold: tuple[float, float] = Field(
         (0.09, 0.11), description="Initial support: autocorrelation above this fraction of its "
                                   "maximum, drawn uniformly per run in [low, high].")
@@ -95,6 +103,9 @@ class ClassicParams(StageParams):
         lo, hi = self.support_threshold
         if not 0 < lo <= hi < 1:
             raise ValueError("support_threshold must satisfy 0 < low <= high < 1")
+        lo, hi = self.support_radius
+        if not 0 < lo <= hi <= 0.5:
+            raise ValueError("support_radius must satisfy 0 < low <= high <= 0.5")
         if self.keep_best > self.runs:
             raise ValueError(f"keep_best ({self.keep_best}) cannot exceed runs ({self.runs})")
         return self
@@ -106,9 +117,17 @@ def _torch_dtype(name: str):
     return {"float32": torch.float32, "float64": torch.float64}[name]
 
 
-def run_seeds(seed: int, generation: int, runs: int) -> list[int]:
-    """Seed of each run of a generation (run r is the same run in any batch size)."""
-    return [(seed * 7919 + generation * 104729 + r * 15485863) % 2**31 for r in range(runs)]
+def run_seeds(seed: int, generation: int, runs: int, attempt: int = 0) -> list[int]:
+    """Seed of each run of a generation (run r is the same run in any batch size).
+
+    ``attempt`` > 0 gives the seeds of the restarts of failed runs.
+    """
+    return [(seed * 7919 + generation * 104729 + r * 15485863 + attempt * 32452843) % 2**31
+            for r in range(runs)]
+
+
+def _failed(status: list[str]) -> list[int]:
+    return [r for r, s in enumerate(status) if s != "ok"]
 
 
 class Classic(Stage):
@@ -143,11 +162,45 @@ class Classic(Stage):
         per_run = n * (2 * itemsize * 3 + 2)  # x, result copy, centred copy; support
         return int(params.runs * per_run + n * itemsize * 16)
 
+    def _attempt(self, intensity, valid, plan, seeds, settings, free, given_support, start,
+                 params: ClassicParams, context: Context) -> tuple:
+        """Run `plan` on ``len(seeds)`` starts; numpy results and each run's status.
+
+        Returns ``(x, support, llk, llk_free, outside, status, llk_iterations)``; a run
+        with more than ``max_outside`` of its power outside its support is rejected.
+        """
+        from ._engine import iterate
+
+        gen = iterate(intensity, valid, plan, seeds, settings, stage=self.name, free=free,
+                      initial_support=given_support, start=start)
+        while True:
+            try:
+                record = next(gen)
+            except StopIteration as stop:
+                result = stop.value
+                break
+            try:
+                context.progress(record)
+            except Cancelled:
+                gen.close()
+                raise
+            except Exception:  # progress display must never break the science
+                context.logger.debug("progress callback failed", exc_info=True)
+        outside = result.outside_fraction.detach().cpu().numpy()
+        status = list(result.status)
+        for r in range(len(seeds)):
+            if status[r] == "ok" and outside[r] > params.max_outside:
+                status[r] = (f"rejected: {outside[r]:.1%} of |P_M x|^2 outside the support "
+                             f"(max_outside {params.max_outside:.0%})")
+        return (result.x.detach().cpu().numpy(), result.support.detach().cpu().numpy(),
+                result.llk.detach().cpu().numpy(), result.llk_free.detach().cpu().numpy(),
+                outside, status, result.llk_iterations)
+
     def run(self, ds: xr.Dataset, params: ClassicParams, context: Context) -> xr.Dataset:
         import torch
 
         from . import _support
-        from ._engine import EngineSettings, iterate
+        from ._engine import EngineSettings
         from ._runs import average_runs, breed, prtf
 
         counts, mask = checked_counts(ds, stage=self.name)
@@ -172,41 +225,39 @@ class Classic(Stage):
             if params.generation_schedules and g - 1 < len(params.generation_schedules)
             else params.schedule for g in range(1, params.generations)]
         start = None
+        attempts = np.ones(params.runs, dtype=int)
         for generation, text in enumerate(schedules):
-            gen = iterate(intensity, valid, parse(text),
-                          run_seeds(context.seed, generation, params.runs), settings,
-                          stage=self.name, free=free, initial_support=given_support,
-                          start=start)
-            while True:
-                try:
-                    record = next(gen)
-                except StopIteration as stop:
-                    result = stop.value
+            plan = parse(text)
+            seeds = run_seeds(context.seed, generation, params.runs)
+            x, support, llk, llk_free, outside, status, llk_its = self._attempt(
+                intensity, valid, plan, seeds, settings, free, given_support, start, params,
+                context)
+            # runs whose support collapsed or exploded, or that were rejected, start
+            # again from fresh random starts (PyNX's runner does the same)
+            for attempt in range(1, params.restarts + 1):
+                failed = _failed(status)
+                if not failed:
                     break
-                try:
-                    context.progress(record)
-                except Cancelled:
-                    gen.close()
-                    raise
-                except Exception:  # progress display must never break the science
-                    context.logger.debug("progress callback failed", exc_info=True)
-            x = result.x.detach().cpu().numpy()
-            support = result.support.detach().cpu().numpy()
-            llk = result.llk.detach().cpu().numpy()
-            llk_free = result.llk_free.detach().cpu().numpy()
-            outside = result.outside_fraction.detach().cpu().numpy()
-            status = list(result.status)
-            for r in range(params.runs):
-                if status[r] == "ok" and outside[r] > params.max_outside:
-                    status[r] = (f"rejected: {outside[r]:.1%} of |P_M x|^2 outside the support "
-                                 f"(max_outside {params.max_outside:.0%})")
+                context.logger.info("phase.classic: restarting %d failed run(s) (round %d of "
+                                    "%d)", len(failed), attempt, params.restarts)
+                fresh = run_seeds(context.seed, generation, params.runs, attempt)
+                again = self._attempt(
+                    intensity, valid, plan, [fresh[r] for r in failed], settings, free,
+                    given_support, None if start is None else start[failed], params, context)
+                for j, r in enumerate(failed):
+                    x[r], support[r], llk[r], llk_free[r], outside[r] = (
+                        again[0][j], again[1][j], again[2][j], again[3][j], again[4][j])
+                    status[r] = again[5][j]
+                    attempts[r] += 1
             ok = np.array([s == "ok" for s in status])
             if not ok.any():
                 raise ReconstructionError(
                     f"{source}: phase.classic: every run failed"
                     + (f" in generation {generation + 1}" if params.generations > 1 else "")
+                    + (f" (after {params.restarts} restart round(s))" if params.restarts else "")
                     + ": " + "; ".join(f"run {i}: {s}" for i, s in enumerate(status))
-                    + ". Try another shrinkwrap_threshold or support_threshold.")
+                    + ". Try another shrinkwrap_threshold, support_threshold or "
+                      "support_radius.")
             score = llk_free[:, -1] if np.isfinite(llk_free[:, -1]).all() else llk[:, -1]
             ranked = [int(r) for r in np.argsort(np.where(ok, score, np.inf)) if ok[r]]
             if generation + 1 < len(schedules):
@@ -235,7 +286,7 @@ class Classic(Stage):
         out[schema.LLK_FREE] = ((schema.RUN, schema.ITER), llk_free.astype(np.float32))
         out[schema.PRTF] = (("q_shell",), prtf_values.astype(np.float32))
         out[schema.FREE_MASK] = (ds[schema.INTENSITY].dims, free.cpu().numpy())
-        out = out.assign_coords({schema.ITER: np.asarray(result.llk_iterations, dtype=np.int64),
+        out = out.assign_coords({schema.ITER: np.asarray(llk_its, dtype=np.int64),
                                  schema.RUN: np.arange(params.runs), "q_shell": shells})
         below = np.nonzero(prtf_values[1:] < 1 / np.e)[0]
         rank_of = {r: i for i, r in enumerate(ranked)}
@@ -247,6 +298,9 @@ class Classic(Stage):
             "best_run": ranked[0], "averaged_runs": chosen,
             "ranked_by": "llk_free" if np.isfinite(llk_free[:, -1]).all() else "llk",
             "run_status": status,
+            "run_attempts": [int(a) for a in attempts],
+            "runs_accepted": int(ok.sum()),
+            "success_rate": float(ok.sum() / attempts.sum()),
             "run_rank": [rank_of.get(r) for r in range(params.runs)],
             "final_llk": [float(v) for v in llk[:, -1]],
             "final_llk_free": [float(v) for v in llk_free[:, -1]],
