@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import xarray as xr
 
 from sipflow import hookspecs
 from sipflow.plugins import get_registry
@@ -47,8 +48,26 @@ def test_quicklook_png(tmp_path):
     img = mpimg.imread(png)
     assert img.shape[0] > 200 and img.shape[1] > 800
     assert np.std(img[..., :3]) > 0.05, "the figure is not blank"
-    names = [k for k, _ in summary_rows(out)]
-    assert "plan" in names and "rfactor" in names and "time phase.classic" in names
+    rows = dict(summary_rows(out))
+    assert "plan" in rows and "rfactor" in rows and "time phase.classic" in rows
+    pc = out.attrs["phase_classic"]
+    assert rows["success rate"].startswith(f"{pc['success_rate']:.0%} of ")
+    best = pc["support_fraction"][pc["best_run"]]
+    assert rows["support (best run)"].startswith(f"{best:.2%} of the array")
+
+
+def test_summary_warns_about_a_support_too_large_for_the_sampling():
+    from sipflow.report import summary_rows
+
+    pc = {"plan": "ER", "run_status": ["ok", "ok"], "best_run": 0, "run_attempts": [1, 2],
+          "runs_accepted": 2, "success_rate": 2 / 3, "final_llk_free": [1.1, 1.2],
+          "support_fraction": [0.3, 0.28]}
+    rows = dict(summary_rows(xr.Dataset(attrs={"phase_classic": pc})))
+    assert rows["success rate"] == "67% of 3 random starts (1 restart)"
+    assert "oversampling below 2" in rows["support warning"]
+    pc["support_fraction"] = [0.02, 0.05]
+    rows = dict(summary_rows(xr.Dataset(attrs={"phase_classic": pc})))
+    assert "disagree on the support size" in rows["support warning"]
 
 
 @pytest.mark.realdata

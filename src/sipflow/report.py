@@ -11,6 +11,28 @@ import xarray as xr
 from . import schema
 
 
+def _support_rows(pc: dict, ndim: int) -> list[tuple[str, str]]:
+    """Support size of the selected run, the spread over accepted runs, and warnings.
+
+    A support larger than ``1 / 2**ndim`` of the array means the data are oversampled
+    less than twice per axis along it: the reconstruction is not unique, whatever its LLK.
+    """
+    fractions = pc.get("support_fraction")
+    if not fractions:
+        return []
+    best = fractions[pc["best_run"]]
+    ok = [f for f, s in zip(fractions, pc["run_status"], strict=True) if s == "ok"]
+    text = f"{best:.2%} of the array (accepted runs {min(ok):.2%}-{max(ok):.2%})"
+    rows = [("support (best run)", text)]
+    if best > 1 / 2**ndim:
+        rows.append(("support warning", f"larger than 1/{2**ndim} of the array: oversampling "
+                                        "below 2 per axis, the result is not unique"))
+    elif len(ok) > 1 and max(ok) > 2 * min(ok):
+        rows.append(("support warning", "accepted runs disagree on the support size by more "
+                                        "than 2x: inspect obj_runs before trusting the best"))
+    return rows
+
+
 def summary_rows(ds: xr.Dataset) -> list[tuple[str, str]]:
     """(name, value) rows describing a result: shapes, runs, metrics, wall times."""
     rows: list[tuple[str, str]] = []
@@ -23,12 +45,19 @@ def summary_rows(ds: xr.Dataset) -> list[tuple[str, str]]:
         rows.append(("plan", pc["plan"]))
         rows.append(("runs ok", f"{sum(s == 'ok' for s in pc['run_status'])}"
                                 f"/{len(pc['run_status'])} (best: run {pc['best_run']})"))
+        if "success_rate" in pc:
+            starts = sum(pc["run_attempts"])
+            restarts = starts - len(pc["run_attempts"])
+            rows.append(("success rate", f"{pc['success_rate']:.0%} of {starts} random starts"
+                                         + (f" ({restarts} restart{'s' * (restarts > 1)})"
+                                            if restarts else "")))
         for r, status in enumerate(pc["run_status"]):
             if status != "ok":
                 rows.append((f"run {r}", status))
         free = pc.get("final_llk_free", [])
         if free and free[pc["best_run"]] == free[pc["best_run"]]:  # not NaN
             rows.append(("free LLK (best run)", f"{free[pc['best_run']]:.4g}"))
+        rows.extend(_support_rows(pc, ds[schema.OBJ].ndim if schema.OBJ in ds else 2))
     for key, label in (("phase_dip", "DIP"), ("phase_double_dip", "double DIP")):
         dp = ds.attrs.get(key)
         if not dp:

@@ -187,6 +187,9 @@ def test_default_template_accepts_nearly_every_run_on_demo_data(seed):
     every run (support exploded or power outside the support)."""
     ds = simulated_dataset((128, 128), photons=1e9, beamstop=2, seed=seed)
     out = sipflow.run_pipeline("default", ds, seed=seed)
-    status = out.attrs["phase_classic"]["run_status"]
-    assert sum(s == "ok" for s in status) >= 3, status
+    pc = out.attrs["phase_classic"]
+    # accepted at their first start, not thanks to the restarts
+    first = [s == "ok" and a == 1 for s, a in zip(pc["run_status"], pc["run_attempts"],
+                                                   strict=True)]
+    assert sum(first) >= 3, (pc["run_status"], pc["run_attempts"])
     assert out.attrs["metrics"]["error"] < 0.05

@@ -411,15 +411,19 @@ def iterate(intensity: torch.Tensor, mask: torch.Tensor, plan: Plan, seeds: Sequ
                 # q = 0 hidden (a beamstop): the autocorrelation loses its central peak;
                 # filled, it serves a beamstop of about one speckle, but with a larger
                 # one a threshold relative to its maximum keeps a fraction of the object
-                # (measured: 1 % of the array for an object of 2.6 %). About half the
-                # runs (a coin per run) start instead from a circle of radius drawn in
-                # `support_radius`, exploring the object's size; the free LLK ranks all.
+                # (measured: 1 % of the array for an object of 2.6 %). A run whose
+                # autocorrelation support is smaller than twice the smallest circle of
+                # `support_radius` (an autocorrelation covers about 4x its object)
+                # starts from a circle of radius drawn in that range instead, exploring
+                # the object's size; the free LLK ranks all runs.
                 rlo, rhi = settings.support_radius
+                smallest = (math.pi * rlo**2 if ndim == 2 else 4 / 3 * math.pi * rlo**3) * size
+                counts = support.reshape(runs, -1).sum(dim=1).tolist()
                 for r, g in enumerate(gens):
-                    coin, u = torch.rand(2, generator=g, device=device, dtype=torch.float64)
-                    if float(coin) < 0.5:
-                        support[r] = shaped_support(shape, "circle",
-                                                    rlo + (rhi - rlo) * float(u), device)
+                    u = float(torch.rand((), generator=g, device=device, dtype=torch.float64))
+                    if counts[r] < 2 * smallest:
+                        support[r] = shaped_support(shape, "circle", rlo + (rhi - rlo) * u,
+                                                    device)
         phases = torch.stack([torch.rand(shape, generator=g, device=device, dtype=rdtype)
                               for g in gens])
         x = inverse_farfield(amplitude * torch.exp(2j * math.pi * phases).to(cdtype), ndim)

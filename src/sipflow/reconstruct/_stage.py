@@ -38,14 +38,15 @@ class ClassicParams(StageParams):
                                                 "outside (for real, non-negative objects).")
     initial_support: Literal["auto", "circle", "box", "input"] = Field(
         "auto", description="'auto': autocorrelation thresholded per run in support_threshold "
-                            "(circles of support_radius when q = 0 is hidden); 'circle'/'box' "
+                            "(see support_radius when q = 0 is hidden); 'circle'/'box' "
                             "of support_size; 'input': the dataset's support.")
     support_size: float = Field(0.25, gt=0, le=0.5, description="Radius (circle) or half-width "
                                 "(box) of a shaped initial support [fraction of each axis].")
     support_radius: tuple[float, float] = Field(
-        (0.1, 0.25), description="'auto' when q = 0 is hidden (a beamstop): circular first "
-                                 "supports of radius drawn per run in [low, high] [fraction "
-                                 "of each axis]; the autocorrelation is biased then.")
+        (0.1, 0.25), description="'auto' when q = 0 is hidden (a beamstop) and the "
+                                 "autocorrelation support is smaller than twice a circle of "
+                                 "radius 'low': a circle of radius drawn per run in [low, high] "
+                                 "instead [fraction of each axis].")
     restarts: int = Field(2, ge=0, le=10, description="Rounds in which runs whose support "
                           "collapsed or exploded, or that were rejected, start again from a "
                           "fresh random start (new seed); 0: failed runs stay failed.")
@@ -305,6 +306,7 @@ class Classic(Stage):
             "final_llk": [float(v) for v in llk[:, -1]],
             "final_llk_free": [float(v) for v in llk_free[:, -1]],
             "outside_fraction": [float(v) for v in outside],
+            "support_fraction": [float(support[r].mean()) for r in range(params.runs)],
             "free_pixels": int(free.sum()),
             "prtf_resolution_shell": int(below[0] + 1) if below.size else None,
         }
