@@ -157,15 +157,14 @@ def update(name: str, x: torch.Tensor, d: torch.Tensor, support: torch.Tensor, b
     with a 3-speckle beamstop.) Without `positivity` the loop runs the same update as
     :func:`update_factors` / :func:`apply_update`.
     """
-    inside = support
     if positivity:
         d = cwhere(support, torch.complex(d.real.clamp_min(0), torch.zeros_like(d.real)), d)
     if name == "ER":
-        return cwhere(inside, d, 0.0)
+        return cwhere(support, d, 0.0)
     if name == "HIO":
-        return cwhere(inside, d, torch.add(x, d, alpha=-beta))
+        return cwhere(support, d, torch.add(x, d, alpha=-beta))
     if name == "RAAR":
-        return cwhere(inside, d, torch.add(d * (1 - 2 * beta), x, alpha=beta))
+        return cwhere(support, d, torch.add(d * (1 - 2 * beta), x, alpha=beta))
     raise ValueError(f"unknown update {name!r}")
 
 

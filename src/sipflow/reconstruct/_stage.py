@@ -34,8 +34,8 @@ class ClassicParams(StageParams):
     generation_schedules: list[str] | None = Field(
         None, description="Schedule of generations 2, 3, ... (default: 'schedule' again).")
     beta: float = Field(0.9, gt=0, lt=1, description="Feedback parameter of HIO and RAAR.")
-    positivity: bool = Field(False, description="Treat in-support pixels with Re < 0 as "
-                                                "outside (for real, non-negative objects).")
+    positivity: bool = Field(False, description="Keep max(Re, 0) inside the support (for "
+                                                "real, non-negative objects).")
     initial_support: Literal["auto", "circle", "box", "input"] = Field(
         "auto", description="'auto': autocorrelation thresholded per run in support_threshold "
                             "(see support_radius when q = 0 is hidden); 'circle'/'box' "
@@ -125,10 +125,6 @@ def run_seeds(seed: int, generation: int, runs: int, attempt: int = 0) -> list[i
     """
     return [(seed * 7919 + generation * 104729 + r * 15485863 + attempt * 32452843) % 2**31
             for r in range(runs)]
-
-
-def _failed(status: list[str]) -> list[int]:
-    return [r for r, s in enumerate(status) if s != "ok"]
 
 
 class Classic(Stage):
@@ -236,7 +232,7 @@ class Classic(Stage):
             # runs whose support collapsed or exploded, or that were rejected, start
             # again from fresh random starts (PyNX's runner does the same)
             for attempt in range(1, params.restarts + 1):
-                failed = _failed(status)
+                failed = [r for r, s in enumerate(status) if s != "ok"]
                 if not failed:
                     break
                 context.logger.info("phase.classic: restarting %d failed run(s) (round %d of "
@@ -245,11 +241,12 @@ class Classic(Stage):
                 again = self._attempt(
                     intensity, valid, plan, [fresh[r] for r in failed], settings, free,
                     given_support, None if start is None else start[failed], params, context)
+                for kept, new in zip((x, support, llk, llk_free, outside), again[:5],
+                                     strict=True):
+                    kept[failed] = new
                 for j, r in enumerate(failed):
-                    x[r], support[r], llk[r], llk_free[r], outside[r] = (
-                        again[0][j], again[1][j], again[2][j], again[3][j], again[4][j])
                     status[r] = again[5][j]
-                    attempts[r] += 1
+                attempts[failed] += 1
             ok = np.array([s == "ok" for s in status])
             if not ok.any():
                 raise ReconstructionError(
