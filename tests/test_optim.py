@@ -108,3 +108,53 @@ def test_bad_problems_are_clear_errors():
                       equalities={"c": lambda v: v["z"]}))
     with pytest.raises(ValueError, match="lower bound exceeds"):
         solve(Problem(lambda v: v["x"].sum(), [Variable("x", torch.zeros(2), lower=1, upper=0)]))
+
+
+def _nonsmooth_rosenbrock(start: list[float]) -> Problem:
+    # 8 |x1² − x2| + (1 − x1)² s.t. √2 x1 ≤ 1, 2 x2 ≤ 1: the minimum sits on the kink
+    # x2 = x1² where the first constraint is active, x = (1/√2, 1/2), multiplier √2 − 1
+    import math
+
+    return Problem(
+        lambda v: 8 * torch.abs(v["x"][0] ** 2 - v["x"][1]) + (1 - v["x"][0]) ** 2,
+        [Variable("x", torch.tensor(start, dtype=torch.float64))],
+        inequalities={"box": lambda v: torch.stack([math.sqrt(2) * v["x"][0] - 1,
+                                                    2 * v["x"][1] - 1])})
+
+
+@pytest.mark.parametrize("start", [[0.5, 0.2], [-1.0, 2.0]])
+def test_a_nonsmooth_problem_is_certified_by_gradient_sampling(start):
+    import math
+
+    result = solve(_nonsmooth_rosenbrock(start))
+    cert = result.certificate
+    assert cert.certified and cert.stationarity == "sampled"
+    assert 0 < cert.sampling_radius <= 1e-6
+    np.testing.assert_allclose(result.values["x"].numpy(), [1 / math.sqrt(2), 0.5], atol=1e-6)
+    assert cert.objective == pytest.approx((1 - 1 / math.sqrt(2)) ** 2, rel=1e-5)
+    assert cert.multipliers["box"] == pytest.approx(math.sqrt(2) - 1, rel=1e-3)
+
+
+def test_a_kink_is_reported_not_stationary_without_sampling():
+    cert = solve(_nonsmooth_rosenbrock([0.5, 0.2]), SolverOptions(nonsmooth=False)).certificate
+    assert not cert.certified and cert.status == "not_stationary"
+    assert cert.stationarity == "gradient" and "KKT residual" in cert.reason
+
+
+def test_sampling_keeps_bounds_and_fixed_entries():
+    # 8|x0 − x1| pins x0 = x1 = t on a kink, where 2t² + const is smallest at t = 1/4
+    # (the kink of |x2 − x0| is there too, x2 fixed at 1/4); x3 → 2 stops at its bound 1
+    start = torch.tensor([0.9, 0.1, 0.25, 0.5], dtype=torch.float64)
+    fixed = torch.tensor([False, False, True, False])
+
+    def objective(v):
+        x = v["x"]
+        return (8 * (x[0] - x[1]).abs() + (x[0] - 1) ** 2 + (x[1] + 1) ** 2
+                + (x[2] - x[0]).abs() + (x[3] - 2) ** 2)
+
+    problem = Problem(objective, [Variable("x", start, lower=0.0, upper=1.0, fixed=fixed)])
+    assert solve(problem, SolverOptions(nonsmooth=False)).certificate.status == "not_stationary"
+    result = solve(problem)
+    assert result.certificate.certified and result.certificate.stationarity == "sampled"
+    assert result.certificate.objective == pytest.approx(3.125, rel=1e-6)
+    np.testing.assert_allclose(result.values["x"].numpy(), [0.25, 0.25, 0.25, 1.0], atol=1e-4)

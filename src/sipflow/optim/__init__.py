@@ -20,6 +20,13 @@ are handled exactly by the inner solver, never as constraints. Every run returns
 :class:`Certificate`: objective, scaled violations, KKT residual with the fitted
 multipliers (projected on the simple sets), complementarity, and whether those meet the
 tolerances.
+
+Nonsmooth problems (kinks from ``|·|`` or ``max``, where no gradient exists and a gradient
+test cannot certify) end with gradient sampling on the exact penalty: the certificate then
+says that the convex hull of the Lagrangian's gradients sampled within a small radius of the
+point contains a vector within tolerance (``Certificate.stationarity == "sampled"``; see
+:attr:`SolverOptions.nonsmooth`). That is done automatically for small problems (at most
+``sampling_max_unknowns`` real unknowns) that end feasible but not stationary.
 """
 
 from ._solver import (
