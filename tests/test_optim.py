@@ -158,3 +158,20 @@ def test_sampling_keeps_bounds_and_fixed_entries():
     assert result.certificate.certified and result.certificate.stationarity == "sampled"
     assert result.certificate.objective == pytest.approx(3.125, rel=1e-6)
     np.testing.assert_allclose(result.values["x"].numpy(), [0.25, 0.25, 0.25, 1.0], atol=1e-4)
+
+
+def test_any_answer_can_be_certified_with_fitted_multipliers():
+    from sipflow.optim import certify
+
+    problem = Problem(lambda v: (v["x"] - 1) ** 2 + (v["y"] - 2) ** 2,
+                      [_scalar("x"), _scalar("y")],
+                      equalities={"line": lambda v: v["x"] + v["y"] - 1},
+                      inequalities={"far": lambda v: v["x"] - 5})  # inactive: no multiplier
+    right = certify(problem, {"x": torch.tensor(0.0), "y": torch.tensor(1.0)})
+    assert right.certified and right.multipliers["line"] == pytest.approx(2.0, rel=1e-6)
+    assert right.multipliers["far"] == 0.0
+    # feasible but not the minimum: no multiplier makes it stationary
+    wrong = certify(problem, {"x": torch.tensor(0.5), "y": torch.tensor(0.5)})
+    assert wrong.status == "not_stationary" and wrong.kkt_residual > 0.1
+    with pytest.raises(KeyError, match="y"):
+        certify(problem, {"x": torch.tensor(0.0)})

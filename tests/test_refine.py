@@ -112,13 +112,17 @@ def test_the_example_plugin_adds_a_constraint(perturbed):
 
 
 @pytest.mark.prefect
-def test_classic_then_refine_through_the_prefect_flow(viewer_scan, tmp_path, prefect_server,
-                                                     capsys):
+@pytest.mark.parametrize("deep", [False, True], ids=["after-classic", "after-double-dip"])
+def test_refine_through_the_prefect_flow(viewer_scan, tmp_path, prefect_server, capsys, deep):
     from sipflow.cli import main
 
-    spec = {"stages": [{"use": "prep.standard"},
-                       {"use": "phase.classic",
-                        "with": {"schedule": "(sup * ER**5 * HIO**40)**8 * ER**50", "runs": 2}},
+    phase = [{"use": "phase.classic",
+              "with": {"schedule": "(sup * ER**5 * HIO**40)**8 * ER**50", "runs": 2}}]
+    if deep:  # the deep prior warm-started from the classical object, then refined
+        phase.append({"use": "phase.double_dip",
+                      "with": {"init": "previous", "iterations": 30, "warm_iterations": 10,
+                               "window": 10, "patience": 10}})
+    spec = {"stages": [{"use": "prep.standard"}, *phase,
                        {"use": "refine.constrained",
                         "with": {"constraints": ["support", "amplitude", "energy"]}},
                        {"use": "analyse.metrics"}]}
@@ -129,7 +133,9 @@ def test_classic_then_refine_through_the_prefect_flow(viewer_scan, tmp_path, pre
                  "--seed", "4"]) == 0
     ds = open_result(out, verify=True)
     assert ds.attrs["refine_certificate"]["certified"]
-    assert [s["use"] for s in ds.attrs["provenance"]["stages"]][2] == "refine.constrained"
+    assert [s["use"] for s in ds.attrs["provenance"]["stages"]][-2] == "refine.constrained"
+    if deep:
+        assert "phase_double_dip" in ds.attrs
     capsys.readouterr()
     assert main(["evaluate", str(out)]) == 0
     shown = capsys.readouterr().out

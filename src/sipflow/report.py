@@ -81,8 +81,10 @@ def summary_rows(ds: xr.Dataset) -> list[tuple[str, str]]:
     if cert:
         verdict = "certified" if cert["certified"] else "NOT certified"
         rows.append(("refine certificate", f"{verdict} ({cert['status']})"))
+        sampled = (f" (sampled within {cert['sampling_radius']:.2g})"
+                   if cert.get("stationarity") == "sampled" else "")
         rows.append(("refine violation / KKT", f"{cert['max_violation']:.3g} / "
-                                               f"{cert['kkt_residual']:.3g}"))
+                                               f"{cert['kkt_residual']:.3g}{sampled}"))
         if not cert["certified"]:
             rows.append(("refine reason", cert["reason"]))
     for key, value in (ds.attrs.get("metrics") or {}).items():

@@ -19,7 +19,8 @@ L-BFGS-B with torch autograd gradients, in float64 by default. Bounds and fixed 
 are handled exactly by the inner solver, never as constraints. Every run returns a
 :class:`Certificate`: objective, scaled violations, KKT residual with the fitted
 multipliers (projected on the simple sets), complementarity, and whether those meet the
-tolerances.
+tolerances. :func:`certify` gives the same certificate to any other answer (multipliers
+fitted), so that every method is judged alike.
 
 Nonsmooth problems (kinks from ``|·|`` or ``max``, where no gradient exists and a gradient
 test cannot certify) end with gradient sampling on the exact penalty: the certificate then
@@ -35,9 +36,10 @@ from ._solver import (
     Result,
     SolverOptions,
     Variable,
+    certify,
     penalty_adam,
     solve,
 )
 
-__all__ = ["Certificate", "Problem", "Result", "SolverOptions", "Variable", "penalty_adam",
-           "solve"]
+__all__ = ["Certificate", "Problem", "Result", "SolverOptions", "Variable", "certify",
+           "penalty_adam", "solve"]

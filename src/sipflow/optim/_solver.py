@@ -88,9 +88,11 @@ class SolverOptions:
         Largest scaled constraint violation of a certified solution.
     kkt_tol : float
         Largest relative KKT residual of a certified solution: the ∞-norm of the
-        Lagrangian's gradient projected on the simple sets, over ``max(1, ‖∇f(x)‖∞)``
-        (the objective's own gradient, unprojected), so that a residual left by
-        rounding in a large objective is not mistaken for non-stationarity.
+        Lagrangian's gradient projected on the simple sets, over the larger of
+        ``‖∇f(x)‖∞`` (the objective's own gradient at the answer, unprojected: a residual
+        left by rounding in a large gradient is not non-stationarity) and the projected
+        ``‖∇f‖∞`` at the problem's starting point (so the test does not depend on the
+        units of f or x: certified means the free gradient fell by 1/kkt_tol or more).
     max_outer : int
         Augmented-Lagrangian iterations.
     max_inner : int
@@ -341,6 +343,7 @@ def solve(problem: Problem, options: SolverOptions | None = None,
 
     with torch.no_grad():
         _, c0, h0 = parts(pack.tensor(x))
+    ref = _reference_gradient(problem, pack, dtype)
     lam = np.zeros(c0.numel())
     mu = np.zeros(h0.numel())
     rho = opts.penalty
@@ -368,7 +371,8 @@ def solve(problem: Problem, options: SolverOptions | None = None,
         res = minimize(augmented, x, jac=True, method="L-BFGS-B", bounds=pack.bounds(),
                        options={"maxiter": opts.max_inner, "maxcor": opts.memory,
                                 "ftol": 1e-16,
-                                "gtol": 0.1 * opts.kkt_tol * _kkt_scale(problem, pack, x, dtype),
+                                "gtol": 1e-3 * opts.kkt_tol * _kkt_scale(problem, pack, x, ref,
+                                                                        dtype),
                                 "maxfun": 4 * opts.max_inner})
         x_prev = x
         x = np.clip(res.x, pack.lower, pack.upper)
@@ -379,12 +383,15 @@ def solve(problem: Problem, options: SolverOptions | None = None,
         c_np, h_np = c.cpu().double().numpy(), h.cpu().double().numpy()
         lam = np.maximum(0.0, lam + rho * c_np)
         mu = mu + rho * h_np
-        cert = _certificate(problem, pack, x, lam, mu, opts, outer, inner_total, rho, t0)
+        cert = _certificate(problem, pack, x, lam, mu, opts, outer, inner_total, rho, t0, ref)
         if callback is not None:
             callback(outer, cert)
         if cert.certified:
             break
-        violation = cert.max_violation
+        # the penalty answers the problem as solved: smoothed constraints may be violated
+        # where the exact ones (the certificate's) are met, and multipliers would grow
+        violation = max(cert.max_violation, float(np.maximum(c_np, 0).max(initial=0.0)),
+                        float(np.abs(h_np).max(initial=0.0)))
         if (violation <= opts.violation_tol and outer > 1
                 and np.abs(x - x_prev).max(initial=0.0)
                 <= 1e-12 * max(1.0, float(np.abs(x).max(initial=0.0)))):
@@ -395,12 +402,19 @@ def solve(problem: Problem, options: SolverOptions | None = None,
             rho = min(opts.penalty_max, rho * opts.penalty_growth)
         prev_violation = violation
     assert cert is not None
+    if cert.status == "not_stationary":  # the AL estimates may be poor; fitted ones may do
+        lam_fit, mu_fit = _fit_multipliers(problem, pack, x, opts, ref, (lam, mu))
+        fitted = _certificate(problem, pack, x, lam_fit, mu_fit, opts, outer, inner_total,
+                              rho, t0, ref)
+        if fitted.kkt_residual < cert.kkt_residual:
+            cert = fitted
     free_unknowns = int((pack.lower != pack.upper).sum())
     if not cert.certified and (
             opts.nonsmooth is True
             or (opts.nonsmooth is None and cert.status == "not_stationary"
                 and free_unknowns <= opts.sampling_max_unknowns)):
-        x, cert = _gradient_sampling(problem, pack, x, cert, opts, outer, inner_total, t0)
+        x, cert = _gradient_sampling(problem, pack, x, cert, opts, outer, inner_total, t0,
+                                     ref)
     values = pack.unpack(pack.tensor(x))
     values = {v.name: values[v.name].detach().to(v.init.dtype if v.init.is_floating_point()
                                                   or v.init.is_complex() else dtype)
@@ -408,18 +422,139 @@ def solve(problem: Problem, options: SolverOptions | None = None,
     return Result(values, cert)
 
 
-def _kkt_scale(problem: Problem, pack: _Packing, x: np.ndarray, dtype: torch.dtype) -> float:
-    """``max(1, ‖∇f(x)‖∞)``: what the KKT residual is relative to."""
+def certify(problem: Problem, values: Mapping[str, torch.Tensor],
+            options: SolverOptions | None = None) -> Certificate:
+    """The certificate of any answer to `problem` (another solver's, a network's).
+
+    The multipliers are fitted: the non-negative inequality multipliers and the equality
+    multipliers that minimise the Lagrangian's gradient projected on the simple sets
+    (plus the complementarity ``λ_i c_i``), over the constraints within 0.1 (scaled) of
+    being active. The simple sets are those of ``problem.variables``; `values` are
+    projected on them first (an answer outside its bounds is judged where it would be put).
+
+    Parameters
+    ----------
+    problem : Problem
+    values : dict of str to Tensor
+        One tensor per variable, of its shape.
+    options : SolverOptions, optional
+        Tolerances and precision.
+
+    Returns
+    -------
+    Certificate
+        With ``outer_iterations = inner_iterations = 0`` and ``penalty = 0``.
+    """
+    opts = options or SolverOptions()
+    t0 = time.perf_counter()
+    missing = [v.name for v in problem.variables if v.name not in values]
+    if missing:
+        raise KeyError(f"no value for variable(s) {missing}")
+    answer = []
+    for v in problem.variables:
+        value = torch.as_tensor(values[v.name]).to(v.init.device)
+        if tuple(value.shape) != tuple(v.init.shape):
+            raise ValueError(f"variable {v.name!r}: value of shape {tuple(value.shape)}, "
+                             f"expected {tuple(v.init.shape)}")
+        if v.fixed is not None:  # fixed entries are where the problem holds them
+            value = torch.where(torch.as_tensor(v.fixed, device=value.device),
+                                v.init.to(value.dtype), value)
+        answer.append(Variable(v.name, value, v.lower, v.upper, v.fixed))
+    pack = _Packing(answer, opts.dtype)
+    ref = _reference_gradient(problem, _Packing(problem.variables, opts.dtype), opts.dtype)
+    x = pack.x0
+    lam, mu = _fit_multipliers(problem, pack, x, opts, ref)
+    return _certificate(problem, pack, x, lam, mu, opts, 0, 0, 0.0, t0, ref)
+
+
+def _fit_multipliers(problem: Problem, pack: _Packing, x: np.ndarray, opts: SolverOptions,
+                     ref: float, start: tuple[np.ndarray, np.ndarray] | None = None,
+                     max_entries: int = 20_000_000) -> tuple[np.ndarray, np.ndarray]:
+    """Multipliers that make `x` as stationary as it can be (see :func:`certify`).
+
+    Falls back to `start` (or zeros) when the Jacobian of the near-active constraints
+    would hold more than `max_entries` numbers.
+    """
+    from scipy.optimize import minimize
+
+    dtype = opts.dtype
+    with torch.enable_grad():
+        z = pack.tensor(x, grad=True)
+        v = pack.unpack(z)
+        f = problem.objective(v).to(dtype).reshape(())
+        c, _ = _stack(problem.inequalities, problem.scales, v, dtype)
+        h, _ = _stack(problem.equalities, problem.scales, v, dtype)
+        (gf,) = torch.autograd.grad(f, z, retain_graph=True)
+        c_np = c.detach().cpu().double().numpy()
+        lam0, mu0 = start if start is not None else (np.zeros(c.numel()), np.zeros(h.numel()))
+        rows_c = np.flatnonzero(c_np >= -0.1)
+        n_rows = rows_c.size + h.numel()
+        if n_rows == 0 or n_rows * x.size > max_entries:
+            return lam0, mu0
+        jac = [torch.autograd.grad(c[i], z, retain_graph=True)[0] for i in rows_c]
+        jac += [torch.autograd.grad(h[j], z, retain_graph=True)[0] for j in range(h.numel())]
+    jmat = torch.stack(jac).cpu().double().numpy()
+    g0 = gf.cpu().double().numpy()
+    fixed = pack.lower == pack.upper
+    jmat[:, fixed] = 0.0
+    g0[fixed] = 0.0
+    span = np.maximum(1.0, np.abs(x))
+    at_lo = np.isfinite(pack.lower) & (x - pack.lower <= 1e-10 * span) & ~fixed
+    at_hi = np.isfinite(pack.upper) & (pack.upper - x <= 1e-10 * span) & ~fixed
+    gscale = _scale(ref, float(np.abs(g0).max(initial=0.0)))
+    cscale = max(1.0, abs(float(f.detach())))
+    k = rows_c.size
+    c_rows = c_np[rows_c]
+
+    def fun(y: np.ndarray) -> tuple[float, np.ndarray]:
+        r = g0 + jmat.T @ y
+        r[at_lo] = np.minimum(r[at_lo], 0.0)  # a bound absorbs what pushes out of the set
+        r[at_hi] = np.maximum(r[at_hi], 0.0)
+        comp = y[:k] * c_rows / cscale
+        value = float(r @ r) / gscale ** 2 + float(comp @ comp)
+        grad = 2.0 * (jmat @ r) / gscale ** 2
+        grad[:k] += 2.0 * comp * c_rows / cscale
+        return value, grad
+
+    y0 = np.concatenate([lam0[rows_c], mu0])
+    res = minimize(fun, y0, jac=True, method="L-BFGS-B",
+                   bounds=[(0.0, None)] * k + [(None, None)] * h.numel(),
+                   options={"maxiter": 1000, "ftol": 1e-30, "gtol": 1e-30})
+    y = res.x if fun(res.x)[0] <= fun(y0)[0] else y0
+    lam = np.zeros(c.numel())
+    lam[rows_c] = y[:k]
+    return lam, y[k:]
+
+
+def _scale(ref: float, grad_now: float) -> float:
+    """What the KKT residual is relative to (see :attr:`SolverOptions.kkt_tol`)."""
+    value = max(ref, grad_now)
+    return value if value > 0 else 1.0
+
+
+def _reference_gradient(problem: Problem, start: _Packing, dtype: torch.dtype) -> float:
+    """``‖∇f‖∞`` at the problem's starting point, projected on the simple sets."""
+    with torch.enable_grad():
+        z = start.tensor(start.x0, grad=True)
+        f = problem.objective(start.unpack(z)).to(dtype).reshape(())
+        (g,) = torch.autograd.grad(f, z)
+    g_np = _projected(g.cpu().double().numpy(), start.x0, start.lower, start.upper)
+    return float(np.abs(g_np).max(initial=0.0))
+
+
+def _kkt_scale(problem: Problem, pack: _Packing, x: np.ndarray, ref: float,
+               dtype: torch.dtype) -> float:
+    """The KKT residual's unit at `x`: :func:`_scale` of ``‖∇f(x)‖∞``."""
     with torch.enable_grad():
         z = pack.tensor(x, grad=True)
         f = problem.objective(pack.unpack(z)).to(dtype).reshape(())
         (g,) = torch.autograd.grad(f, z)
-    return max(1.0, float(g.abs().max()))
+    return _scale(ref, float(g.abs().max()))
 
 
 def _certificate(problem: Problem, pack: _Packing, x: np.ndarray, lam: np.ndarray,
                  mu: np.ndarray, opts: SolverOptions, outer: int, inner: int, rho: float,
-                 t0: float) -> Certificate:
+                 t0: float, ref: float) -> Certificate:
     """Violations with the exact constraint functions; stationarity (KKT residual,
     complementarity) of the problem as solved, i.e. with the smooth forms, which bound the
     exact ones from above (a nonsmooth function has no gradient to test at its kinks)."""
@@ -441,7 +576,7 @@ def _certificate(problem: Problem, pack: _Packing, x: np.ndarray, lam: np.ndarra
         (gf,) = torch.autograd.grad(f, z)
     g_np = _projected(g.cpu().double().numpy(), x, pack.lower, pack.upper)
     fval = float(f.detach())
-    kkt = float(np.abs(g_np).max(initial=0.0)) / max(1.0, float(gf.abs().max()))
+    kkt = float(np.abs(g_np).max(initial=0.0)) / _scale(ref, float(gf.abs().max()))
     c_np = c.detach().cpu().double().numpy()
     if problem.exact:
         exact = problem.exact_problem()
@@ -524,7 +659,7 @@ def _min_norm(g: np.ndarray, lower_active: np.ndarray, upper_active: np.ndarray
 
 
 def _gradient_sampling(problem: Problem, pack: _Packing, x: np.ndarray, start: Certificate,
-                       opts: SolverOptions, outer: int, inner: int, t0: float
+                       opts: SolverOptions, outer: int, inner: int, t0: float, ref: float
                        ) -> tuple[np.ndarray, Certificate]:
     """Finish a nonsmooth problem: gradient sampling on the exact penalty
     ``φ(x) = f(x) + ν (Σ max(c, 0) + Σ |h|)`` (scaled, exact constraint functions), with
@@ -596,7 +731,7 @@ def _gradient_sampling(problem: Problem, pack: _Packing, x: np.ndarray, start: C
             gmat = np.stack([s[0] for s in samples], axis=1)
             w, v = _min_norm(gmat, lower_active, upper_active)
             _, _, _, _, gf = evaluate(xk, nu, True)
-            tol = opts.kkt_tol * max(1.0, float(np.abs(gf).max(initial=0.0)))
+            tol = opts.kkt_tol * _scale(ref, float(np.abs(gf).max(initial=0.0)))
             if float(np.abs(v).max(initial=0.0)) <= tol:
                 if eps <= radius_min:
                     break
@@ -619,7 +754,7 @@ def _gradient_sampling(problem: Problem, pack: _Packing, x: np.ndarray, start: C
             else:
                 break
         cert = _sampled_certificate(exact, pack, xk, nu, w, v, samples, eps, opts, outer,
-                                    inner + steps, t0)
+                                    inner + steps, t0, ref)
         if cert.certified or (cert.max_violation <= cert_best.max_violation
                               and cert.kkt_residual <= cert_best.kkt_residual) or (
                 cert_best.status == "infeasible" and cert.max_violation
@@ -635,8 +770,8 @@ def _gradient_sampling(problem: Problem, pack: _Packing, x: np.ndarray, start: C
 def _sampled_certificate(problem: Problem, pack: _Packing, x: np.ndarray, nu: float,
                          w: np.ndarray, v: np.ndarray,
                          samples: list[tuple[np.ndarray, np.ndarray, np.ndarray]],
-                         eps: float, opts: SolverOptions, outer: int, inner: int, t0: float
-                         ) -> Certificate:
+                         eps: float, opts: SolverOptions, outer: int, inner: int, t0: float,
+                         ref: float) -> Certificate:
     """The certificate of a gradient-sampling end point (see :class:`Certificate`)."""
     dtype = opts.dtype
     with torch.enable_grad():
@@ -655,7 +790,7 @@ def _sampled_certificate(problem: Problem, pack: _Packing, x: np.ndarray, nu: fl
             lam += nu * wk * (ck > 0)
             mu += nu * wk * np.sign(hk)
     fval = float(f.detach())
-    kkt = float(np.abs(v).max(initial=0.0)) / max(1.0, float(gf.abs().max()))
+    kkt = float(np.abs(v).max(initial=0.0)) / _scale(ref, float(gf.abs().max()))
     v_in = float(np.maximum(c_np, 0).max(initial=0.0))
     v_eq = float(np.abs(h_np).max(initial=0.0))
     violation = max(v_in, v_eq)
@@ -685,9 +820,9 @@ def penalty_adam(problem: Problem, *, weight: float = 100.0, steps: int = 2000,
     """The common practice, for comparison: ``f + weight·Σ(max(0, c)² + h²)`` with Adam.
 
     Bounds and fixed entries are enforced by projection after every step. The result
-    carries the same :class:`Certificate` as :func:`solve`, with the multipliers that the
-    penalty implies (``2·weight·max(0, c)``, ``2·weight·h``); its tolerances are those
-    of `options`.
+    carries the same :class:`Certificate` as :func:`solve`, with fitted multipliers (as
+    :func:`certify`; started from those the penalty implies, ``2·weight·max(0, c)`` and
+    ``2·weight·h``); its tolerances are those of `options`.
     """
     opts = options or SolverOptions()
     t0 = time.perf_counter()
@@ -712,9 +847,11 @@ def penalty_adam(problem: Problem, *, weight: float = 100.0, steps: int = 2000,
         v = pack.unpack(pack.tensor(x))
         c, _ = _stack(problem.inequalities, problem.scales, v, opts.dtype)
         h, _ = _stack(problem.equalities, problem.scales, v, opts.dtype)
-    lam = 2 * weight * np.maximum(c.cpu().double().numpy(), 0)
-    mu = 2 * weight * h.cpu().double().numpy()
-    cert = _certificate(problem, pack, x, lam, mu, opts, 0, steps, weight, t0)
+    start = (2 * weight * np.maximum(c.cpu().double().numpy(), 0),
+             2 * weight * h.cpu().double().numpy())
+    ref = _reference_gradient(problem, pack, opts.dtype)
+    lam, mu = _fit_multipliers(problem, pack, x, opts, ref, start)
+    cert = _certificate(problem, pack, x, lam, mu, opts, 0, steps, weight, t0, ref)
     values = pack.unpack(pack.tensor(x))
     return Result({v.name: values[v.name].detach().to(v.init.dtype) for v in problem.variables},
                   cert)
