@@ -35,6 +35,15 @@ error : float32, (run, iter)
     data are simulated.
 prtf : float32, (q_shell,)
     Phase-retrieval transfer function of ``obj`` per one-pixel shell of |q|.
+phase : float32 [rad], real-space dims
+    Unwrapped phase of ``obj`` with its ramp and offset removed (``bragg.strain``);
+    NaN outside the support.
+displacement : float32 [nm], real-space dims
+    Displacement along the Bragg vector, ``φ / |G|``.
+strain : float32, real-space dims
+    ``∂u/∂ĝ`` along the Bragg vector; NaN outside the support.
+surface : bool, real-space dims
+    The support's outer layer, where strain is one-sided (flagged, not in statistics).
 obj_true, support_true : complex64 / bool, real-space dims
     Ground truth, present for simulated data; used by ``analyse.metrics``.
 
@@ -71,6 +80,10 @@ PRTF = "prtf"
 LOSS = "loss"
 ES_VARIANCE = "es_variance"
 ERROR = "error"
+PHASE = "phase"
+DISPLACEMENT = "displacement"
+STRAIN = "strain"
+SURFACE = "surface"
 OBJ_TRUE = "obj_true"
 SUPPORT_TRUE = "support_true"
 
