@@ -1,0 +1,198 @@
+"""Diffractometer geometry, the real-space transfer matrix, and orthogonalisation.
+
+Laboratory frame: ``z`` downstream along the incident beam, ``y`` vertical up, ``x``
+outboard (right-handed). Arrays in the laboratory frame use the axis order
+``(z, y, x)``. A detector-frame array of a rocking scan has axes ``(frame, det_y,
+det_x)``: the rocking step, the detector row (downwards on the detector) and column.
+
+Near the Bragg peak, the scattering vector of array index ``s`` is, to first order,
+``q(s) = q0 + Q s`` where the columns of ``Q`` are the q steps of one index along each
+array axis. The object reconstructed on that array lives on the real-space lattice
+``r(s) = R s`` with ``R = 2π Q⁻ᵀ diag(1/N)`` (``N`` the array shape): the real-space
+transfer matrix, exact for the linearised sampling. Orthogonalisation interpolates the
+object from that oblique lattice onto a regular laboratory grid.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+def _rotation(axis: str, angle_rad: float) -> np.ndarray:
+    """Right-handed rotation about a lab axis given as ``x``, ``y`` or ``z`` with an
+    optional sign (``-x`` turns the other way). Matrices act on (x, y, z) vectors."""
+    sign = -1.0 if axis.startswith("-") else 1.0
+    name = axis.lstrip("+-")
+    c, s = np.cos(sign * angle_rad), np.sin(sign * angle_rad)
+    if name == "x":
+        return np.array([[1, 0, 0], [0, c, -s], [0, s, c]])
+    if name == "y":
+        return np.array([[c, 0, s], [0, 1, 0], [-s, 0, c]])
+    if name == "z":
+        return np.array([[c, -s, 0], [s, c, 0], [0, 0, 1]])
+    raise ValueError(f"rotation axis must be x, y or z with an optional sign, got {axis!r}")
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """A Bragg-CDI rocking scan's geometry (a four-circle, detector on two arms).
+
+    Attributes
+    ----------
+    wavelength_nm : float
+    distance_nm : float
+        Sample to detector [nm].
+    pixel_nm : (float, float)
+        Detector pixel size (row, column) [nm], after any binning of the detector.
+    delta_deg : float
+        In-plane detector angle: the arm turns about the vertical ``y`` axis towards
+        ``+x`` (outboard).
+    gamma_deg : float
+        Out-of-plane detector angle, turning the arm up out of the horizontal plane.
+    rocking_step_deg : float
+        Sample rotation per frame (after any binning of frames).
+    rocking_axis : str
+        Lab axis the sample turns about (``y`` for a theta rock at APS 34-ID-C,
+        ``x`` for a phi rock with the sample vertical); a leading ``-`` reverses it.
+
+    Notes
+    -----
+    The exit direction is ``n = (sin δ cos γ, sin γ, cos δ cos γ)`` (x, y, z), so
+    ``cos 2θ = cos δ cos γ``. Detector columns run along ``+x`` and rows along ``-y``
+    when both angles are 0, and turn with the arm. A sample rotation by ``dθ`` about
+    axis ``a`` moves the measured point of the crystal's reciprocal space by
+    ``-dθ a × q``.
+    """
+
+    wavelength_nm: float
+    distance_nm: float
+    pixel_nm: tuple[float, float]
+    delta_deg: float
+    gamma_deg: float
+    rocking_step_deg: float
+    rocking_axis: str = "y"
+
+    def _arm(self) -> np.ndarray:
+        return _rotation("y", np.radians(self.delta_deg)) @ _rotation(
+            "-x", np.radians(self.gamma_deg))
+
+    def q_bragg(self) -> np.ndarray:
+        """Scattering vector at the detector centre, (z, y, x) [1/nm]."""
+        k = 2 * np.pi / self.wavelength_nm
+        n = self._arm() @ np.array([0.0, 0.0, 1.0])
+        return (k * (n - np.array([0.0, 0.0, 1.0])))[::-1]
+
+    def q_steps(self) -> np.ndarray:
+        """``Q``: q step per index of (frame, det_y, det_x), columns, in (z, y, x) [1/nm]."""
+        k = 2 * np.pi / self.wavelength_nm
+        arm = self._arm()
+        row = arm @ np.array([0.0, -1.0, 0.0]) * k * self.pixel_nm[0] / self.distance_nm
+        col = arm @ np.array([1.0, 0.0, 0.0]) * k * self.pixel_nm[1] / self.distance_nm
+        axis = {"x": [1.0, 0, 0], "y": [0, 1.0, 0], "z": [0, 0, 1.0]}[
+            self.rocking_axis.lstrip("+-")]
+        axis = np.asarray(axis) * (-1.0 if self.rocking_axis.startswith("-") else 1.0)
+        q = self.q_bragg()[::-1]  # (x, y, z)
+        rock = -np.radians(self.rocking_step_deg) * np.cross(axis, q)
+        return np.stack([rock, row, col], axis=1)[::-1]  # rows (z, y, x)
+
+
+def transfer_matrix(q_steps: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """Real-space transfer matrix ``R = 2π Q⁻ᵀ diag(1/N)`` [nm].
+
+    Parameters
+    ----------
+    q_steps : (ndim, ndim) float
+        Columns: the q step of one index along each array axis [1/nm].
+    shape : tuple of int
+        The array shape N.
+
+    Returns
+    -------
+    (ndim, ndim) float
+        Columns: the real-space step of one index along each array axis [nm], in the
+        frame of `q_steps`' rows.
+    """
+    q = np.asarray(q_steps, np.float64)
+    if q.shape != (len(shape), len(shape)):
+        raise ValueError(f"q_steps must be {len(shape)}×{len(shape)}, got {q.shape}")
+    norms = np.linalg.norm(q, axis=0)
+    if np.any(norms == 0) or abs(np.linalg.det(q)) < 1e-9 * np.prod(norms):
+        raise ValueError("the q steps are (nearly) coplanar: the geometry does not sample "
+                         "3-D reciprocal space (is the rocking step zero?)")
+    return 2 * np.pi * np.linalg.inv(q).T / np.asarray(shape, np.float64)[None, :]
+
+
+def _interpolate(a: np.ndarray, coords: np.ndarray, order: int) -> np.ndarray:
+    from scipy.ndimage import map_coordinates
+
+    if np.iscomplexobj(a):
+        return (map_coordinates(a.real, coords, order=order, cval=0.0)
+                + 1j * map_coordinates(a.imag, coords, order=order, cval=0.0))
+    return map_coordinates(a, coords, order=order, cval=0.0)
+
+
+def lab_grid(r: np.ndarray, shape: tuple[int, ...], voxel_nm: float | None = None
+             ) -> tuple[tuple[int, ...], float]:
+    """Shape and voxel size of a regular lab grid that holds the whole oblique array.
+
+    The default voxel is the smallest real-space step ``min_i |R e_i|``.
+    """
+    if voxel_nm is None:
+        voxel_nm = float(np.linalg.norm(r, axis=0).min())
+    corners = np.array(np.meshgrid(*[[-n / 2, n / 2] for n in shape], indexing="ij")
+                       ).reshape(len(shape), -1)
+    extent = np.abs(r @ corners).max(axis=1) * 2
+    out = tuple(int(np.ceil(e / voxel_nm)) + 1 for e in extent)
+    return out, float(voxel_nm)
+
+
+def orthogonalize(a: np.ndarray, r: np.ndarray, voxel_nm: float | None = None,
+                  shape: tuple[int, ...] | None = None, order: int = 1
+                  ) -> tuple[np.ndarray, float]:
+    """Interpolate `a` from the oblique lattice ``R s`` onto a regular lab grid.
+
+    Parameters
+    ----------
+    a : ndarray (real, complex or bool)
+        On the detector-frame grid, centred: index ``n // 2`` of each axis is the origin.
+    r : (ndim, ndim) float
+        Transfer matrix from :func:`transfer_matrix` [nm].
+    voxel_nm : float, optional
+        Lab voxel size (cubic); default: the smallest oblique step.
+    shape : tuple of int, optional
+        Lab grid shape; default: large enough to hold the whole array.
+    order : int
+        Spline order (1: linear). Bool arrays are interpolated linearly and kept > 0.5.
+
+    Returns
+    -------
+    ndarray
+        On the lab grid, centred the same way; axes in the order of `r`'s rows.
+    float
+        The voxel size [nm].
+    """
+    if shape is None:
+        shape, voxel_nm = lab_grid(r, a.shape, voxel_nm)
+    elif voxel_nm is None:
+        voxel_nm = lab_grid(r, a.shape)[1]
+    grid = np.stack(np.meshgrid(*[(np.arange(n) - n // 2) * voxel_nm for n in shape],
+                                indexing="ij")).reshape(len(shape), -1)
+    s = np.linalg.solve(r, grid) + np.array([n // 2 for n in a.shape])[:, None]
+    if a.dtype == bool:
+        out = _interpolate(a.astype(np.float64), s, 1) > 0.5
+    else:
+        out = _interpolate(a, s, order)
+    return out.reshape(shape), float(voxel_nm)
+
+
+def to_detector_frame(b: np.ndarray, r: np.ndarray, voxel_nm: float,
+                      shape: tuple[int, ...], order: int = 1) -> np.ndarray:
+    """The inverse of :func:`orthogonalize`: lab grid → detector-frame array of `shape`."""
+    grid = np.stack(np.meshgrid(*[np.arange(n) - n // 2 for n in shape],
+                                indexing="ij")).reshape(len(shape), -1)
+    p = r @ grid / voxel_nm + np.array([n // 2 for n in b.shape])[:, None]
+    if b.dtype == bool:
+        return (_interpolate(b.astype(np.float64), p, 1) > 0.5).reshape(shape)
+    return _interpolate(b, p, order).reshape(shape)
