@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 import sipflow
+from sipflow.pipeline import Pipeline
 from sipflow.plugins import get_registry
 
 DATA = (Path(__file__).resolve().parents[2] / "shared" / "data" / "real"
@@ -74,7 +75,12 @@ def main() -> None:
     p.add_argument("--width", type=int, default=32, help="channels of each generator level")
     args = p.parse_args()
     t0 = time.perf_counter()
-    classic = sipflow.run_pipeline("bcdi", args.data, seed=args.seed)
+    # the bcdi template's preprocessing and phasing: the deep prior works in the detector
+    # frame, before the template orthogonalises the crystal
+    phasing = {"stages": [{"use": step.stage.name, "with": step.params.model_dump(mode="json")}
+                          for step in Pipeline.load("bcdi").steps
+                          if step.stage.kind() in ("prep", "phase")]}
+    classic = sipflow.run_pipeline(phasing, args.data, seed=args.seed)
     t1 = time.perf_counter()
     dip = get_registry().stage("phase.double_dip")()(
         classic, {"iterations": args.iterations, "width": args.width},

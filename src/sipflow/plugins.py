@@ -42,6 +42,7 @@ DEFAULT_PLUGINS = (
     "sipflow.reconstruct._stage",
     "sipflow.analyse._stage",
     "sipflow.refine._stage",
+    "sipflow.bragg._ortho_stage",
     "sipflow.bragg._stage",
     "sipflow.dip._stage",
     "sipflow.refine._constraints",

@@ -198,3 +198,26 @@ def test_forms_from_the_parameter_models():
     assert _forms.parse_text("[0.1, 0.2]") == [0.1, 0.2] and _forms.parse_text("") is None
     for value in ([0.09, 0.11], "(sup * ER**5)**2", None, 3, {"a": 1}):
         assert _forms.parse_text(_forms.dump_text(value)) == value
+
+
+def test_a_bragg_result_shows_strain_with_a_diverging_colormap():
+    import xarray as xr
+
+    from sipflow.viewer import result_layers
+
+    dims = ("z", "y", "x")
+    support = np.zeros((6, 7, 8), bool)
+    support[1:5, 2:6, 2:7] = True
+    strain = np.where(support, np.linspace(-2e-3, 1e-3, support.size).reshape(support.shape),
+                      np.nan)
+    ds = xr.Dataset({"obj": (dims, support.astype(np.complex64)), "support": (dims, support),
+                     "strain": (dims, strain.astype(np.float32)),
+                     "displacement": (dims, np.zeros(support.shape, np.float32))},
+                    attrs={"voxel_size_m": [1e-8] * 3, "source": "crystal.h5"})
+    layers = {kw["name"]: (data, kw) for data, kw, _ in result_layers(ds)}
+    data, kw = layers["crystal strain"]
+    assert kw["colormap"] == "bwr" and kw["visible"]
+    low, high = kw["contrast_limits"]
+    assert low == -high and 1e-3 < high <= 2e-3
+    assert kw["scale"] == (10.0, 10.0, 10.0) and kw["metadata"]["sipflow"]["role"] == "strain"
+    assert not layers["crystal displacement"][1]["visible"]

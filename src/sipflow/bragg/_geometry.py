@@ -56,6 +56,11 @@ class Geometry:
     rocking_axis : str
         Lab axis the sample turns about (``y`` for a theta rock at APS 34-ID-C,
         ``x`` for a phi rock with the sample vertical); a leading ``-`` reverses it.
+    offset_px : (float, float)
+        (row, col) of the array's centre (the Bragg peak) on the detector, relative to
+        the pixel on the arm's axis [pixels of `pixel_nm`]: where :meth:`q_bragg` is
+        taken. The q steps are those on the arm's axis (they differ by a fraction of a
+        per cent over a detector).
 
     Notes
     -----
@@ -73,15 +78,26 @@ class Geometry:
     gamma_deg: float
     rocking_step_deg: float
     rocking_axis: str = "y"
+    offset_px: tuple[float, float] = (0.0, 0.0)
+
+    def as_dict(self) -> dict[str, object]:
+        """JSON-compatible fields (for result attrs)."""
+        from dataclasses import asdict
+
+        d = asdict(self)
+        d["pixel_nm"], d["offset_px"] = list(self.pixel_nm), list(self.offset_px)
+        return d
 
     def _arm(self) -> np.ndarray:
         return _rotation("y", np.radians(self.delta_deg)) @ _rotation(
             "-x", np.radians(self.gamma_deg))
 
     def q_bragg(self) -> np.ndarray:
-        """Scattering vector at the detector centre, (z, y, x) [1/nm]."""
+        """Scattering vector at the array's centre (see `offset_px`), (z, y, x) [1/nm]."""
         k = 2 * np.pi / self.wavelength_nm
-        n = self._arm() @ np.array([0.0, 0.0, 1.0])
+        on_detector = np.array([self.offset_px[1] * self.pixel_nm[1],
+                                -self.offset_px[0] * self.pixel_nm[0], self.distance_nm])
+        n = self._arm() @ (on_detector / np.linalg.norm(on_detector))
         return (k * (n - np.array([0.0, 0.0, 1.0])))[::-1]
 
     def q_steps(self) -> np.ndarray:
@@ -93,7 +109,8 @@ class Geometry:
         axis = {"x": [1.0, 0, 0], "y": [0, 1.0, 0], "z": [0, 0, 1.0]}[
             self.rocking_axis.lstrip("+-")]
         axis = np.asarray(axis) * (-1.0 if self.rocking_axis.startswith("-") else 1.0)
-        q = self.q_bragg()[::-1]  # (x, y, z)
+        q = Geometry(self.wavelength_nm, self.distance_nm, self.pixel_nm, self.delta_deg,
+                     self.gamma_deg, self.rocking_step_deg).q_bragg()[::-1]  # on the axis
         rock = -np.radians(self.rocking_step_deg) * np.cross(axis, q)
         return np.stack([rock, row, col], axis=1)[::-1]  # rows (z, y, x)
 
@@ -133,18 +150,38 @@ def _interpolate(a: np.ndarray, coords: np.ndarray, order: int) -> np.ndarray:
     return map_coordinates(a, coords, order=order, cval=0.0)
 
 
-def lab_grid(r: np.ndarray, shape: tuple[int, ...], voxel_nm: float | None = None
+def lab_grid(r: np.ndarray, shape: tuple[int, ...], voxel_nm: float | None = None,
+             within: np.ndarray | None = None, margin: int = 4
              ) -> tuple[tuple[int, ...], float]:
-    """Shape and voxel size of a regular lab grid that holds the whole oblique array.
+    """Shape and voxel size of a regular lab grid, centred like the oblique array.
 
-    The default voxel is the smallest real-space step ``min_i |R e_i|``.
+    Parameters
+    ----------
+    r : (ndim, ndim) float
+        Transfer matrix [nm].
+    shape : tuple of int
+        The oblique array's shape.
+    voxel_nm : float, optional
+        Default: the smallest real-space step ``min_i |R e_i|``.
+    within : bool ndarray of `shape`, optional
+        Hold only these elements (e.g. the support) with `margin` voxels around them;
+        default: the whole oblique array.
+    margin : int
+
+    Returns
+    -------
+    tuple of int, float
     """
     if voxel_nm is None:
         voxel_nm = float(np.linalg.norm(r, axis=0).min())
-    corners = np.array(np.meshgrid(*[[-n / 2, n / 2] for n in shape], indexing="ij")
-                       ).reshape(len(shape), -1)
-    extent = np.abs(r @ corners).max(axis=1) * 2
-    out = tuple(int(np.ceil(e / voxel_nm)) + 1 for e in extent)
+    if within is not None and np.any(within):
+        idx = np.stack(np.nonzero(within)) - np.array([n // 2 for n in shape])[:, None]
+        half = np.abs(r @ idx).max(axis=1) + margin * voxel_nm
+    else:
+        corners = np.array(np.meshgrid(*[[-n / 2, n / 2] for n in shape], indexing="ij")
+                           ).reshape(len(shape), -1)
+        half = np.abs(r @ corners).max(axis=1)
+    out = tuple(2 * int(np.ceil(h / voxel_nm)) + 1 for h in half)
     return out, float(voxel_nm)
 
 

@@ -24,7 +24,7 @@ class StrainParams(StageParams):
         "default: attrs['bragg_g_direction'] as written by an orthogonalisation.")
     voxel_size_nm: list[float] | float | None = Field(
         None, description="Voxel size per axis [nm]; default: the spacing of the obj "
-        "coordinates when they are in nm, else attrs['voxel_size_nm'].")
+        "coordinates when they are in nm, else attrs['voxel_size_m'].")
     remove_ramp: bool = Field(True, description="Remove the amplitude-weighted phase ramp "
                               "and offset fitted on the support (an off-centre Bragg peak is "
                               "not strain).")
@@ -55,8 +55,9 @@ def _voxel_size(ds: xr.Dataset, params: StrainParams, source: str) -> np.ndarray
         sizes = [float(v)] * ndim if isinstance(v, (int, float)) else [float(x) for x in v]
     elif all(d in ds.coords and ds[d].attrs.get("units") == "nm" for d in obj.dims):
         sizes = [float(np.diff(ds[d].values).mean()) for d in obj.dims]
-    elif "voxel_size_nm" in ds.attrs:
-        sizes = [float(x) for x in np.atleast_1d(ds.attrs["voxel_size_nm"])]
+    elif "voxel_size_m" in ds.attrs:
+        v = np.atleast_1d(ds.attrs["voxel_size_m"]).astype(np.float64) * 1e9
+        sizes = [float(v[0])] * ndim if v.size == 1 else [float(x) for x in v]
     else:
         raise DataError(f"{source}: bragg.strain needs the voxel size of obj {obj.dims} in "
                         "nm: orthogonalise first (coordinates in nm) or give voxel_size_nm")

@@ -271,6 +271,46 @@ def _read_quantity(f: h5py.File, table: tuple[tuple[str, str], ...]) -> float | 
     return None
 
 
+# diffractometer angles [deg] (NeXus-like and the APS 34-ID-C repackaging)
+_ANGLES = {"delta_deg": ("/entry_1/instrument_1/positioners/delta",
+                         "/entry/instrument/detector/delta",
+                         "/entry/sample/transformations/delta"),
+           "gamma_deg": ("/entry_1/instrument_1/positioners/gamma",
+                         "/entry/instrument/detector/gamma",
+                         "/entry/sample/transformations/gamma")}
+# the rocking motor's positions per frame: (path, motor name)
+_ROCKING = (("/entry_1/measurement/Theta", "theta"), ("/entry/sample/transformations/theta",
+                                                      "theta"),
+            ("/entry_1/measurement/Phi", "phi"), ("/entry/sample/transformations/phi", "phi"))
+
+
+def _angles(f: h5py.File, frames: int | None) -> dict[str, float | str]:
+    """Detector arm angles and the rocking step [deg] where the file records them."""
+    out: dict[str, float | str] = {}
+    for key, paths in _ANGLES.items():
+        for path in paths:
+            d = _dataset(f, path)
+            if d is not None and d.size >= 1:
+                try:
+                    value = float(np.asarray(d[()]).ravel()[0])
+                except (TypeError, ValueError):
+                    continue
+                if np.isfinite(value):
+                    out[key] = value
+                    break
+    for path, motor in _ROCKING:
+        d = _dataset(f, path)
+        if d is None or d.ndim != 1 or d.shape[0] < 2 or (frames and d.shape[0] != frames):
+            continue
+        values = np.asarray(d[()], np.float64)
+        step = float(np.mean(np.diff(values)))
+        if np.isfinite(step) and step != 0:
+            out["rocking_step_deg"] = step
+            out["rocking_motor"] = motor
+            break
+    return out
+
+
 def _geometry(f: h5py.File) -> dict[str, float]:
     geo: dict[str, float] = {}
     wavelength = _read_quantity(f, _WAVELENGTH)
@@ -420,6 +460,7 @@ def read_hdf5(path: str | Path, *, dataset: str | None = None, mask: str | bool 
             if "support" in truth:
                 data_vars[schema.SUPPORT_TRUE] = (rdims, truth["support"][()].astype(bool))
         attrs.update(_geometry(f))
+        attrs.update(_angles(f, frames.shape[0] if frames.ndim == 3 else None))
 
     if checksum:
         attrs["source_sha256"] = sha256_file(fname)

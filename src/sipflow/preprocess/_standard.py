@@ -224,6 +224,7 @@ class Standard(Stage):
             centre = [n // 2 for n in counts.shape]
         else:
             centre = _peak(counts, params.centre, mask)
+        raw_shape = [int(n) for n in counts.shape]
         window = [counts.shape[a] if s is None else s * b
                   for a, (s, b) in enumerate(zip(sizes, bins, strict=True))]
         if params.size is None:
@@ -242,7 +243,8 @@ class Standard(Stage):
             attrs=dict(ds.attrs),
         )
         out.attrs["prep_peak_index"] = centre
-        out.attrs["prep_window"] = {"centre": centre, "shape": window, "bin": bins}
+        out.attrs["prep_window"] = {"centre": centre, "shape": window, "bin": bins,
+                                    "detector_shape": raw_shape}
         if params.threshold > 0:
             notes.append(f"counts < {params.threshold} zeroed")
         if schema.OBJ_TRUE in ds:

@@ -23,9 +23,12 @@ LayerTuple = tuple[Any, dict[str, Any], str]
 #: key of a layer's ``metadata`` dict under which sipflow records what the layer shows
 META_KEY = "sipflow"
 #: roles of the layers, in the order they are added (the last is drawn on top)
-ROLES = ("intensity", "mask", "runs amplitude", "runs phase", "amplitude", "phase", "support")
+ROLES = ("intensity", "mask", "runs amplitude", "runs phase", "amplitude", "phase", "support",
+         "displacement", "strain")
 #: cyclic colormap of phase layers
 PHASE_COLORMAP = "twilight_shifted"
+#: diverging colormap of signed fields (strain, displacement), limits symmetric about 0
+DIVERGING_COLORMAP = "bwr"
 
 _STORE_SUFFIXES = (".zarr",)
 _SCAN_SUFFIXES = (".h5", ".hdf5", ".hdf", ".nxs", ".cxi", ".nx5")
@@ -215,7 +218,9 @@ def result_layers(result: xr.Dataset | str | Path, name: str | None = None,
         (log10(1 + counts), hidden when there is an object), ``mask`` (labels, 1 = masked),
         ``runs amplitude`` / ``runs phase`` (``run`` is the first, slider, dimension; hidden),
         ``amplitude``, ``phase`` (radians, cyclic colormap, NaN outside the support, global
-        phase offset removed), ``support`` (labels). Real-space layers carry the scale of
+        phase offset removed), ``support`` (labels), ``displacement`` (hidden) and ``strain``
+        of a Bragg result (diverging colormap, limits ±99th percentile of |value|).
+        Real-space layers carry the scale of
         :func:`real_space_scale`; its units are in ``metadata["units"]``.
     """
     if isinstance(result, xr.Dataset):
@@ -270,6 +275,18 @@ def result_layers(result: xr.Dataset | str | Path, name: str | None = None,
         layers.append((support.astype(np.uint8), {
             "name": f"{name} support", "opacity": 0.3, "visible": False, **common,
             "metadata": _meta(src, "result", "support", schema.SUPPORT) | unit}, "labels"))
+    for var, role, value_unit, visible in ((schema.DISPLACEMENT, "displacement", "nm", False),
+                                           (schema.STRAIN, "strain", "1", True)):
+        if var in ds and ds[var].shape == obj.shape:
+            field = np.asarray(ds[var].values, np.float32)
+            finite = np.abs(field[np.isfinite(field)])
+            limit = float(np.percentile(finite, 99)) if finite.size else 0.0
+            limit = limit if limit > 0 else 1e-6
+            layers.append((field, {
+                "name": f"{name} {role}", "colormap": DIVERGING_COLORMAP,
+                "contrast_limits": (-limit, limit), "visible": visible, **common,
+                "metadata": _meta(src, "result", role, var) | unit
+                | {"value_unit": value_unit}}, "image"))
     return layers
 
 

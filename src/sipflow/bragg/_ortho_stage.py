@@ -1,0 +1,169 @@
+"""``bragg.orthogonalize``: the detector-frame object onto a laboratory grid in nm."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import numpy as np
+import xarray as xr
+from pydantic import BaseModel, ConfigDict, Field
+
+from .. import schema
+from ..errors import DataError
+from ..hookspecs import hookimpl
+from ..stage import Context, Stage, StageParams
+from ._geometry import Geometry, lab_grid, orthogonalize, transfer_matrix
+
+#: dims of the detector-frame (oblique) copies kept beside the lab-frame object
+OBLIQUE_DIMS = ("oblique_z", "oblique_y", "oblique_x")
+
+
+class GeometryBlock(BaseModel):
+    """The ``geometry:`` block: what the file lacks or gets wrong (angles in degrees)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    delta_deg: float | None = Field(None, description="In-plane detector angle (about the "
+                                    "vertical, towards outboard); default: the file's.")
+    gamma_deg: float | None = Field(None, description="Out-of-plane detector angle; "
+                                    "default: the file's.")
+    rocking_step_deg: float | None = Field(None, description="Sample rotation per raw frame; "
+                                           "default: the file's rocking motor steps.")
+    rocking_axis: Literal["x", "y", "z", "-x", "-y", "-z"] = Field(
+        "y", description="Lab axis of the rocking rotation (z downstream, y up, x outboard): "
+        "'y' for a theta rock at APS 34-ID-C.")
+    detector_centre_px: list[float] | None = Field(
+        None, min_length=2, max_length=2, description="(row, col) of the raw frame's pixel "
+        "on the detector arm's axis; default: the middle of the raw frame.")
+    wavelength_nm: float | None = Field(None, gt=0)
+    distance_m: float | None = Field(None, gt=0)
+    pixel_size_um: float | None = Field(None, gt=0)
+
+
+class OrthogonalizeParams(StageParams):
+    """Parameters of ``bragg.orthogonalize``."""
+
+    geometry: GeometryBlock = Field(default_factory=GeometryBlock,
+                                    description="Overrides of the file's geometry.")
+    voxel_size_nm: float | None = Field(None, gt=0, description="Lab voxel size (cubic) "
+                                        "[nm]; default: the smallest real-space step.")
+
+
+def scan_geometry(ds: xr.Dataset, block: GeometryBlock, source: str
+                  ) -> tuple[Geometry, dict[str, Any]]:
+    """The :class:`Geometry` of a preprocessed rocking scan, from its attrs and `block`.
+
+    Pixel size and rocking step are multiplied by ``prep.standard``'s bin factors, and the
+    Bragg vector is taken at the window's centre (the peak).
+    """
+    attrs = ds.attrs
+    window = attrs.get("prep_window") or {}
+    bins = [int(b) for b in window.get("bin", [1, 1, 1])]
+    if len(bins) != 3 or any(b < 1 for b in bins):
+        raise DataError(f"{source}: prep_window bin {bins} is not three factors ≥ 1")
+
+    def pick(value, key, scale=1.0):
+        if value is not None:
+            return float(value)
+        if key in attrs:
+            return float(attrs[key]) * scale
+        return None
+
+    wavelength = pick(block.wavelength_nm, "wavelength_m", 1e9)
+    distance = (block.distance_m if block.distance_m is not None
+                else attrs.get("distance_m"))
+    pixel = (block.pixel_size_um * 1e-6 if block.pixel_size_um is not None
+             else attrs.get("pixel_size_m"))
+    values = {"wavelength": wavelength, "distance": distance, "pixel size": pixel,
+              "delta_deg": pick(block.delta_deg, "delta_deg"),
+              "gamma_deg": pick(block.gamma_deg, "gamma_deg"),
+              "rocking_step_deg": pick(block.rocking_step_deg, "rocking_step_deg")}
+    missing = [k for k, v in values.items() if v is None]
+    if missing:
+        raise DataError(f"{source}: bragg.orthogonalize needs {', '.join(missing)}, which the "
+                        "file does not record; give them in the stage's geometry block, e.g. "
+                        "geometry: {delta_deg: 32.2, gamma_deg: 12.6, rocking_step_deg: 0.005}")
+    if values["rocking_step_deg"] == 0:
+        raise DataError(f"{source}: the rocking step is 0: a rocking scan must rotate the "
+                        "sample between frames")
+    centre = window.get("centre")
+    shape = window.get("detector_shape")
+    offset = (0.0, 0.0)
+    if centre is not None and len(centre) == 3:
+        mid = (block.detector_centre_px if block.detector_centre_px is not None
+               else [n / 2 for n in shape[1:]] if shape else None)
+        if mid is not None:
+            offset = (float(centre[1]) - mid[0], float(centre[2]) - mid[1])
+    geo = Geometry(wavelength_nm=float(wavelength), distance_nm=float(distance) * 1e9,
+                   pixel_nm=(float(pixel) * 1e9 * bins[1], float(pixel) * 1e9 * bins[2]),
+                   delta_deg=float(values["delta_deg"]), gamma_deg=float(values["gamma_deg"]),
+                   rocking_step_deg=float(values["rocking_step_deg"]) * bins[0],
+                   rocking_axis=block.rocking_axis,
+                   offset_px=(offset[0] / bins[1], offset[1] / bins[2]))
+    return geo, {"bins": bins, "offset_px": list(offset)}
+
+
+class Orthogonalize(Stage):
+    """The detector-frame object of a rocking scan onto a laboratory grid in nm.
+
+    The real-space transfer matrix comes from the recorded geometry (the file's angles,
+    ``prep.standard``'s window and bins, and the ``geometry`` block); ``obj`` and
+    ``support`` are interpolated onto a cubic grid with axes ``(z, y, x)`` = (downstream,
+    up, outboard) and coordinates in nm, large enough to hold the support with a margin
+    of 4 voxels. The detector-frame arrays are kept as
+    ``obj_oblique`` / ``support_oblique`` (other real-space variables move to the
+    ``oblique_*`` dims). ``attrs`` gain ``bragg_g_direction`` and ``bragg_d_spacing_nm``
+    (the Bragg vector at the peak), ``voxel_size_m`` (SI, as all geometry in attrs) and
+    ``bragg_transfer_matrix_nm``.
+    """
+
+    name = "bragg.orthogonalize"
+    version = "1.0"
+    Params = OrthogonalizeParams
+    requires = (schema.OBJ, schema.SUPPORT)
+    produces = (schema.OBJ, schema.SUPPORT)
+
+    def run(self, ds: xr.Dataset, params: OrthogonalizeParams, context: Context
+            ) -> xr.Dataset:
+        source = ds.attrs.get("source", "the input")
+        obj = np.asarray(ds[schema.OBJ].values)
+        if obj.ndim != 3:
+            raise DataError(f"{source}: bragg.orthogonalize needs a 3-D rocking-scan object; "
+                            f"obj has shape {obj.shape}")
+        support = np.asarray(ds[schema.SUPPORT].values, bool)
+        geo, info = scan_geometry(ds, params.geometry, source)
+        r = transfer_matrix(geo.q_steps(), obj.shape)
+        # the lab grid holds the support with a margin, not the whole oblique array
+        grid, voxel = lab_grid(r, obj.shape, params.voxel_size_nm, within=support, margin=4)
+        lab, _ = orthogonalize(obj, r, voxel, grid)
+        lab_support, _ = orthogonalize(support, r, voxel, grid)
+        q = geo.q_bragg()
+        out = ds.rename_dims({d: o for d, o in zip(schema.real_dims(3), OBLIQUE_DIMS,
+                                                   strict=True) if d in ds.dims})
+        out = out.drop_vars([d for d in schema.real_dims(3) if d in out.coords])
+        out = out.rename_vars({schema.OBJ: "obj_oblique", schema.SUPPORT: "support_oblique"})
+        dims = schema.real_dims(3)
+        coords = {d: (d, (np.arange(n) - n // 2) * voxel, {"units": "nm"})
+                  for d, n in zip(dims, lab.shape, strict=True)}
+        out = out.assign_coords(coords)
+        out[schema.OBJ] = (dims, lab.astype(np.complex64))
+        out[schema.SUPPORT] = (dims, lab_support)
+        out.attrs = dict(ds.attrs)
+        out.attrs.update({
+            "voxel_size_m": [voxel * 1e-9] * 3,
+            "bragg_g_direction": (q / np.linalg.norm(q)).tolist(),
+            "bragg_d_spacing_nm": float(2 * np.pi / np.linalg.norm(q)),
+            "bragg_transfer_matrix_nm": r.tolist(),
+            "bragg_geometry": {**geo.as_dict(), **info},
+        })
+        context.logger.info("bragg.orthogonalize: %s -> %s voxels of %.2f nm; d = %.4f nm",
+                            obj.shape, lab.shape, voxel, 2 * np.pi / np.linalg.norm(q))
+        return out
+
+
+@hookimpl
+def sipflow_stages():
+    return [Orthogonalize]
+
+
+__all__ = ["GeometryBlock", "Orthogonalize", "OrthogonalizeParams", "scan_geometry"]

@@ -1,0 +1,89 @@
+"""bragg.orthogonalize → bragg.strain on a simulated crystal with a known displacement."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import xarray as xr
+
+import sipflow
+from sipflow import Context
+from sipflow.bragg import Geometry, transfer_matrix
+from sipflow.errors import DataError, PipelineError
+from sipflow.pipeline import Pipeline
+from sipflow.plugins import get_registry
+
+SHAPE = (64, 64, 64)
+SIZE = np.array([220.0, 160.0, 250.0])  # crystal box, (z, y, x) [nm]
+A = 4e-6  # u = A s² along G [1/nm]: strain 2 A s, up to ±1e-3 over the crystal
+
+
+def _scan(geometry_in_file: bool = True) -> tuple[xr.Dataset, Geometry]:
+    """A phased rocking scan: the object on the detector lattice, as phase.classic leaves it."""
+    geo = Geometry(wavelength_nm=0.13776, distance_nm=0.5e9, pixel_nm=(110e3, 110e3),
+                   delta_deg=32.174, gamma_deg=12.6346, rocking_step_deg=0.02)
+    r = transfer_matrix(geo.q_steps(), SHAPE)
+    s = np.stack(np.meshgrid(*[np.arange(n) - n // 2 for n in SHAPE], indexing="ij"))
+    p = np.einsum("ij,j...->i...", r, s)  # lab position of each array element [nm]
+    q = geo.q_bragg()
+    g_hat = q / np.linalg.norm(q)
+    along = np.einsum("i,i...->...", g_hat, p)
+    support = np.all(np.abs(p) <= SIZE[:, None, None, None] / 2, axis=0)
+    obj = np.where(support, np.exp(1j * (np.linalg.norm(q) * A * along ** 2 + 0.7)), 0)
+    attrs = {"source": "simulated_bragg.h5",
+             "prep_window": {"centre": [100, 128, 128], "shape": [64, 128, 128],
+                             "bin": [1, 2, 2], "detector_shape": [201, 256, 256]}}
+    if geometry_in_file:  # as the reader records it: raw pixels, raw rocking step
+        attrs.update({"wavelength_m": 0.13776e-9, "distance_m": 0.5, "pixel_size_m": 55e-6,
+                      "delta_deg": 32.174, "gamma_deg": 12.6346, "rocking_step_deg": 0.02})
+    dims = ("z", "y", "x")
+    ds = xr.Dataset({"obj": (dims, obj.astype(np.complex64)), "support": (dims, support)},
+                    attrs=attrs)
+    return ds, geo
+
+
+def test_orthogonalised_crystal_has_its_size_and_its_strain():
+    ds, geo = _scan()
+    spec = {"stages": [{"use": "bragg.orthogonalize"}, {"use": "bragg.strain"}]}
+    out = sipflow.run_pipeline(spec, ds, seed=0)
+    voxel = out.attrs["voxel_size_m"][0] * 1e9
+    assert out.x.attrs["units"] == "nm" and out.obj.dims == ("z", "y", "x")
+    sup = out.support.values
+    for axis in range(3):  # the crystal's size in nm, within one voxel per side
+        other = tuple(a for a in range(3) if a != axis)
+        extent = np.flatnonzero(sup.any(axis=other))
+        assert abs((extent[-1] - extent[0] + 1) * voxel - SIZE[axis]) <= 2 * voxel
+    q = geo.q_bragg()
+    np.testing.assert_allclose(out.attrs["bragg_g_direction"], q / np.linalg.norm(q),
+                               atol=1e-12)
+    # strain 2 A (r·ĝ) on the lab grid, up to the mean that the ramp removal takes away
+    grid = np.stack(np.meshgrid(*[out[d].values for d in ("z", "y", "x")], indexing="ij"))
+    truth = 2 * A * np.einsum("i,i...->...", q / np.linalg.norm(q), grid)
+    interior = sup & ~out.surface.values & np.isfinite(out.strain.values)
+    diff = out.strain.values[interior] - truth[interior]
+    rms = float(np.sqrt(np.mean((diff - diff.mean()) ** 2)))
+    assert rms < 1e-4, rms
+    assert np.ptp(truth[interior]) > 1e-3  # the field is much larger than that error
+    assert "obj_oblique" in out and out.obj_oblique.dims == ("oblique_z", "oblique_y",
+                                                             "oblique_x")
+
+
+def test_missing_or_contradictory_geometry_is_a_clear_error_before_any_work():
+    ds, _ = _scan(geometry_in_file=False)
+    stage = get_registry().stage("bragg.orthogonalize")()
+    with pytest.raises(DataError, match=r"simulated_bragg\.h5.*delta_deg.*geometry"):
+        stage(ds, {}, Context())
+    flat = ds.assign_attrs(wavelength_m=1e-10, distance_m=0.5, pixel_size_m=55e-6,
+                           delta_deg=30.0, gamma_deg=10.0, rocking_step_deg=0.0)
+    with pytest.raises(DataError, match="rocking step is 0"):
+        stage(flat, {}, Context())
+    two_d = xr.Dataset({"obj": (("y", "x"), np.ones((8, 8), np.complex64)),
+                        "support": (("y", "x"), np.ones((8, 8), bool))}, attrs=flat.attrs)
+    with pytest.raises(DataError, match="3-D rocking-scan object"):
+        stage(two_d, {"geometry": {"rocking_step_deg": 0.01}}, Context())
+    with pytest.raises(PipelineError, match="rocking_axis"):
+        Pipeline.load({"stages": [{"use": "bragg.orthogonalize",
+                                   "with": {"geometry": {"rocking_axis": "w"}}}]})
+    with pytest.raises(PipelineError, match="geometry"):
+        Pipeline.load({"stages": [{"use": "bragg.orthogonalize",
+                                   "with": {"geometry": {"delta": 3}}}]})
