@@ -11,7 +11,10 @@ def test_templates_are_addressable_by_name():
     for name in ("default", "cdi", "bcdi"):
         pipe = Pipeline.load(name)
         assert pipe.name == name
-        assert [s.stage.name for s in pipe.steps][-1] == "analyse.metrics"
+        assert "analyse.metrics" in [s.stage.name for s in pipe.steps]
+    # Bragg CDI ends with the crystal's physics, after the figures of merit of phasing
+    assert [s.stage.name for s in Pipeline.load("bcdi").steps][-3:] == [
+        "analyse.metrics", "bragg.orthogonalize", "bragg.strain"]
 
 
 def test_yaml_file_and_dict(tmp_path):
