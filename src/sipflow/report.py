@@ -77,6 +77,21 @@ def summary_rows(ds: xr.Dataset) -> list[tuple[str, str]]:
             rows.append((f"{label} free LLK", text))
         if dp.get("kept_previous"):
             rows.append((label, "kept the previous object: it fits the free pixels better"))
+    bs = ds.attrs.get("bragg_strain")
+    if bs and schema.SUPPORT in ds:
+        voxel = bs["voxel_size_nm"]
+        extent = [(int(np.ptp(ix)) + 1) * v for ix, v in
+                  zip(np.nonzero(np.asarray(ds[schema.SUPPORT].values)), voxel, strict=True)]
+        rows.append(("crystal size", " × ".join(f"{e:.0f}" for e in extent) + " nm"
+                     + f" ({', '.join(map(str, ds[schema.SUPPORT].dims))}; voxel "
+                       f"{voxel[0]:.3g} nm)"))
+        rows.append(("d spacing / |G|", f"{bs['d_spacing_nm']:.4f} nm / {bs['g_inv_nm']:.4g} "
+                                        "1/nm"))
+        rows.append(("RMS strain (interior)", f"{bs['strain_rms']:.3g} (mean "
+                                              f"{bs['strain_mean']:.2g}, "
+                                              f"{bs['interior_voxels']} voxels; "
+                                              f"{bs['surface_voxels']} surface voxels "
+                                              "flagged)"))
     cert = ds.attrs.get("refine_certificate")
     if cert:
         verdict = "certified" if cert["certified"] else "NOT certified"

@@ -87,3 +87,29 @@ def test_missing_or_contradictory_geometry_is_a_clear_error_before_any_work():
     with pytest.raises(PipelineError, match="geometry"):
         Pipeline.load({"stages": [{"use": "bragg.orthogonalize",
                                    "with": {"geometry": {"delta": 3}}}]})
+
+
+@pytest.mark.prefect
+@pytest.mark.slow
+def test_the_bcdi_template_runs_through_the_prefect_flow(tmp_path, prefect_server, capsys):
+    from sipflow.cli import main
+    from sipflow.io import open_result
+    from sipflow.simulate import Simulation, write_scan
+
+    scan = write_scan(tmp_path / "bragg.h5", Simulation(
+        shape=(64, 128, 128), kind="crystal", photons=1e8, extent=0.25, delta_deg=32.174,
+        gamma_deg=12.6346, rocking_step_deg=0.02, seed=1))
+    out = tmp_path / "bragg.zarr"
+    assert main(["run", "bcdi", str(scan), "-o", str(out), "--engine", "prefect",
+                 "--seed", "1"]) == 0
+    ds = open_result(out, verify=True)
+    assert [s["use"] for s in ds.attrs["provenance"]["stages"]][-2:] == [
+        "bragg.orthogonalize", "bragg.strain"]
+    assert ds.x.attrs["units"] == "nm" and ds.strain.attrs["units"] == "1"
+    assert ds.attrs["bragg_strain"]["interior_voxels"] > 100
+    assert ds.attrs["bragg_geometry"]["rocking_step_deg"] == (
+        pytest.approx(0.02))
+    capsys.readouterr()
+    assert main(["evaluate", str(out)]) == 0
+    shown = capsys.readouterr().out
+    assert "crystal size" in shown and "RMS strain" in shown and " nm" in shown

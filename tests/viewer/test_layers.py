@@ -216,6 +216,7 @@ def test_a_bragg_result_shows_strain_with_a_diverging_colormap():
                     attrs={"voxel_size_m": [1e-8] * 3, "source": "crystal.h5"})
     layers = {kw["name"]: (data, kw) for data, kw, _ in result_layers(ds)}
     data, kw = layers["crystal strain"]
+    assert data.shape == (6, 7, 8)
     assert kw["colormap"] == "bwr" and kw["visible"]
     low, high = kw["contrast_limits"]
     assert low == -high and 1e-3 < high <= 2e-3

@@ -48,6 +48,9 @@ class Simulation:
         Incoherent background [photons per pixel], added with its own Poisson noise.
     energy_eV, distance_m, pixel_size_m : float
         Geometry written to the file.
+    delta_deg, gamma_deg, rocking_step_deg : float, optional
+        Diffractometer angles of a Bragg rocking scan, written where the reader finds
+        them (detector arm angles; the rocking motor's position per frame, from 0).
     seed : int
     """
 
@@ -65,6 +68,9 @@ class Simulation:
     energy_eV: float = 8000.0
     distance_m: float = 2.0
     pixel_size_m: float = 75e-6
+    delta_deg: float | None = None
+    gamma_deg: float | None = None
+    rocking_step_deg: float | None = None
     seed: int = 0
     extra: dict = field(default_factory=dict)
 
@@ -135,6 +141,16 @@ def _write_geometry(f: h5py.File, sim: Simulation, detector: str, source: str) -
     for axis in ("x", "y"):
         f[f"{detector}/{axis}_pixel_size"] = sim.pixel_size_m
         f[f"{detector}/{axis}_pixel_size"].attrs["units"] = "m"
+    cxi = detector.startswith("/entry_1")
+    for name, value in (("delta", sim.delta_deg), ("gamma", sim.gamma_deg)):
+        if value is not None:
+            path = f"/entry_1/instrument_1/positioners/{name}" if cxi else f"{detector}/{name}"
+            f[path] = float(value)
+            f[path].attrs["units"] = "degree"
+    if sim.rocking_step_deg is not None and len(sim.shape) == 3:
+        path = "/entry_1/measurement/Theta" if cxi else "/entry/sample/transformations/theta"
+        f[path] = np.arange(sim.shape[0]) * float(sim.rocking_step_deg)
+        f[path].attrs["units"] = "degree"
 
 
 def write_scan(path: str | Path, sim: Simulation | None = None, *, layout: str = "cxi",
