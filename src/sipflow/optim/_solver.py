@@ -111,6 +111,10 @@ class SolverOptions:
         ``None`` (default) does so when the augmented Lagrangian ends feasible but not
         stationary and the problem has at most `sampling_max_unknowns` free real
         unknowns; ``True`` whenever it ends uncertified; ``False`` never.
+    restoration : bool
+        When the start violates the constraints, start from the nearest point that
+        meets them (a feasibility restoration, solved the same way) rather than letting
+        the first inner solves chase the objective alone.
     sampling_max_unknowns : int
     sampling_radius : float
         Smallest sampling radius, relative to ``max(1, ‖x‖∞)``: a sampled certificate
@@ -133,6 +137,7 @@ class SolverOptions:
     memory: int = 20
     dtype: torch.dtype = torch.float64
     nonsmooth: bool | None = None
+    restoration: bool = True
     sampling_max_unknowns: int = 200
     sampling_radius: float = 1e-7
     sampling_iterations: int = 2000
@@ -328,9 +333,12 @@ def solve(problem: Problem, options: SolverOptions | None = None,
 
     opts = options or SolverOptions()
     t0 = time.perf_counter()
+    dtype = opts.dtype
+    # the certificate's unit is the user's problem at the user's start
+    ref = _reference_gradient(problem, _Packing(problem.variables, dtype), dtype)
+    problem, restoration_inner = _restore(problem, opts)
     pack = _Packing(problem.variables, opts.dtype)
     x = pack.x0.copy()
-    dtype = opts.dtype
 
     def parts(z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         v = pack.unpack(z)
@@ -343,11 +351,10 @@ def solve(problem: Problem, options: SolverOptions | None = None,
 
     with torch.no_grad():
         _, c0, h0 = parts(pack.tensor(x))
-    ref = _reference_gradient(problem, pack, dtype)
     lam = np.zeros(c0.numel())
     mu = np.zeros(h0.numel())
     rho = opts.penalty
-    inner_total = 0
+    inner_total = restoration_inner
     prev_violation = math.inf
     cert: Certificate | None = None
 
@@ -524,6 +531,50 @@ def _fit_multipliers(problem: Problem, pack: _Packing, x: np.ndarray, opts: Solv
     lam = np.zeros(c.numel())
     lam[rows_c] = y[:k]
     return lam, y[k:]
+
+
+def _restore(problem: Problem, opts: SolverOptions) -> tuple[Problem, int]:
+    """Feasibility restoration: when the start violates the constraints, start instead
+    from the nearest point that meets them (``min ‖x − x0‖² / ‖x0‖²`` under the same
+    constraints and simple sets, solved by the same method).
+
+    A start far outside a budget otherwise lets the first inner solves fit the objective
+    alone and settle in the nearest stationary point of the objective that happens to be
+    feasible; on CDI refinement with a total-variation budget the restored start (a
+    denoised object) reaches lower objectives (``benchmarks/README.md``). Returns the
+    problem with the restored starting values (unchanged when the start is feasible, when
+    `opts.restoration` is off, or when restoring did not lower the violation) and the
+    inner iterations spent.
+    """
+    from dataclasses import replace
+
+    if not opts.restoration or not (problem.inequalities or problem.equalities):
+        return problem, 0
+    start = _Packing(problem.variables, opts.dtype)
+    with torch.no_grad():
+        v0 = start.unpack(start.tensor(start.x0))
+        c, _ = _stack(problem.inequalities, problem.scales, v0, opts.dtype)
+        h, _ = _stack(problem.equalities, problem.scales, v0, opts.dtype)
+    violation = max(float(torch.clamp(c, min=0).max()) if c.numel() else 0.0,
+                    float(h.abs().max()) if h.numel() else 0.0)
+    if violation <= opts.violation_tol:
+        return problem, 0
+    inits = {name: value.detach().clone() for name, value in v0.items()}
+    norm = max(sum(float((t.abs() ** 2).sum()) for t in inits.values()), 1e-300)
+
+    def distance(v: Values) -> torch.Tensor:
+        return sum(((v[k] - inits[k].to(v[k].dtype)).abs() ** 2).sum()
+                   for k in inits) / norm
+
+    nearest = replace(problem, objective=distance,
+                      variables=[replace(v, init=inits[v.name].to(v.init.dtype))
+                                 for v in problem.variables])
+    result = solve(nearest, replace(opts, restoration=False, nonsmooth=False))
+    if result.certificate.max_violation >= violation:
+        return problem, result.certificate.inner_iterations
+    restored = replace(problem, variables=[replace(v, init=result.values[v.name])
+                                           for v in problem.variables])
+    return restored, result.certificate.inner_iterations
 
 
 def _scale(ref: float, grad_now: float) -> float:
