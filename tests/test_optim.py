@@ -112,7 +112,7 @@ def test_bad_problems_are_clear_errors():
 
 def _nonsmooth_rosenbrock(start: list[float]) -> Problem:
     # 8 |x1² − x2| + (1 − x1)² s.t. √2 x1 ≤ 1, 2 x2 ≤ 1: the minimum sits on the kink
-    # x2 = x1² where the first constraint is active, x = (1/√2, 1/2), multiplier √2 − 1
+    # x2 = x1² where both constraints are active, x = (1/√2, 1/2)
     import math
 
     return Problem(
@@ -132,7 +132,9 @@ def test_a_nonsmooth_problem_is_certified_by_gradient_sampling(start):
     assert 0 < cert.sampling_radius <= 1e-6
     np.testing.assert_allclose(result.values["x"].numpy(), [1 / math.sqrt(2), 0.5], atol=1e-6)
     assert cert.objective == pytest.approx((1 - 1 / math.sqrt(2)) ** 2, rel=1e-5)
-    assert cert.multipliers["box"] == pytest.approx(math.sqrt(2) - 1, rel=1e-3)
+    # both constraints are active at the kink, so the multipliers are not unique; the
+    # force of the box is positive and at most the one of x1 alone (√2 − 1)
+    assert 0 < cert.multipliers["box"] <= (math.sqrt(2) - 1) * 1.001
 
 
 def test_a_kink_is_reported_not_stationary_without_sampling():

@@ -587,8 +587,10 @@ def _reference_gradient(problem: Problem, start: _Packing, dtype: torch.dtype) -
     """``‖∇f‖∞`` at the problem's starting point, projected on the simple sets."""
     with torch.enable_grad():
         z = start.tensor(start.x0, grad=True)
-        f = problem.objective(start.unpack(z)).to(dtype).reshape(())
-        (g,) = torch.autograd.grad(f, z)
+        f = torch.as_tensor(problem.objective(start.unpack(z)))
+        if f.numel() != 1 or f.is_complex():
+            raise TypeError("the objective must return a real scalar tensor")
+        (g,) = torch.autograd.grad(f.to(dtype).reshape(()), z)
     g_np = _projected(g.cpu().double().numpy(), start.x0, start.lower, start.upper)
     return float(np.abs(g_np).max(initial=0.0))
 
