@@ -639,18 +639,9 @@ def _certificate(problem: Problem, pack: _Packing, x: np.ndarray, lam: np.ndarra
             he, _ = _stack(exact.equalities, exact.scales, v_exact, dtype)
     else:
         ce, he = c.detach(), h.detach()
-    ce_np = ce.cpu().double().numpy()
-    he_np = he.cpu().double().numpy()
-    v_in = float(np.maximum(ce_np, 0).max(initial=0.0))
-    v_eq = float(np.abs(he_np).max(initial=0.0))
+    v_in, v_eq, comp, multipliers = _measures(
+        ce.cpu().double().numpy(), he.cpu().double().numpy(), c_np, lam, mu, c_index, h_index)
     violation = max(v_in, v_eq)
-    comp = float(np.abs(lam * c_np).max(initial=0.0))
-    multipliers: dict[str, float] = {}
-    for index, arr in ((c_index, lam), (h_index, mu)):
-        start = 0
-        for name, n in index:
-            multipliers[name] = float(np.abs(arr[start:start + n]).max(initial=0.0))
-            start += n
     status, reason = _verdict(violation, kkt, comp, fval, opts,
                               f"penalty {rho:.3g}, outer iteration {outer}")
     return Certificate(
@@ -659,6 +650,24 @@ def _certificate(problem: Problem, pack: _Packing, x: np.ndarray, lam: np.ndarra
         max_equality_violation=v_eq, kkt_residual=kkt, complementarity=comp,
         multipliers=multipliers, outer_iterations=outer, inner_iterations=inner,
         penalty=rho, wall_s=round(time.perf_counter() - t0, 4))
+
+
+def _measures(c_exact: np.ndarray, h_exact: np.ndarray, c_solved: np.ndarray,
+              lam: np.ndarray, mu: np.ndarray, c_index: list[tuple[str, int]],
+              h_index: list[tuple[str, int]]
+              ) -> tuple[float, float, float, dict[str, float]]:
+    """Inequality and equality violations (of the exact constraints), complementarity
+    ``max |λ c|`` (of the constraints as solved) and the largest multiplier per constraint."""
+    v_in = float(np.maximum(c_exact, 0).max(initial=0.0))
+    v_eq = float(np.abs(h_exact).max(initial=0.0))
+    comp = float(np.abs(lam * c_solved).max(initial=0.0))
+    multipliers: dict[str, float] = {}
+    for index, arr in ((c_index, lam), (h_index, mu)):
+        start = 0
+        for name, n in index:
+            multipliers[name] = float(np.abs(arr[start:start + n]).max(initial=0.0))
+            start += n
+    return v_in, v_eq, comp, multipliers
 
 
 def _verdict(violation: float, kkt: float, comp: float, fval: float, opts: SolverOptions,
@@ -765,13 +774,13 @@ def _gradient_sampling(problem: Problem, pack: _Packing, x: np.ndarray, start: C
     for _ in range(4):
         eps = max(1e-3 * span, radius_min)
         xk = project(x)
-        phi_k, g_k, _, _, _ = evaluate(xk, nu, True)
+        phi_k, g_k, c_k, h_k, gf = evaluate(xk, nu, True)
         w = np.ones(1)
         v = g_k
         samples: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
         while steps < opts.sampling_iterations:
             steps += 1
-            samples = [(g_k, *evaluate(xk, nu, False)[2:4])]
+            samples = [(g_k, c_k, h_k)]
             for _ in range(2 * n_free + 1):
                 u = rng.normal(size=n_free)
                 u *= eps * rng.random() ** (1.0 / n_free) / max(np.linalg.norm(u), 1e-300)
@@ -783,7 +792,6 @@ def _gradient_sampling(problem: Problem, pack: _Packing, x: np.ndarray, start: C
             upper_active = np.isfinite(pack.upper) & (pack.upper - xk <= eps) & free
             gmat = np.stack([s[0] for s in samples], axis=1)
             w, v = _min_norm(gmat, lower_active, upper_active)
-            _, _, _, _, gf = evaluate(xk, nu, True)
             tol = opts.kkt_tol * _scale(ref, float(np.abs(gf).max(initial=0.0)))
             if float(np.abs(v).max(initial=0.0)) <= tol:
                 if eps <= radius_min:
@@ -801,7 +809,7 @@ def _gradient_sampling(problem: Problem, pack: _Packing, x: np.ndarray, start: C
                     break
                 t *= 0.5
             if moved:
-                g_k = evaluate(xk, nu, True)[1]
+                _, g_k, c_k, h_k, gf = evaluate(xk, nu, True)
             elif eps > radius_min:
                 eps = max(eps / 10, radius_min)
             else:
@@ -844,16 +852,8 @@ def _sampled_certificate(problem: Problem, pack: _Packing, x: np.ndarray, nu: fl
             mu += nu * wk * np.sign(hk)
     fval = float(f.detach())
     kkt = float(np.abs(v).max(initial=0.0)) / _scale(ref, float(gf.abs().max()))
-    v_in = float(np.maximum(c_np, 0).max(initial=0.0))
-    v_eq = float(np.abs(h_np).max(initial=0.0))
+    v_in, v_eq, comp, multipliers = _measures(c_np, h_np, c_np, lam, mu, c_index, h_index)
     violation = max(v_in, v_eq)
-    comp = float(np.abs(lam * c_np).max(initial=0.0))
-    multipliers: dict[str, float] = {}
-    for index, arr in ((c_index, lam), (h_index, mu)):
-        start = 0
-        for name, n in index:
-            multipliers[name] = float(np.abs(arr[start:start + n]).max(initial=0.0))
-            start += n
     status, reason = _verdict(violation, kkt, comp, fval, opts,
                               f"gradient sampling, radius {eps:.2g}, penalty {nu:.3g}")
     if status == "certified":
