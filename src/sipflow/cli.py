@@ -8,6 +8,7 @@ exit status (2 for bad input/pipeline/output, 3 when a reconstruction fails);
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -123,6 +124,80 @@ def _run(pipeline: str, input_path: str, output: str, *, engine: str, device: st
         return Path(result["output"])
 
 
+def _train_config(args: argparse.Namespace):
+    """The training configuration: the --config file, then the options given."""
+    import yaml
+    from pydantic import ValidationError
+
+    from .learned import TrainConfig
+
+    values: dict[str, Any] = {}
+    if args.config:
+        try:
+            with open(args.config) as fh:
+                values = yaml.safe_load(fh) or {}
+        except yaml.YAMLError as exc:
+            raise PipelineError(f"{args.config}: not valid YAML ({exc})") from exc
+        if not isinstance(values, dict):
+            raise PipelineError(f"{args.config}: expected a mapping of training settings "
+                                f"(e.g. 'epochs: 20'), got {type(values).__name__}")
+    options = {"shape": args.shape, "kinds": args.kinds, "samples": args.samples,
+               "validation": args.validation, "epochs": args.epochs,
+               "symmetry_break": args.symmetry_break, "group": args.group, "width": args.width,
+               "depth": args.depth, "batch_size": args.batch_size, "lr": args.lr,
+               "seed": args.seed}
+    if args.photons is not None:
+        options["photons"] = (None if str(args.photons).lower() in ("none", "inf")
+                              else float(args.photons))
+    values.update({k: v for k, v in options.items() if v is not None})
+    try:
+        return TrainConfig.model_validate(values)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'config'}: {e['msg']}"
+                             for e in exc.errors())
+        raise PipelineError(f"{args.config or 'training options'}: {problems}") from None
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from ._resources import cpu_threads
+    from .learned import train
+    from .report import print_table
+    from .stage import Context
+    from .symmetry import get_group
+
+    config = _train_config(args)
+    get_group(config.group)
+    device = Context.resolve_device(args.device)
+    columns = (TextColumn("[bold]train[/bold] epoch {task.fields[epoch]}"), BarColumn(),
+               TextColumn("loss {task.fields[loss]:.4g}"), TimeRemainingColumn())
+    with Progress(*columns, transient=False) as bar, (
+            cpu_threads() if device == "cpu" else contextlib.nullcontext()):
+        task = bar.add_task("train", total=None, epoch="-", loss=float("nan"))
+
+        def show(epoch: int, epochs: int, step: int, steps: int, loss: float) -> None:
+            bar.update(task, total=epochs * steps, completed=(epoch - 1) * steps + step,
+                       epoch=f"{epoch}/{epochs}", loss=loss)
+
+        result = train(config, args.output, overwrite=args.overwrite, progress=show,
+                       device=device)
+    h = result.history
+    rows = [("model", str(result.path)), ("epochs", f"{result.epochs} (resumed after "
+                                                    f"{result.resumed_from})"
+             if result.resumed_from else str(result.epochs)),
+            ("symmetry breaking", f"{'on' if config.symmetry_break else 'off'} "
+                                  f"({config.group})"),
+            ("training pairs", str(config.samples))]
+    if h["epoch"]:
+        rows += [("train loss (last epoch)", f"{h['train_loss'][-1]:.4g}"),
+                 ("validation loss", f"{h['val_loss'][-1]:.4g}"),
+                 ("validation error modulo the group", f"{h['val_error'][-1]:.3f}"),
+                 ("loss curves", str(result.path.parent / "history.csv"))]
+    print_table(rows, "sipflow train")
+    return 0
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     options = {"dataset": args.dataset} if args.dataset else {}
     out = _run(args.pipeline, args.input, args.output, engine=args.engine, device=args.device,
@@ -181,7 +256,7 @@ def cmd_plugins(args: argparse.Namespace) -> int:
     reg = get_registry()
     rows = [{"name": p.name, "version": p.version, "origin": p.origin, "stages": p.stages,
              "readers": p.readers, "templates": p.templates, "constraints": p.constraints,
-             "error": p.error}
+             "groups": p.groups, "error": p.error}
             for p in reg.plugins]
     if args.json:
         print(json.dumps(rows, indent=2))
@@ -195,7 +270,8 @@ def cmd_plugins(args: argparse.Namespace) -> int:
     for r in rows:
         provides = ", ".join(r["stages"] + [f"reader:{x}" for x in r["readers"]]
                              + [f"template:{x}" for x in r["templates"]]
-                             + [f"constraint:{x}" for x in r["constraints"]])
+                             + [f"constraint:{x}" for x in r["constraints"]]
+                             + [f"group:{x}" for x in r["groups"]])
         table.add_row(r["name"], r["version"], r["origin"], provides,
                       f"[red]failed: {r['error']}[/red]" if r["error"] else "ok")
     Console().print(table)
@@ -313,6 +389,32 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--dataset", default=None, help="HDF5 path of the frames")
     r.add_argument("--overwrite", action="store_true")
     r.set_defaults(func=cmd_run)
+
+    t = sub.add_parser("train", help="train an end-to-end model on simulated pairs (resumes "
+                       "in its folder)")
+    t.add_argument("output", help="model folder: model.pt (the checkpoint a pipeline names) "
+                   "and history.csv; training the same settings there resumes")
+    t.add_argument("--config", default=None, help="YAML file of training settings (options "
+                   "given here override it)")
+    t.add_argument("--shape", type=int, nargs=2, default=None, metavar=("ROWS", "COLS"))
+    t.add_argument("--kinds", nargs="+", default=None, help="object shapes (2-D kinds of "
+                   "sipflow simulate)")
+    t.add_argument("--samples", type=int, default=None, help="training pairs")
+    t.add_argument("--validation", type=int, default=None, help="held-out pairs")
+    t.add_argument("--epochs", type=int, default=None)
+    t.add_argument("--photons", default=None, help="total photons per pattern, or 'none'")
+    t.add_argument("--symmetry-break", action=argparse.BooleanOptionalAction, default=None,
+                   help="train on canonical targets (default on)")
+    t.add_argument("--group", default=None, help="ambiguity group of the targets")
+    t.add_argument("--width", type=int, default=None)
+    t.add_argument("--depth", type=int, default=None)
+    t.add_argument("--batch-size", type=int, default=None)
+    t.add_argument("--lr", type=float, default=None)
+    t.add_argument("--seed", type=int, default=None)
+    t.add_argument("--device", default="auto")
+    t.add_argument("--overwrite", action="store_true", help="replace a model of other "
+                   "settings in the folder")
+    t.set_defaults(func=cmd_train)
 
     e = sub.add_parser("evaluate", help="figures of merit of a result store")
     e.add_argument("result")

@@ -24,6 +24,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from .io import Reader
     from .refine import Constraint
     from .stage import Stage
+    from .symmetry import AmbiguityGroup
 
 #: Version of this plugin API. Incremented only when a hook changes incompatibly.
 PLUGIN_API_VERSION = 1
@@ -106,4 +107,28 @@ def sipflow_constraints() -> Sequence[type[Constraint]]:
     -----------------
     Once, when the registry is built; a pipeline names them under
     ``refine.constrained``'s ``constraints`` (``- use: tv``, ``with: {budget: ...}``).
+    """
+
+
+@hookspec
+def sipflow_symmetry_groups() -> Sequence[AmbiguityGroup]:
+    """Return ambiguity groups (e.g. a crystal's point group) for sipflow to use by name.
+
+    Each is an object following :class:`sipflow.symmetry.AmbiguityGroup`: a ``name``,
+    a one-line ``description`` and ``apply(x, element)``, ``canonical(x)`` (returning a
+    :class:`sipflow.symmetry.CanonicalForm` with a confidence, near-ties reported),
+    ``align(reference, x)`` and ``error(estimate, truth)``. The defining property,
+    which a plugin should test as sipflow tests its own groups: ``canonical(g · x).x ==
+    canonical(x).x`` for every element ``g``.
+
+    Returns
+    -------
+    sequence of group objects
+        Names must be unique and differ from the built-in ``farfield`` and ``sign``.
+
+    When it is called
+    -----------------
+    Once, when the registry is built; ``symmetry.canonicalize`` (``group:``) and
+    ``sipflow train`` (``--group``) look groups up by name with
+    :func:`sipflow.symmetry.get_group`.
     """

@@ -45,6 +45,8 @@ DEFAULT_PLUGINS = (
     "sipflow.bragg._ortho_stage",
     "sipflow.bragg._stage",
     "sipflow.dip._stage",
+    "sipflow.learned._stage",
+    "sipflow.symmetry._stage",
     "sipflow.refine._constraints",
     "sipflow.templates",
 )
@@ -61,6 +63,7 @@ class PluginInfo:
     readers: list[str] = field(default_factory=list)
     templates: list[str] = field(default_factory=list)
     constraints: list[str] = field(default_factory=list)
+    groups: list[str] = field(default_factory=list)
     error: str | None = None
 
 
@@ -77,6 +80,8 @@ class Registry:
     reader_owners: dict[int, str] = field(default_factory=dict)
     #: constraints of ``refine.constrained``, by name
     constraints: dict[str, type[Constraint]] = field(default_factory=dict)
+    #: symmetry groups of plugins, by name (the built-in ones live in sipflow.symmetry)
+    groups: dict[str, Any] = field(default_factory=dict)
 
     def reader_plugin(self, reader: Reader) -> str:
         """Name of the plugin that registered `reader`."""
@@ -138,7 +143,8 @@ def _hook_results(pm: pluggy.PluginManager, hook: str, plugin_name: str) -> list
 def _collect(pm: pluggy.PluginManager, info: PluginInfo,
              stages: dict[str, type[Stage]], owners: dict[str, str],
              readers: list[Reader], templates: dict[str, Path],
-             reader_owners: dict[int, str], constraints: dict[str, type[Constraint]]) -> None:
+             reader_owners: dict[int, str], constraints: dict[str, type[Constraint]],
+             groups: dict[str, Any]) -> None:
     """Call this plugin's hooks and merge what it returns; raise on a bad result."""
     from .refine import Constraint
     from .stage import Stage
@@ -180,6 +186,16 @@ def _collect(pm: pluggy.PluginManager, info: PluginInfo,
                                   f"{info.name!r})")
             constraints[cls.name] = cls
             info.constraints.append(cls.name)
+    from .symmetry import check_group
+
+    for result in _hook_results(pm, "sipflow_symmetry_groups", info.name):
+        for group in result or ():
+            group = check_group(group, info.name)
+            if group.name in groups:
+                raise PluginError(f"symmetry group {group.name!r} is provided twice (second "
+                                  f"time by {info.name!r})")
+            groups[group.name] = group
+            info.groups.append(group.name)
 
 
 def build_registry(load_entry_points: bool = True, extra: tuple[object, ...] = ()) -> Registry:
@@ -203,6 +219,7 @@ def build_registry(load_entry_points: bool = True, extra: tuple[object, ...] = (
     templates: dict[str, Path] = {}
     reader_owners: dict[int, str] = {}
     constraints: dict[str, type[Constraint]] = {}
+    groups: dict[str, Any] = {}
 
     candidates: list[tuple[PluginInfo, Any]] = []
     for modname in DEFAULT_PLUGINS:
@@ -235,20 +252,21 @@ def build_registry(load_entry_points: bool = True, extra: tuple[object, ...] = (
                 pm.unregister(plugin)
                 raise
             snapshot = (dict(stages), dict(owners), list(readers), dict(templates),
-                        dict(constraints))
+                        dict(constraints), dict(groups))
             try:
                 _collect(pm, info, stages, owners, readers, templates, reader_owners,
-                         constraints)
+                         constraints, groups)
             except Exception:
-                stages, owners, readers, templates, constraints = snapshot
+                stages, owners, readers, templates, constraints, groups = snapshot
                 pm.unregister(plugin)
                 info.stages, info.readers, info.templates, info.constraints = [], [], [], []
+                info.groups = []
                 raise
         except Exception as exc:  # a broken plugin is reported, never fatal
             info.error = f"{type(exc).__name__}: {exc}"
             if info.origin == "builtin":
                 raise
-    return Registry(pm, plugins, stages, readers, templates, reader_owners, constraints)
+    return Registry(pm, plugins, stages, readers, templates, reader_owners, constraints, groups)
 
 
 @cache

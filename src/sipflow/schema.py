@@ -123,3 +123,17 @@ def real_dims(ndim: int) -> tuple[str, ...]:
         return REAL_DIMS[ndim]
     except KeyError:
         raise DataError(f"objects must be 2-D or 3-D; got {ndim}-D") from None
+
+
+#: what a phase stage produces per run and per iteration: replaced, never mixed, by the next one
+PHASE_RESULTS = (OBJ_RUNS, SUPPORT_RUNS, LLK, LLK_FREE, LOSS, ES_VARIANCE, ERROR, PRTF, RUN,
+                 ITER, "q_shell")
+
+
+def without_phase_results(ds):
+    """`ds` without an earlier phase stage's per-run arrays and curves (:data:`PHASE_RESULTS`).
+
+    A phase stage calls it before writing its own, so that runs and curves of two
+    stages (of different run counts) are never mixed in one dataset.
+    """
+    return ds.drop_vars([v for v in ds.variables if v in PHASE_RESULTS])

@@ -313,12 +313,7 @@ class _DeepPrior(Stage):
 
         rdims = schema.real_dims(ndim)
         # the previous phase stage's per-run arrays and curves are replaced, not mixed
-        stale = [v for v in ds.variables if v in (schema.OBJ_RUNS, schema.SUPPORT_RUNS,
-                                                  schema.LLK, schema.LLK_FREE, schema.LOSS,
-                                                  schema.ES_VARIANCE, schema.ERROR,
-                                                  schema.PRTF, schema.RUN, schema.ITER,
-                                                  "q_shell")]
-        out = ds.drop_vars(stale)
+        out = schema.without_phase_results(ds)
         out[schema.INTENSITY] = (ds[schema.INTENSITY].dims, counts)
         out[schema.MASK] = (ds[schema.INTENSITY].dims, mask)
         out[schema.OBJ] = (rdims, obj)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import itertools
 import math
 from collections.abc import Iterator
 from typing import Literal
@@ -103,6 +104,23 @@ class SkipNet(nn.Module):
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         return self.head(self.body(z))
+
+
+class MLP(nn.Sequential):
+    """Fully connected network: ``layers`` hidden layers of `width` units, ReLU, linear output.
+
+    The end-to-end regressor of low-dimensional inverse problems (e.g. real Gaussian
+    phase retrieval ``y = |A x|^2``). Input ``(batch, in_features)``, output
+    ``(batch, out_features)``.
+    """
+
+    def __init__(self, in_features: int, out_features: int, width: int = 256,
+                 layers: int = 3) -> None:
+        dims = [in_features] + [width] * layers
+        body: list[nn.Module] = []
+        for a, b in itertools.pairwise(dims):
+            body += [nn.Linear(a, b), nn.ReLU()]
+        super().__init__(*body, nn.Linear(dims[-1], out_features))
 
 
 def parameter_count(module: nn.Module) -> int:

@@ -42,6 +42,12 @@ class ClassicParams(StageParams):
                             "of support_size; 'input': the dataset's support.")
     support_size: float = Field(0.25, gt=0, le=0.5, description="Radius (circle) or half-width "
                                 "(box) of a shaped initial support [fraction of each axis].")
+    initial_object: Literal["random", "input"] = Field(
+        "random", description="'input': every run starts from the dataset's obj (an earlier "
+        "stage's result, e.g. phase.learned), runs after the first with 10 % complex noise "
+        "added, supports from a shrinkwrap of it (or the dataset's support with "
+        "initial_support 'input'); runs that fail from it restart at random; 'random': "
+        "random starts.")
     support_radius: tuple[float, float] = Field(
         (0.1, 0.25), description="'auto' when q = 0 is hidden (a beamstop) and the "
                                  "autocorrelation support is smaller than twice a circle of "
@@ -193,6 +199,28 @@ class Classic(Stage):
                 result.llk.detach().cpu().numpy(), result.llk_free.detach().cpu().numpy(),
                 outside, status, result.llk_iterations)
 
+    @staticmethod
+    def _initial_object(ds: xr.Dataset, params: ClassicParams, shape: tuple[int, ...],
+                        source: str, context: Context):
+        """Starting objects ``(runs, *shape)`` from the dataset's obj, or None (random)."""
+        import torch
+
+        if params.initial_object != "input":
+            return None
+        if schema.OBJ not in ds or ds[schema.OBJ].shape != shape:
+            found = ds[schema.OBJ].shape if schema.OBJ in ds else "no obj"
+            raise DataError(f"{source}: phase.classic: initial_object 'input' needs an 'obj' of "
+                            f"the intensity's shape {shape} from an earlier stage (e.g. "
+                            f"phase.learned); found {found}")
+        x0 = torch.as_tensor(np.asarray(ds[schema.OBJ].values), dtype=torch.complex128)
+        gen = context.generator()
+        noise = torch.complex(*(torch.randn((params.runs, *shape), generator=gen,
+                                            dtype=torch.float64, device=gen.device)
+                                for _ in range(2))).cpu() / 2**0.5
+        noise[0] = 0
+        scale = 0.1 * float(x0.abs().pow(2).mean().sqrt())
+        return (x0[None] + scale * noise * (x0.abs()[None] > 0)).to(context.device)
+
     def run(self, ds: xr.Dataset, params: ClassicParams, context: Context) -> xr.Dataset:
         import torch
 
@@ -221,7 +249,7 @@ class Classic(Stage):
             (params.generation_schedules or [])[g - 1]
             if params.generation_schedules and g - 1 < len(params.generation_schedules)
             else params.schedule for g in range(1, params.generations)]
-        start = None
+        start = self._initial_object(ds, params, counts.shape, source, context)
         attempts = np.ones(params.runs, dtype=int)
         for generation, text in enumerate(schedules):
             plan = parse(text)
@@ -238,9 +266,12 @@ class Classic(Stage):
                 context.logger.info("phase.classic: restarting %d failed run(s) (round %d of "
                                     "%d)", len(failed), attempt, params.restarts)
                 fresh = run_seeds(context.seed, generation, params.runs, attempt)
+                # a run that failed from the input object starts again at random
+                from_input = generation == 0 and params.initial_object == "input"
                 again = self._attempt(
                     intensity, valid, plan, [fresh[r] for r in failed], settings, free,
-                    given_support, None if start is None else start[failed], params, context)
+                    given_support, None if start is None or from_input else start[failed],
+                    params, context)
                 for kept, new in zip((x, support, llk, llk_free, outside), again[:5],
                                      strict=True):
                     kept[failed] = new
@@ -272,7 +303,7 @@ class Classic(Stage):
         shells, prtf_values = prtf(obj, counts, mask)
 
         rdims = schema.real_dims(ndim)
-        out = ds.copy()
+        out = schema.without_phase_results(ds)
         out[schema.INTENSITY] = (ds[schema.INTENSITY].dims, counts)
         out[schema.MASK] = (ds[schema.INTENSITY].dims, mask)
         out[schema.OBJ] = (rdims, obj)

@@ -1,6 +1,11 @@
 """Ambiguity groups: the transformations a measurement cannot see, and canonical forms.
 
-For far-field data, :class:`FarFieldElement` (global phase × translation × twin)
+By name: :func:`get_group` (``"farfield"``, ``"sign"`` and the groups of plugins,
+registered through the ``sipflow_symmetry_groups`` hook) returns an
+:class:`AmbiguityGroup` with ``apply``, ``canonical`` (a :class:`CanonicalForm` with
+its confidence; near-ties are reported), ``align`` and ``error``.
+
+For far-field data in detail, :class:`FarFieldElement` (global phase × translation × twin)
 with :func:`apply`, :meth:`FarFieldElement.inverse`, :func:`align` (bring one
 array onto another) and :func:`canonical` (a representative of the orbit, with a
 twin confidence). Run averaging, breeding, centring, metrics and training-set
@@ -20,6 +25,21 @@ from ._farfield import (
     translate,
     twin,
 )
+from ._groups import (
+    SIGN_CONFIDENCE_THRESHOLD,
+    AmbiguityGroup,
+    CanonicalForm,
+    FarFieldGroup,
+    SignElement,
+    SignGroup,
+    available_groups,
+    check_group,
+    element_dict,
+    get_group,
+)
 
-__all__ = ["TWIN_CONFIDENCE_THRESHOLD", "Alignment", "Canonical", "FarFieldElement", "align",
-           "apply", "canonical", "circular_centroid", "subpixel_shift", "translate", "twin"]
+__all__ = ["SIGN_CONFIDENCE_THRESHOLD", "TWIN_CONFIDENCE_THRESHOLD", "Alignment",
+           "AmbiguityGroup", "Canonical", "CanonicalForm", "FarFieldElement", "FarFieldGroup",
+           "SignElement", "SignGroup", "align", "apply", "available_groups", "canonical",
+           "check_group", "circular_centroid", "element_dict", "get_group", "subpixel_shift",
+           "translate", "twin"]

@@ -1,8 +1,11 @@
 """Example sipflow plugin: ``prep.hot_pixels`` masks hot pixels the detector mask missed,
-and the ``zero_mean_phase`` constraint of ``refine.constrained`` fixes the global phase."""
+the ``zero_mean_phase`` constraint of ``refine.constrained`` fixes the global phase, and
+the ``mirror_x`` symmetry group (a mirror plane, as in a crystal's point group) gives
+``symmetry.canonicalize`` and ``sipflow train`` another ambiguity to break."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +16,7 @@ from scipy.ndimage import median_filter
 from sipflow import Context, Stage, StageParams, hookimpl
 from sipflow.preprocess import checked_counts
 from sipflow.refine import Constraint
+from sipflow.symmetry import CanonicalForm
 
 __version__ = "0.1.0"
 
@@ -68,6 +72,64 @@ class ZeroMeanPhase(Constraint):
 
     def scale(self, params, problem):
         return max(float(problem.x0[problem.support].abs().sum()), 1e-30)
+
+
+@dataclass(frozen=True)
+class Mirror:
+    """Element of ``mirror_x``: whether the x axis is mirrored."""
+
+    mirrored: bool = False
+
+
+class MirrorX:
+    """The group {identity, mirror of the last axis about its centre n // 2}.
+
+    For an object whose measurement cannot tell it from its mirror image. Canonical
+    form: the one whose ``|x|^2`` has a non-negative first moment along x (the mirror
+    negates it); the confidence is that moment over the profile's RMS width.
+    """
+
+    name = "mirror_x"
+    description = "mirror plane normal to x (example plugin)"
+
+    def apply(self, x, element):
+        if not element.mirrored:
+            return x
+        n = np.shape(x)[-1]
+        return np.roll(np.flip(x, axis=-1), 1 - n % 2, axis=-1)
+
+    def _moment(self, x) -> tuple[float, float]:
+        w = np.abs(np.asarray(x)) ** 2
+        n = w.shape[-1]
+        r = np.arange(n) - n // 2
+        profile = w.reshape(-1, n).sum(axis=0)
+        total = max(float(profile.sum()), 1e-300)
+        mean = float((profile * r).sum() / total)
+        width = float(np.sqrt(max((profile * r**2).sum() / total - mean**2, 1e-12)))
+        return mean, abs(mean) / width
+
+    def canonical(self, x):
+        mean, confidence = self._moment(x)
+        element = Mirror(mean < 0)
+        return CanonicalForm(self.apply(x, element), element, confidence, 0.02)
+
+    def align(self, reference, x):
+        errors = {m: float(np.linalg.norm(np.asarray(reference) - self.apply(x, Mirror(m))))
+                  for m in (False, True)}
+        best = min(errors, key=errors.get)
+        return self.apply(x, Mirror(best)), Mirror(best)
+
+    def error(self, estimate, truth):
+        aligned, _ = self.align(truth, estimate)
+        return float(np.linalg.norm(np.asarray(truth) - aligned) / np.linalg.norm(truth))
+
+    def random_element(self, rng, x):
+        return Mirror(bool(rng.integers(2)))
+
+
+@hookimpl
+def sipflow_symmetry_groups():
+    return [MirrorX()]
 
 
 @hookimpl

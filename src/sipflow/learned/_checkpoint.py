@@ -1,0 +1,109 @@
+"""Loading trained models: ``weights_only`` checkpoints, refused with a reason if unfit."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..errors import DataError
+from ._model import LearnedInverse, features, object_scale, to_complex
+from ._train import CHECKPOINT_FORMAT, CHECKPOINT_VERSION, TrainConfig, check_data
+
+
+def load_checkpoint(path: str | Path, map_location: str = "cpu") -> dict[str, Any]:
+    """The checkpoint's dict, loaded with ``torch.load(weights_only=True)`` and checked.
+
+    Raises
+    ------
+    DataError
+        Not a file, not a torch checkpoint, not a sipflow far-field model, or a
+        format this version cannot read.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise DataError(f"{p}: no such model file; train one with 'sipflow train DIR' and name "
+                        "DIR/model.pt")
+    try:
+        ckpt = torch.load(p, map_location=map_location, weights_only=True)
+    except Exception as exc:  # unpickling refused or corrupt archive
+        raise DataError(f"{p}: not a loadable model checkpoint ({type(exc).__name__}: "
+                        f"{str(exc).splitlines()[0] if str(exc) else ''}); expected a file "
+                        "written by 'sipflow train'") from exc
+    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
+        found = ckpt.get("format") if isinstance(ckpt, dict) else type(ckpt).__name__
+        raise DataError(f"{p}: not a sipflow far-field model (format {found!r}, expected "
+                        f"{CHECKPOINT_FORMAT!r}); expected a file written by 'sipflow train'")
+    if ckpt.get("format_version") != CHECKPOINT_VERSION:
+        raise DataError(f"{p}: model format version {ckpt.get('format_version')!r}; this "
+                        f"sipflow reads version {CHECKPOINT_VERSION} (written by sipflow "
+                        f"{ckpt.get('sipflow_version', '?')}); retrain it with this version")
+    for key in ("config", "model", "epoch", "history"):
+        if key not in ckpt:
+            raise DataError(f"{p}: model checkpoint lacks {key!r}; it is damaged, retrain it")
+    return ckpt
+
+
+@dataclass
+class LearnedModel:
+    """A trained far-field network ready to reconstruct.
+
+    Attributes
+    ----------
+    path : Path
+    config : TrainConfig
+        How it was trained.
+    net : LearnedInverse
+    epoch : int
+        Epochs it was trained for.
+    history : dict of lists
+    sipflow_version : str
+        The version that wrote it.
+    """
+
+    path: Path
+    config: TrainConfig
+    net: LearnedInverse
+    epoch: int
+    history: dict[str, list[float]]
+    sipflow_version: str
+
+    @classmethod
+    def load(cls, path: str | Path, device: str = "cpu") -> LearnedModel:
+        """Load a checkpoint written by :func:`~sipflow.learned.train` (``weights_only``)."""
+        ckpt = load_checkpoint(path)
+        try:
+            config = TrainConfig.model_validate(ckpt["config"])
+        except ValueError as exc:
+            raise DataError(f"{path}: the model's training configuration is not valid for this "
+                            f"sipflow ({exc}); retrain it") from exc
+        net = LearnedInverse(config.width, config.depth, config.skip_channels)
+        try:
+            net.load_state_dict(ckpt["model"])
+        except RuntimeError as exc:
+            raise DataError(f"{path}: the weights do not match the network its configuration "
+                            f"describes ({str(exc).splitlines()[0]}); the file is damaged or "
+                            "was edited, retrain it") from exc
+        net.to(device).eval()
+        return cls(Path(path), config, net, int(ckpt["epoch"]),
+                   {k: list(v) for k, v in ckpt["history"].items()},
+                   str(ckpt.get("sipflow_version", "?")))
+
+    def reconstruct(self, counts: np.ndarray, mask: np.ndarray | None = None,
+                    source: str = "the input") -> np.ndarray:
+        """The object of a centred 2-D pattern, ``(H, W)`` complex64 [sqrt(photons)].
+
+        Raises
+        ------
+        DataError
+            The pattern's shape is not the one the model was trained on.
+        """
+        check_data(self.config, np.shape(counts), source, str(self.path))
+        device = next(self.net.parameters()).device
+        with torch.no_grad():
+            out = self.net(features(counts, mask)[None].to(device))
+        x = to_complex(out)[0].cpu().numpy()
+        return (x * object_scale(counts, mask)).astype(np.complex64)

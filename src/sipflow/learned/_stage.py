@@ -1,0 +1,96 @@
+"""``phase.learned``: one forward pass of a trained end-to-end network."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import xarray as xr
+from pydantic import Field
+
+from .. import schema
+from ..errors import DataError
+from ..hookspecs import hookimpl
+from ..preprocess import checked_counts
+from ..stage import Context, Stage, StageParams
+
+
+class LearnedParams(StageParams):
+    """Parameters of ``phase.learned``."""
+
+    model: str = Field(..., description="Path of a model trained by 'sipflow train' "
+                       "(DIR/model.pt); relative paths are relative to the working folder.")
+    support_threshold: float = Field(0.2, gt=0, lt=1, description="Support: amplitude above "
+                                     "this fraction of its maximum.")
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+class Learned(Stage):
+    """End-to-end phase retrieval by a network trained with symmetry breaking (``sipflow train``).
+
+    The model named by ``model`` maps the pattern (through its autocorrelation) to
+    the object in the canonical form of its training targets. No iterations and
+    no free pixels: the result is a starting point to refine, so put
+    ``phase.classic`` (``initial_object: input``) or ``phase.double_dip`` (``init:
+    previous``) after it. The model is refused when the data's shape is not the one
+    it was trained on. Output: ``obj``, ``support``, ``obj_runs``/``support_runs``
+    (one run), ``llk`` (run, iter) with the final value, and ``attrs["phase_learned"]``
+    (model path, checksum, training configuration and validation error).
+    """
+
+    name = "phase.learned"
+    version = "1.0"
+    Params = LearnedParams
+    requires = (schema.INTENSITY,)
+    produces = (schema.OBJ, schema.SUPPORT, schema.OBJ_RUNS, schema.SUPPORT_RUNS, schema.LLK)
+    heavy = True
+
+    def run(self, ds: xr.Dataset, params: LearnedParams, context: Context) -> xr.Dataset:
+        from ..physics import FarField, normalised_llk
+        from ._checkpoint import LearnedModel
+
+        counts, mask = checked_counts(ds, stage=self.name)
+        source = ds.attrs.get("source", "the input")
+        if counts.ndim != 2:
+            raise DataError(f"{source}: {self.name}: learned models are 2-D; the intensity has "
+                            f"shape {counts.shape}")
+        model = LearnedModel.load(params.model, device=context.device)
+        obj = model.reconstruct(counts, mask, source=source)
+        amp = np.abs(obj)
+        support = amp > params.support_threshold * max(float(amp.max()), 1e-30)
+        llk = float(normalised_llk(FarField(2).intensity(obj.astype(np.complex128)), counts,
+                                   mask))
+        rdims = schema.real_dims(2)
+        out = schema.without_phase_results(ds)
+        out[schema.OBJ] = (rdims, obj)
+        out[schema.SUPPORT] = (rdims, support)
+        out[schema.OBJ_RUNS] = ((schema.RUN, *rdims), obj[None])
+        out[schema.SUPPORT_RUNS] = ((schema.RUN, *rdims), support[None])
+        out[schema.LLK] = ((schema.RUN, schema.ITER), np.array([[llk]], np.float32))
+        out = out.assign_coords({schema.RUN: [0], schema.ITER: [0]})
+        path = Path(params.model)
+        out.attrs = dict(ds.attrs)
+        out.attrs["phase_learned"] = {
+            "model": str(path.resolve()), "sha256": _sha256(path),
+            "trained_epochs": model.epoch, "trained_with": model.sipflow_version,
+            "symmetry_break": model.config.symmetry_break, "group": model.config.group,
+            "validation_error": (model.history.get("val_error") or [float("nan")])[-1],
+            "training": model.config.model_dump(mode="json"), "llk": llk,
+        }
+        context.logger.info("%s: %s (trained %d epochs, validation error %.3g): LLK %.4g",
+                            self.name, path, model.epoch,
+                            out.attrs["phase_learned"]["validation_error"], llk)
+        return out
+
+
+@hookimpl
+def sipflow_stages():
+    return [Learned]
