@@ -21,7 +21,8 @@ def test_every_hook_is_documented():
     hooks = [f for name, f in inspect.getmembers(hookspecs, inspect.isfunction)
              if name.startswith("sipflow_")]
     assert {h.__name__ for h in hooks} == {"sipflow_stages", "sipflow_readers",
-                                           "sipflow_pipeline_templates", "sipflow_constraints"}
+                                           "sipflow_pipeline_templates", "sipflow_constraints",
+                                           "sipflow_symmetry_groups"}
     for hook in hooks:
         doc = inspect.getdoc(hook) or ""
         assert "When it is called" in doc and "Returns" in doc, hook.__name__

@@ -224,3 +224,23 @@ def test_learned_reconstruction_is_reproducible(tiny_model):
     ctx = Context()
     assert ctx.device == "cpu"
     assert 0.01 < (np.abs(a) ** 2).sum() / data["intensity"].sum() < 100
+
+
+@pytest.mark.parametrize("engine", ["local", "prefect"])
+def test_a_missing_or_foreign_model_fails_before_any_work(engine, tmp_path, capsys):
+    from sipflow.cli import main
+
+    scan = write_scan(tmp_path / "s.h5", Simulation(shape=(32, 32), seed=1))
+    foreign = tmp_path / "foreign.pt"
+    torch.save({"weights": torch.zeros(2)}, foreign)
+    for model, expected in ((None, "needs a model"), (tmp_path / "none.pt", "no such model"),
+                            (foreign, "not a sipflow far-field model")):
+        spec = {"stages": [{"use": "phase.learned",
+                            "with": {} if model is None else {"model": str(model)}}]}
+        path = tmp_path / "p.yaml"
+        path.write_text(yaml.safe_dump(spec))
+        out = tmp_path / "out.zarr"
+        assert main(["run", str(path), str(scan), "-o", str(out), "--engine", engine]) != 0
+        err = capsys.readouterr().err
+        assert expected in err, err
+        assert not out.exists()

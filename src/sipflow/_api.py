@@ -126,6 +126,7 @@ def preflight(pipeline: Pipeline | str | Path | dict, input_path: str | Path,
     shape = tuple(int(n) for n in ds[schema.INTENSITY].shape)
     itemsize = 8 if dtype == "float64" else 4
     for step in pipe.steps:
+        step.stage.preflight(step.params, shape)
         need = step.stage.estimate_memory(step.params, shape, itemsize)
         if need:
             check_memory_estimate(step.stage.name, int(need), device)

@@ -179,6 +179,22 @@ class Stage(abc.ABC):
         return None
 
     @classmethod
+    def preflight(cls, params: StageParams, shape: tuple[int, ...]) -> None:
+        """Checks that need no computation, run before any stage of a run starts.
+
+        Override to refuse early what would fail later: a file named in the
+        parameters that is missing or unreadable, a shape the stage cannot take.
+        Raise a :class:`~sipflow.errors.SipflowError` naming the problem.
+
+        Parameters
+        ----------
+        params : StageParams
+        shape : tuple of int
+            Shape of the input ``intensity`` (before any preprocessing stage).
+        """
+        return None
+
+    @classmethod
     def summary(cls) -> str:
         """First line of the class docstring."""
         return (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else ""

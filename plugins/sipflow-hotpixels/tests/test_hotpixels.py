@@ -57,3 +57,21 @@ def test_isolated_registry_and_every_device(sipflow_plugins, sipflow_device):
     ds = simulated_dataset((48, 48), photons=1e8, hot_pixels=4, seed=1)
     out = sipflow.run_pipeline(pipe, ds, device=sipflow_device, seed=0)
     assert out.attrs["hot_pixels_masked"] >= 4
+
+
+def test_mirror_group_canonical_form_is_invariant(sipflow_plugins):
+    """The defining property of a group, for every element, and near-ties reported."""
+    import sipflow_hotpixels
+
+    reg = sipflow_plugins(sipflow_hotpixels)
+    group = reg.groups["mirror_x"]
+    rng = np.random.default_rng(0)
+    for _ in range(10):
+        x = rng.random((16, 17)) * (np.arange(17) < rng.integers(4, 17))  # x-asymmetric
+        c = group.canonical(x)
+        for mirrored in (False, True):
+            moved = group.apply(x, sipflow_hotpixels.Mirror(mirrored))
+            np.testing.assert_allclose(group.canonical(moved).x, c.x)
+        assert group.error(group.apply(x, sipflow_hotpixels.Mirror(True)), x) < 1e-12
+    symmetric = np.ones((8, 9))
+    assert group.canonical(symmetric).ambiguous

@@ -10,7 +10,7 @@ import xarray as xr
 from pydantic import Field
 
 from .. import schema
-from ..errors import DataError
+from ..errors import DataError, PipelineError
 from ..hookspecs import hookimpl
 from ..preprocess import checked_counts
 from ..stage import Context, Stage, StageParams
@@ -19,8 +19,9 @@ from ..stage import Context, Stage, StageParams
 class LearnedParams(StageParams):
     """Parameters of ``phase.learned``."""
 
-    model: str = Field(..., description="Path of a model trained by 'sipflow train' "
-                       "(DIR/model.pt); relative paths are relative to the working folder.")
+    model: str | None = Field(None, description="Path of a model trained by 'sipflow train' "
+                              "(DIR/model.pt); relative paths are relative to the working "
+                              "folder. Required.")
     support_threshold: float = Field(0.2, gt=0, lt=1, description="Support: amplitude above "
                                      "this fraction of its maximum.")
 
@@ -53,10 +54,25 @@ class Learned(Stage):
     produces = (schema.OBJ, schema.SUPPORT, schema.OBJ_RUNS, schema.SUPPORT_RUNS, schema.LLK)
     heavy = True
 
+    @classmethod
+    def preflight(cls, params: LearnedParams, shape: tuple[int, ...]) -> None:
+        """The model is named and is a sipflow model (read before any work starts)."""
+        from ._checkpoint import load_checkpoint
+
+        cls._require_model(params)
+        load_checkpoint(params.model)
+
+    @classmethod
+    def _require_model(cls, params: LearnedParams) -> None:
+        if params.model is None:
+            raise PipelineError(f"{cls.name} needs a model: train one with 'sipflow train DIR' "
+                                "and give it in the pipeline as 'with: {model: DIR/model.pt}'")
+
     def run(self, ds: xr.Dataset, params: LearnedParams, context: Context) -> xr.Dataset:
         from ..physics import FarField, normalised_llk
         from ._checkpoint import LearnedModel
 
+        self._require_model(params)
         counts, mask = checked_counts(ds, stage=self.name)
         source = ds.attrs.get("source", "the input")
         if counts.ndim != 2:
