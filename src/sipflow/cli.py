@@ -80,7 +80,8 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     sim = Simulation(shape=shape, kind=kind, extent=args.extent, photons=photons,
                      beamstop=args.beamstop, gaps=args.gaps, hot_pixels=args.hot_pixels,
                      dead_pixels=args.dead_pixels, centre_offset=tuple(args.centre_offset),
-                     background=args.background, phase_amplitude=args.phase, seed=args.seed)
+                     background=args.background, phase_amplitude=args.phase, seed=args.seed,
+                     coherence_sigma=args.coherence_sigma)
     path = write_scan(args.output, sim, layout=args.layout, overwrite=args.overwrite)
     print(f"wrote {path} ({args.layout}, {shape}, {kind}, "
           f"{'noiseless' if photons is None else f'{photons:.3g} photons'})")
@@ -373,6 +374,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--background", type=float, default=0.0,
                    help="incoherent background [photons per pixel]")
     s.add_argument("--phase", type=float, default=1.0, help="phase field amplitude [rad]")
+    s.add_argument("--coherence-sigma", type=float, default=0.0, help="partial coherence: "
+                   "Gaussian blur of the intensity [pixels]")
     s.add_argument("--layout", choices=["cxi", "nexus", "eiger"], default="cxi")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--overwrite", action="store_true")

@@ -84,6 +84,8 @@ PHASE = "phase"
 DISPLACEMENT = "displacement"
 STRAIN = "strain"
 SURFACE = "surface"
+#: partial-coherence kernel on the intensity (detector dims, centred, sums to 1)
+COHERENCE_KERNEL = "coherence_kernel"
 OBJ_TRUE = "obj_true"
 SUPPORT_TRUE = "support_true"
 

@@ -14,7 +14,7 @@ from pydantic import Field, model_validator
 from .. import schema
 from ..errors import DataError, ReconstructionError
 from ..hookspecs import hookimpl
-from ..preprocess import checked_counts
+from ..preprocess import checked_counts, measurement_coherence
 from ..stage import Context, Stage, StageParams
 
 
@@ -238,7 +238,8 @@ class _DeepPrior(Stage):
         n_params, depth = 0, params.depth
         for r in range(params.runs):
             problem = Problem(counts_t, valid & ~free_t, free_t & valid,
-                              torch.as_tensor(support, device=device), box, FarField(ndim),
+                              torch.as_tensor(support, device=device), box,
+                              FarField(ndim, coherence=measurement_coherence(ds, counts.shape)),
                               truth)
             seed = (context.seed * 7919 + r * 15485863) % 2**31
             gen = Generated(variant, ndim, problem.box_shape, spec, scale, seed, device)
@@ -262,7 +263,7 @@ class _DeepPrior(Stage):
         from ..physics import FarField, free_llk, normalised_llk
 
         ndim = counts.ndim
-        model = FarField(ndim)
+        model = FarField(ndim, coherence=measurement_coherence(ds, counts.shape))
         xs = np.stack([r.x.cpu().numpy() for r in results]).astype(np.complex64)
         sups = np.stack([r.support.cpu().numpy() for r in results])
         fit = mask & ~free

@@ -2,10 +2,19 @@
 
 :class:`FarField` maps an object to what the detector sees (torch, differentiable,
 any device; numpy too); :mod:`the likelihoods <sipflow.physics._likelihood>` score
-expected against observed counts. The classical engine's fused loops, the
-simulator, the metrics and every optimisation-based stage use these definitions.
+expected against observed counts; :mod:`partial coherence <sipflow.physics._coherence>`
+is a kernel on the intensity with its Richardson–Lucy update. The classical engine's
+fused loops, the simulator, the metrics and every optimisation-based stage use these
+definitions.
 """
 
+from ._coherence import (
+    blur,
+    gaussian_kernel,
+    kernel_coherence,
+    kernel_width,
+    richardson_lucy_kernel,
+)
 from ._farfield import (
     centred_farfield,
     centred_inverse_farfield,
@@ -23,6 +32,7 @@ from ._likelihood import (
 )
 from ._model import FarField, gaussian_coherence
 
-__all__ = ["NLL", "FarField", "centred_farfield", "centred_inverse_farfield", "euclidean_nll",
-           "farfield", "free_llk", "gaussian_coherence", "gaussian_nll", "inverse_farfield",
-           "normalised_llk", "poisson_nll", "spatial_dims"]
+__all__ = ["NLL", "FarField", "blur", "centred_farfield", "centred_inverse_farfield",
+           "euclidean_nll", "farfield", "free_llk", "gaussian_coherence", "gaussian_kernel",
+           "gaussian_nll", "inverse_farfield", "kernel_coherence", "kernel_width",
+           "normalised_llk", "poisson_nll", "richardson_lucy_kernel", "spatial_dims"]

@@ -1,6 +1,7 @@
 """Preprocessing stages: from raw detector counts to a centred, masked pattern."""
 
 from ._standard import Standard, StandardParams, truth_on_grid
-from ._validate import checked_counts, precheck_counts
+from ._validate import checked_counts, measurement_coherence, precheck_counts
 
-__all__ = ["Standard", "StandardParams", "checked_counts", "precheck_counts", "truth_on_grid"]
+__all__ = ["Standard", "StandardParams", "checked_counts", "measurement_coherence",
+           "precheck_counts", "truth_on_grid"]

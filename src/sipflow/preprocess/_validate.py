@@ -136,3 +136,20 @@ def precheck_counts(ds: xr.Dataset, *, stage: str, allow_invalid: bool = False) 
     has_bad = bool(results[1]) if bad is not None else False
     if has_bad or not has_signal:
         checked_counts(ds.load(), stage=stage)  # raises the stage's own message
+
+
+def measurement_coherence(ds: xr.Dataset, shape: tuple[int, ...]):
+    """The partial-coherence model an earlier stage estimated for these data, or None.
+
+    ``phase.classic`` with ``psf`` in its schedule stores the kernel as
+    ``coherence_kernel`` (centred, detector dims); the deep priors and refinement
+    then fit the same blurred model ``K ⊛ |F x|^2`` (``FarField(coherence=...)``).
+    """
+    import torch
+
+    from ..physics import kernel_coherence
+
+    if schema.COHERENCE_KERNEL not in ds or ds[schema.COHERENCE_KERNEL].shape != tuple(shape):
+        return None
+    kernel = torch.as_tensor(np.asarray(ds[schema.COHERENCE_KERNEL].values, np.float64))
+    return kernel_coherence(torch.fft.ifftshift(kernel))

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from .._resources import rebalance_threads
-from ..physics import inverse_farfield
+from ..physics import gaussian_kernel, inverse_farfield, richardson_lucy_kernel
 from ..stage import ProgressRecord
 from ..symmetry import circular_centroid
 from ._memory import release_freed_memory, reuse_freed_memory
@@ -37,8 +37,8 @@ from ._support import (
     shrinkwrap,
 )
 
-#: plan steps that change the support and are not iterations
-SUPPORT_STEPS = ("sup", "detwin")
+#: plan steps that are not iterations (support updates, the coherence kernel's update)
+SUPPORT_STEPS = ("sup", "detwin", "psf")
 #: guard on the support size, as a fraction of the array (docs/design.md)
 SUPPORT_FRACTION_RANGE = (1e-4, 0.7)
 
@@ -65,6 +65,8 @@ class EngineSettings:
     force_shrink: bool
     post_expand: tuple[int, ...]
     detwin_axis: int
+    psf_sigma: float
+    psf_iterations: int
     llk_every: int
     preview_every: int
     progress_every: int = 50
@@ -119,6 +121,9 @@ class EngineResult:
         Share of ``|P_M x|^2`` outside the support at the end.
     status : list of str
         ``"ok"`` or why the run was stopped.
+    kernel : real (runs, *spatial) or None
+        Each run's partial-coherence kernel (centred: origin at n//2), when the plan
+        has ``psf``.
     """
 
     x: torch.Tensor
@@ -128,6 +133,7 @@ class EngineResult:
     llk_free: torch.Tensor
     outside_fraction: torch.Tensor
     status: list[str] = field(default_factory=list)
+    kernel: torch.Tensor | None = None
 
 
 def _sigmas(n_updates: int, start: float, end: float) -> list[float]:
@@ -186,7 +192,7 @@ def _annotate(plan: Plan, settings: EngineSettings, skip_first_sup: bool) -> lis
             sigma = next(sigmas)
             if not (it == 0 and skip_first_sup):
                 steps.append(_Step(op, it, sigma))
-        elif op == "detwin":
+        elif op in ("detwin", "psf"):
             steps.append(_Step(op, it))
         else:
             it += 1
@@ -242,6 +248,9 @@ class _Group:
     sl: slice
     x: torch.Tensor
     support: torch.Tensor
+    #: partial-coherence kernels (origin at index 0) and their FFTs, once a psf step ran
+    kernel: torch.Tensor | None = None
+    kernel_f: torch.Tensor | None = None
     sizes: torch.Tensor | None = None
     factors: dict[str, tuple[torch.Tensor, torch.Tensor | None]] = field(default_factory=dict)
 
@@ -267,7 +276,7 @@ def _record(loop: _Loop, group: _Group, step: _Step, calc: torch.Tensor | None) 
 def _projection_update(loop: _Loop, group: _Group, step: _Step) -> None:
     """ER / HIO / RAAR: modulus projection, then the algorithm's update (see ``update``)."""
     want_llk = step.iteration in loop.column
-    d, calc = loop.project(group.x, with_calc=want_llk)
+    d, calc = loop.project(group.x, with_calc=want_llk, kernel_f=group.kernel_f)
     if loop.settings.positivity:
         group.x = update(step.op, group.x, d, group.support, loop.settings.beta,
                          positivity=True)
@@ -320,6 +329,20 @@ def _detwin(loop: _Loop, group: _Group, step: _Step) -> None:
     group.set_support(detwin(group.support, loop.ndim, loop.settings.detwin_axis))
 
 
+def _psf(loop: _Loop, group: _Group, step: _Step) -> None:
+    """Richardson–Lucy update of each run's coherence kernel against its coherent pattern."""
+    st = loop.settings
+    f = torch.fft.fftn(group.x, dim=loop.dims)
+    coherent = (f.real**2 + f.imag**2) / loop.size
+    if group.kernel is None:
+        k0 = gaussian_kernel(tuple(loop.obs.shape), st.psf_sigma, device=loop.obs.device,
+                             dtype=loop.rdtype)
+        group.kernel = k0.expand_as(coherent).clone()
+    group.kernel = richardson_lucy_kernel(group.kernel, coherent, loop.obs, loop.valid,
+                                          st.psf_iterations)
+    group.kernel_f = torch.fft.fftn(group.kernel, dim=loop.dims)
+
+
 #: the plan's operators: adding one to the engine is one entry here (and its name in
 #: the plan grammar)
 OPERATORS: dict[str, Operator] = {
@@ -329,6 +352,7 @@ OPERATORS: dict[str, Operator] = {
     "ML": _ml,
     "sup": _shrinkwrap,
     "detwin": _detwin,
+    "psf": _psf,
 }
 
 
@@ -445,12 +469,24 @@ def iterate(intensity: torch.Tensor, mask: torch.Tensor, plan: Plan, seeds: Sequ
     loop = _Loop(settings, ndim, rdtype, size, project, score, obs, valid, alive, status,
                  llk, llk_free, column)
 
+    kernels: torch.Tensor | None = None  # (runs, *spatial) once a psf step ran
+    kernel_on = [False] * runs
+
     def advance(sl: slice, steps: list[_Step]) -> None:
         """Run `steps` on the runs in `sl` (a cache-sized group on CPU, all on a GPU)."""
+        nonlocal kernels
         group = _Group(sl, x[sl], support[sl])
+        if kernels is not None and kernel_on[sl.start]:
+            group.kernel = kernels[sl]
+            group.kernel_f = torch.fft.fftn(group.kernel, dim=dims)
         for step in steps:
             OPERATORS[step.op](loop, group, step)
         x[sl], support[sl] = group.x, group.support
+        if group.kernel is not None:
+            if kernels is None:
+                kernels = torch.zeros((runs, *shape), dtype=rdtype, device=device)
+            kernels[sl] = group.kernel
+            kernel_on[sl] = [True] * (sl.stop - sl.start)
 
     steps = _annotate(plan, settings, skip_first_sup=start is None)
     if device.type == "cpu":
@@ -484,12 +520,14 @@ def iterate(intensity: torch.Tensor, mask: torch.Tensor, plan: Plan, seeds: Sequ
             if not bool(alive.any()):  # every run stopped: nothing left to iterate
                 break
         # share of the data-consistent object outside the support
-        d, _ = project(x)
+        d, _ = project(x, kernel_f=None if kernels is None else torch.fft.fftn(kernels,
+                                                                               dim=dims))
         power = d.real**2 + d.imag**2
         outside = torch.where(support, torch.zeros_like(power), power).sum(
             dim=dims) / power.sum(dim=dims).clamp_min(1e-30)
         xc, sc = centre_runs(x, support, ndim)
-        return EngineResult(xc, sc, llk_its, llk, llk_free, outside, status)
+        return EngineResult(xc, sc, llk_its, llk, llk_free, outside, status,
+                            None if kernels is None else torch.fft.fftshift(kernels, dim=dims))
     finally:  # after the last allocation, so that nothing kept outlives the reconstruction
         if device.type == "cpu":
             release_freed_memory()

@@ -20,6 +20,13 @@ sup
 detwin
     Keep the half of the support on one side of its centroid (Bragg CDI); the
     next ``sup`` grows it back.
+psf
+    Partial coherence: update each run's point-spread kernel on the intensity by
+    Richardson–Lucy steps (:func:`sipflow.physics.richardson_lucy_kernel`; the first
+    ``psf`` starts from a Gaussian of ``psf_sigma``). From then on the modulus
+    projection and the LLKs use the blurred model ``K ⊛ |F x|^2`` (ML steps stay
+    coherent). Put it after the support has settled, e.g.
+    ``(sup * ER**5 * HIO**40)**10 * (sup * psf * ER**5 * HIO**40)**10 * ER**100``.
 """
 
 from __future__ import annotations
@@ -34,7 +41,7 @@ from ..errors import PipelineError
 #: operators that are one iteration each
 ITERATION_OPS = ("ER", "HIO", "RAAR", "ML")
 #: operators that act between iterations
-OTHER_OPS = ("sup", "detwin")
+OTHER_OPS = ("sup", "detwin", "psf")
 _CANON = {name.lower(): name for name in ITERATION_OPS + OTHER_OPS}
 #: most iterations one plan may hold (a week of 1024^2 HIO on one GPU is about 10^6)
 MAX_ITERATIONS = 1_000_000
@@ -147,7 +154,7 @@ class Repeat(Plan):
 
 
 ER, HIO, RAAR, ML = Op("ER"), Op("HIO"), Op("RAAR"), Op("ML")
-sup, detwin = Op("sup"), Op("detwin")
+sup, detwin, psf = Op("sup"), Op("detwin"), Op("psf")
 
 _TOKEN = re.compile(r"\s*(?:(\*\*)|(\*)|(\()|(\))|(\d+)|([A-Za-z_][A-Za-z_0-9]*))")
 

@@ -12,7 +12,7 @@ import math
 
 import torch
 
-from ..physics import farfield, inverse_farfield, poisson_nll
+from ..physics import blur, farfield, inverse_farfield, poisson_nll
 
 
 def cwhere(cond: torch.Tensor, a: torch.Tensor, b: torch.Tensor | float) -> torch.Tensor:
@@ -82,9 +82,15 @@ class FourierModulus:
         self.tiny = torch.tensor(torch.finfo(amplitude.dtype).tiny, dtype=amplitude.dtype,
                                  device=amplitude.device)
 
-    def __call__(self, x: torch.Tensor, with_calc: bool = False
+    def __call__(self, x: torch.Tensor, with_calc: bool = False,
+                 kernel_f: torch.Tensor | None = None
                  ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Project `x` (complex, (runs, *spatial)) on the measured magnitudes.
+
+        With `kernel_f` (the FFT of each run's partial-coherence kernel, origin at
+        index 0, (runs, *spatial)), the model is ``K ⊛ |F x|^2``: every Fourier
+        amplitude is scaled by ``sqrt(I / (K ⊛ |F x|^2))`` (PyNX's and cohere's
+        partially coherent modulus constraint).
 
         Returns
         -------
@@ -97,6 +103,8 @@ class FourierModulus:
         f = torch.fft.fftn(x, dim=self.dims)
         # |f|^2 = N |F x|^2, plus the smallest normal number so that rsqrt stays finite
         power = torch.addcmul(self.tiny, f.real, f.real).addcmul_(f.imag, f.imag)
+        if kernel_f is not None:
+            power = blur(power, kernel_f, self.ndim).add_(self.tiny)
         calc = power / self.n if with_calc else None
         scale = torch.addcmul(self.keep, self.target, power.rsqrt_(), out=power)
         return torch.fft.ifftn(f.mul_(scale), dim=self.dims), calc

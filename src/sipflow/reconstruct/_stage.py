@@ -71,6 +71,11 @@ class ClassicParams(StageParams):
     force_shrink: bool = Field(False, description="A shrinkwrap update may only remove pixels.")
     post_expand: list[int] = Field([], description="Dilate (+n) / erode (-n) the support by n "
                                    "pixels after each shrinkwrap, in order, e.g. [-1, 1].")
+    psf_sigma: float = Field(1.0, ge=0, description="Partial coherence ('psf' in the "
+                             "schedule): width of the Gaussian kernel the first update starts "
+                             "from [detector pixels].")
+    psf_iterations: int = Field(20, ge=1, le=200, description="Richardson-Lucy steps of the "
+                                "coherence kernel per 'psf' in the schedule.")
     detwin_axis: int = Field(0, ge=0, le=2, description="Axis along which 'detwin' halves the "
                                                         "support.")
     free_fraction: float = Field(0.05, ge=0, le=0.2, description="Share of valid pixels held "
@@ -197,7 +202,8 @@ class Classic(Stage):
                              f"(max_outside {params.max_outside:.0%})")
         return (result.x.detach().cpu().numpy(), result.support.detach().cpu().numpy(),
                 result.llk.detach().cpu().numpy(), result.llk_free.detach().cpu().numpy(),
-                outside, status, result.llk_iterations)
+                outside, status, result.llk_iterations,
+                None if result.kernel is None else result.kernel.detach().cpu().numpy())
 
     @staticmethod
     def _initial_object(ds: xr.Dataset, params: ClassicParams, shape: tuple[int, ...],
@@ -254,7 +260,7 @@ class Classic(Stage):
         for generation, text in enumerate(schedules):
             plan = parse(text)
             seeds = run_seeds(context.seed, generation, params.runs)
-            x, support, llk, llk_free, outside, status, llk_its = self._attempt(
+            x, support, llk, llk_free, outside, status, llk_its, kernel = self._attempt(
                 intensity, valid, plan, seeds, settings, free, given_support, start, params,
                 context)
             # runs whose support collapsed or exploded, or that were rejected, start
@@ -275,6 +281,8 @@ class Classic(Stage):
                 for kept, new in zip((x, support, llk, llk_free, outside), again[:5],
                                      strict=True):
                     kept[failed] = new
+                if kernel is not None:
+                    kernel[failed] = again[7]
                 for j, r in enumerate(failed):
                     status[r] = again[5][j]
                 attempts[failed] += 1
@@ -315,6 +323,15 @@ class Classic(Stage):
         out[schema.LLK_FREE] = ((schema.RUN, schema.ITER), llk_free.astype(np.float32))
         out[schema.PRTF] = (("q_shell",), prtf_values.astype(np.float32))
         out[schema.FREE_MASK] = (ds[schema.INTENSITY].dims, free.cpu().numpy())
+        psf_width = None
+        if kernel is not None:  # the best run's, beside its object
+            from ..physics import kernel_width
+
+            out[schema.COHERENCE_KERNEL] = (ds[schema.INTENSITY].dims,
+                                            kernel[ranked[0]].astype(np.float32))
+            psf_width = kernel_width(torch.fft.ifftshift(torch.as_tensor(kernel[ranked[0]])))
+        elif schema.COHERENCE_KERNEL in out:  # an earlier stage's kernel is not this model's
+            out = out.drop_vars(schema.COHERENCE_KERNEL)
         out = out.assign_coords({schema.ITER: np.asarray(llk_its, dtype=np.int64),
                                  schema.RUN: np.arange(params.runs), "q_shell": shells})
         below = np.nonzero(prtf_values[1:] < 1 / np.e)[0]
@@ -334,6 +351,7 @@ class Classic(Stage):
             "final_llk": [float(v) for v in llk[:, -1]],
             "final_llk_free": [float(v) for v in llk_free[:, -1]],
             "outside_fraction": [float(v) for v in outside],
+            "coherence_kernel_rms_px": psf_width,
             "support_fraction": [float(support[r].mean()) for r in range(params.runs)],
             "free_pixels": int(free.sum()),
             "prtf_resolution_shell": int(below[0] + 1) if below.size else None,

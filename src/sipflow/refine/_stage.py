@@ -12,6 +12,7 @@ from pydantic import Field, ValidationError, field_validator
 from .. import schema
 from ..errors import DataError
 from ..hookspecs import hookimpl
+from ..preprocess import measurement_coherence
 from ..stage import Context, Stage, StageParams
 
 #: what the certificate attrs are called in a result
@@ -116,7 +117,7 @@ class Constrained(Stage):
         cdtype = torch.complex128 if dtype == torch.float64 else torch.complex64
         device = context.device
         ndim = obj.ndim
-        model = FarField(ndim=ndim)
+        model = FarField(ndim=ndim, coherence=measurement_coherence(ds, counts.shape))
         x0 = torch.as_tensor(obj, dtype=cdtype, device=device)
         counts_t = torch.as_tensor(counts, dtype=dtype, device=device)
         valid_np = mask & ~free

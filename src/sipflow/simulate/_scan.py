@@ -10,7 +10,7 @@ import hdf5plugin
 import numpy as np
 
 from ..errors import OutputError
-from ..physics import FarField
+from ..physics import FarField, gaussian_kernel, kernel_coherence
 from ._objects import make_object
 
 _HC = 6.62607015e-34 * 299792458.0
@@ -46,6 +46,9 @@ class Simulation:
         beamstop sits on it, the gaps stay where the detector has them.
     background : float
         Incoherent background [photons per pixel], added with its own Poisson noise.
+    coherence_sigma : float
+        Partial coherence: the pattern is ``K ⊛ |F obj|^2`` with a Gaussian kernel of
+        this width [detector pixels] (per frame axis too in 3-D); 0 for a coherent beam.
     energy_eV, distance_m, pixel_size_m : float
         Geometry written to the file.
     delta_deg, gamma_deg, rocking_step_deg : float, optional
@@ -65,6 +68,7 @@ class Simulation:
     dead_pixels: float = 0.0
     centre_offset: tuple[int, ...] = (0, 0)
     background: float = 0.0
+    coherence_sigma: float = 0.0
     energy_eV: float = 8000.0
     distance_m: float = 2.0
     pixel_size_m: float = 75e-6
@@ -98,7 +102,11 @@ def simulate(sim: Simulation) -> dict[str, np.ndarray]:
                    for ax, (o, n) in enumerate(zip(offset, obj.shape[-2:], strict=True),
                                                start=obj.ndim - 2))
         obj = obj * np.exp(2j * np.pi * ramp)
-    intensity, scale = FarField(ndim=len(sim.shape)).simulate(obj, sim.photons, rng)
+    coherence = None
+    if sim.coherence_sigma > 0:
+        coherence = kernel_coherence(gaussian_kernel(tuple(sim.shape), sim.coherence_sigma))
+    intensity, scale = FarField(ndim=len(sim.shape), coherence=coherence).simulate(
+        obj, sim.photons, rng)
     obj = obj * np.sqrt(scale)
     if sim.background > 0:
         intensity = intensity + (rng.poisson(sim.background, intensity.shape)
