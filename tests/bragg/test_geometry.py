@@ -93,3 +93,17 @@ def test_a_box_crystal_keeps_its_size_in_nm():
         extent = np.flatnonzero(lab.any(axis=other))
         measured = (extent[-1] - extent[0] + 1) * voxel
         assert abs(measured - size[axis]) <= 2 * voxel, (axis, measured, size[axis], voxel)
+
+
+def test_q_vectors_in_inverse_angstrom():
+    """q at the array centre is the Bragg vector (Au 111: |q| = 2π/d ≈ 2.69 1/Å) and one
+    index along each axis moves q by that axis's step."""
+    q = AU.q_vectors((8, 10, 12))
+    assert q.shape == (3, 8, 10, 12)
+    np.testing.assert_allclose(q[:, 4, 5, 6], AU.q_bragg() / 10, rtol=1e-12)
+    assert np.linalg.norm(q[:, 4, 5, 6]) == pytest.approx(2 * np.pi / 2.335, rel=1e-3)
+    steps = AU.q_steps() / 10
+    np.testing.assert_allclose(q[:, 5, 5, 6] - q[:, 4, 5, 6], steps[:, 0], rtol=1e-9)
+    np.testing.assert_allclose(q[:, 4, 5, 7] - q[:, 4, 5, 6], steps[:, 2], rtol=1e-9)
+    with pytest.raises(ValueError, match="3-D"):
+        AU.q_vectors((8, 8))

@@ -114,6 +114,27 @@ class Geometry:
         rock = -np.radians(self.rocking_step_deg) * np.cross(axis, q)
         return np.stack([rock, row, col], axis=1)[::-1]  # rows (z, y, x)
 
+    def q_vectors(self, shape: tuple[int, int, int]) -> np.ndarray:
+        """Scattering vector of every index of a (frame, det_y, det_x) array [1/Å].
+
+        ``q = q_bragg + Q (index - centre)`` with the centre at ``n // 2`` of every
+        axis (the recorded Bragg peak after prep.standard's window) and ``Q`` the q
+        steps per index (:meth:`q_steps`; linear over the array, to a fraction of a
+        per cent).
+
+        Returns
+        -------
+        ndarray, (3, *shape), float64
+            Components (z, y, x) in the laboratory frame [1/Å] (1/nm divided by 10).
+        """
+        if len(shape) != 3:
+            raise ValueError(f"q vectors need a 3-D (frame, det_y, det_x) shape, got {shape}")
+        idx = np.meshgrid(*[np.arange(n) - n // 2 for n in shape], indexing="ij")
+        steps = self.q_steps()
+        q = self.q_bragg()[:, None, None, None] + np.einsum("ij,j...->i...", steps,
+                                                            np.stack(idx).astype(np.float64))
+        return q / 10.0
+
 
 def transfer_matrix(q_steps: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     """Real-space transfer matrix ``R = 2π Q⁻ᵀ diag(1/N)`` [nm].

@@ -112,8 +112,10 @@ class Orthogonalize(Stage):
     up, outboard) and coordinates in nm, large enough to hold the support with a margin
     of 4 voxels. The detector-frame arrays are kept as
     ``obj_oblique`` / ``support_oblique`` (other real-space variables move to the
-    ``oblique_*`` dims). ``attrs`` gain ``bragg_g_direction`` and ``bragg_d_spacing_nm``
-    (the Bragg vector at the peak), ``voxel_size_m`` (SI, as all geometry in attrs) and
+    ``oblique_*`` dims). ``attrs`` gain ``bragg_g_direction``, ``bragg_d_spacing_nm``,
+    the Bragg vector ``bragg_q_inv_angstrom`` (z, y, x) and the q step per index of
+    (frame, det_y, det_x) as columns of ``bragg_q_steps_inv_angstrom`` [1/Å] (the
+    Bragg vector at the peak), ``voxel_size_m`` (SI, as all geometry in attrs) and
     ``bragg_transfer_matrix_nm``.
     """
 
@@ -153,6 +155,8 @@ class Orthogonalize(Stage):
             "voxel_size_m": [voxel * 1e-9] * 3,
             "bragg_g_direction": (q / np.linalg.norm(q)).tolist(),
             "bragg_d_spacing_nm": float(2 * np.pi / np.linalg.norm(q)),
+            "bragg_q_inv_angstrom": (q / 10).tolist(),
+            "bragg_q_steps_inv_angstrom": (geo.q_steps() / 10).tolist(),
             "bragg_transfer_matrix_nm": r.tolist(),
             "bragg_geometry": {**geo.as_dict(), **info},
         })
