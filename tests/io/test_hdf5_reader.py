@@ -149,3 +149,26 @@ def test_complex_frames_rejected(tmp_path):
         f["/entry_1/data_1/data"] = np.ones((16, 16), np.complex64)
     with pytest.raises(DataError, match="expected real photon counts"):
         sipflow.load(p)
+
+
+def test_nexus_transformations_give_the_angles_and_the_rocking_axis(tmp_path):
+    """NXtransformations rotations (radians or degrees, with their vectors) become the
+    geometry bragg.orthogonalize uses; the CXI layout keeps its fixed paths."""
+    from sipflow.bragg._ortho_stage import GeometryBlock, scan_geometry
+    from sipflow.simulate import Simulation, write_scan
+
+    sim = Simulation(shape=(16, 32, 32), kind="crystal", photons=None, delta_deg=32.0,
+                     gamma_deg=12.5, rocking_step_deg=0.01, rocking_axis="-x", seed=1)
+    nexus = sipflow.load(write_scan(tmp_path / "nx.h5", sim, layout="nexus"))
+    assert nexus.attrs["delta_deg"] == pytest.approx(32.0)
+    assert nexus.attrs["gamma_deg"] == pytest.approx(12.5)
+    assert nexus.attrs["rocking_step_deg"] == pytest.approx(0.01)
+    assert nexus.attrs["rocking_axis"] == "-x" and nexus.attrs["rocking_motor"] == "theta"
+    geo, info = scan_geometry(nexus, GeometryBlock(), "nx.h5")
+    assert geo.rocking_axis == "-x" and info["rocking_axis_from"] == "file"
+    geo, info = scan_geometry(nexus, GeometryBlock(rocking_axis="y"), "nx.h5")
+    assert geo.rocking_axis == "y" and info["rocking_axis_from"] == "geometry block"
+    cxi = sipflow.load(write_scan(tmp_path / "cxi.h5", sim, layout="cxi"))
+    assert cxi.attrs["rocking_step_deg"] == pytest.approx(0.01)
+    assert "rocking_axis" not in cxi.attrs
+    assert scan_geometry(cxi, GeometryBlock(), "cxi.h5")[0].rocking_axis == "y"

@@ -29,9 +29,10 @@ class GeometryBlock(BaseModel):
                                     "default: the file's.")
     rocking_step_deg: float | None = Field(None, description="Sample rotation per raw frame; "
                                            "default: the file's rocking motor steps.")
-    rocking_axis: Literal["x", "y", "z", "-x", "-y", "-z"] = Field(
-        "y", description="Lab axis of the rocking rotation (z downstream, y up, x outboard): "
-        "'y' for a theta rock at APS 34-ID-C.")
+    rocking_axis: Literal["x", "y", "z", "-x", "-y", "-z"] | None = Field(
+        None, description="Lab axis of the rocking rotation (z downstream, y up, x "
+        "completing a right-handed frame): default the file's (the NeXus rotation's "
+        "vector), else 'y' (a theta rock at APS 34-ID-C).")
     detector_centre_px: list[float] | None = Field(
         None, min_length=2, max_length=2, description="(row, col) of the raw frame's pixel "
         "on the detector arm's axis; default: the middle of the raw frame.")
@@ -86,6 +87,10 @@ def scan_geometry(ds: xr.Dataset, block: GeometryBlock, source: str
     if values["rocking_step_deg"] == 0:
         raise DataError(f"{source}: the rocking step is 0: a rocking scan must rotate the "
                         "sample between frames")
+    axis = block.rocking_axis or str(attrs.get("rocking_axis") or "y")
+    if axis not in ("x", "y", "z", "-x", "-y", "-z"):
+        raise DataError(f"{source}: the file's rocking axis {axis!r} is not a lab axis; give "
+                        "geometry: {rocking_axis: y} (or x, z, -x, ...)")
     centre = window.get("centre")
     shape = window.get("detector_shape")
     offset = (0.0, 0.0)
@@ -98,9 +103,11 @@ def scan_geometry(ds: xr.Dataset, block: GeometryBlock, source: str
                    pixel_nm=(float(pixel) * 1e9 * bins[1], float(pixel) * 1e9 * bins[2]),
                    delta_deg=float(values["delta_deg"]), gamma_deg=float(values["gamma_deg"]),
                    rocking_step_deg=float(values["rocking_step_deg"]) * bins[0],
-                   rocking_axis=block.rocking_axis,
+                   rocking_axis=axis,
                    offset_px=(offset[0] / bins[1], offset[1] / bins[2]))
-    return geo, {"bins": bins, "offset_px": list(offset)}
+    return geo, {"bins": bins, "offset_px": list(offset),
+                 "rocking_axis_from": "geometry block" if block.rocking_axis else (
+                     "file" if attrs.get("rocking_axis") else "default")}
 
 
 class Orthogonalize(Stage):

@@ -284,10 +284,76 @@ _ROCKING = (("/entry_1/measurement/Theta", "theta"), ("/entry/sample/transformat
             ("/entry_1/measurement/Phi", "phi"), ("/entry/sample/transformations/phi", "phi"))
 
 
+def _text(value: Any) -> str:
+    return (value.decode() if isinstance(value, bytes) else str(value)).strip()
+
+
+#: units of NeXus rotations, to degrees
+_ANGLE_UNITS = {"deg": 1.0, "degree": 1.0, "degrees": 1.0, "rad": 180 / np.pi,
+                "radian": 180 / np.pi, "radians": 180 / np.pi, "": 1.0}
+_AXES = {(1, 0, 0): "x", (-1, 0, 0): "-x", (0, 1, 0): "y", (0, -1, 0): "-y",
+         (0, 0, 1): "z", (0, 0, -1): "-z"}
+
+
+def _nx_rotations(f: h5py.File) -> dict[str, tuple[np.ndarray, str | None]]:
+    """Rotations of every ``NXtransformations`` group: name -> (values [deg], lab axis).
+
+    The axis is the ``vector`` attribute when it is a (signed) coordinate axis of the
+    NeXus frame (z downstream, y up, x completing a right-handed frame), else None.
+    """
+    found: dict[str, tuple[np.ndarray, str | None]] = {}
+
+    def visit(name: str, obj: Any) -> None:
+        if not isinstance(obj, h5py.Group) or _text(obj.attrs.get("NX_class", "")) != \
+                "NXtransformations":
+            return
+        for key, d in obj.items():
+            if not isinstance(d, h5py.Dataset) or _text(
+                    d.attrs.get("transformation_type", "")).lower() != "rotation":
+                continue
+            factor = _ANGLE_UNITS.get(_text(d.attrs.get("units", "")).lower())
+            try:
+                values = np.asarray(d[()], np.float64).ravel()
+            except (TypeError, ValueError):
+                continue
+            if factor is None or not values.size or not np.isfinite(values).all():
+                continue
+            vector = np.asarray(d.attrs.get("vector", ()), np.float64).ravel()
+            axis = None
+            if vector.shape == (3,) and np.linalg.norm(vector) > 0:
+                axis = _AXES.get(tuple(int(v) for v in np.round(vector /
+                                                                np.linalg.norm(vector), 6)))
+            found.setdefault(key.lower(), (values * factor, axis))
+
+    f.visititems(visit)
+    return found
+
+
 def _angles(f: h5py.File, frames: int | None) -> dict[str, float | str]:
-    """Detector arm angles and the rocking step [deg] where the file records them."""
+    """Detector arm angles, the rocking step [deg] and axis where the file records them.
+
+    NeXus ``NXtransformations`` first (rotations named ``delta`` and ``gamma`` for the
+    detector arm, any rotation with one value per frame for the rocking motor, whose
+    ``vector`` gives the rocking axis), then the fixed paths of CXI files and of the
+    APS 34-ID-C repackaging.
+    """
     out: dict[str, float | str] = {}
+    rotations = _nx_rotations(f)
+    for key in ("delta", "gamma"):
+        if key in rotations:
+            out[f"{key}_deg"] = float(rotations[key][0][0])
+    for name, (values, axis) in rotations.items():
+        if values.size >= 2 and (not frames or values.size == frames):
+            step = float(np.mean(np.diff(values)))
+            if np.isfinite(step) and step != 0:
+                out["rocking_step_deg"] = step
+                out["rocking_motor"] = name
+                if axis is not None:
+                    out["rocking_axis"] = axis
+                break
     for key, paths in _ANGLES.items():
+        if key in out:
+            continue
         for path in paths:
             d = _dataset(f, path)
             if d is not None and d.size >= 1:
@@ -299,6 +365,8 @@ def _angles(f: h5py.File, frames: int | None) -> dict[str, float | str]:
                     out[key] = value
                     break
     for path, motor in _ROCKING:
+        if "rocking_step_deg" in out:
+            break
         d = _dataset(f, path)
         if d is None or d.ndim != 1 or d.shape[0] < 2 or (frames and d.shape[0] != frames):
             continue

@@ -54,6 +54,9 @@ class Simulation:
     delta_deg, gamma_deg, rocking_step_deg : float, optional
         Diffractometer angles of a Bragg rocking scan, written where the reader finds
         them (detector arm angles; the rocking motor's position per frame, from 0).
+    rocking_axis : str
+        Lab axis of the rocking rotation (``x``, ``y``, ``z``, with an optional ``-``),
+        written as the rotation's ``vector`` in the NeXus layout.
     seed : int
     """
 
@@ -75,6 +78,7 @@ class Simulation:
     delta_deg: float | None = None
     gamma_deg: float | None = None
     rocking_step_deg: float | None = None
+    rocking_axis: str = "y"
     seed: int = 0
     extra: dict = field(default_factory=dict)
 
@@ -150,15 +154,34 @@ def _write_geometry(f: h5py.File, sim: Simulation, detector: str, source: str) -
         f[f"{detector}/{axis}_pixel_size"] = sim.pixel_size_m
         f[f"{detector}/{axis}_pixel_size"].attrs["units"] = "m"
     cxi = detector.startswith("/entry_1")
-    for name, value in (("delta", sim.delta_deg), ("gamma", sim.gamma_deg)):
+    if cxi:  # the fixed paths of CXI files (and of the APS 34-ID-C repackaging)
+        for name, value in (("delta", sim.delta_deg), ("gamma", sim.gamma_deg)):
+            if value is not None:
+                f[f"/entry_1/instrument_1/positioners/{name}"] = float(value)
+                f[f"/entry_1/instrument_1/positioners/{name}"].attrs["units"] = "degree"
+        if sim.rocking_step_deg is not None and len(sim.shape) == 3:
+            f["/entry_1/measurement/Theta"] = np.arange(sim.shape[0]) * float(
+                sim.rocking_step_deg)
+            f["/entry_1/measurement/Theta"].attrs["units"] = "degree"
+        return
+    # NeXus: rotations in NXtransformations groups, with their axes (z downstream, y up)
+    arm = f.require_group(f"{detector}/transformations")
+    arm.attrs["NX_class"] = "NXtransformations"
+    for name, value, vector in (("delta", sim.delta_deg, (0.0, 1.0, 0.0)),
+                                ("gamma", sim.gamma_deg, (-1.0, 0.0, 0.0))):
         if value is not None:
-            path = f"/entry_1/instrument_1/positioners/{name}" if cxi else f"{detector}/{name}"
-            f[path] = float(value)
-            f[path].attrs["units"] = "degree"
+            arm[name] = np.radians(float(value))
+            arm[name].attrs.update({"units": "rad", "transformation_type": "rotation",
+                                    "vector": np.array(vector), "depends_on": "."})
     if sim.rocking_step_deg is not None and len(sim.shape) == 3:
-        path = "/entry_1/measurement/Theta" if cxi else "/entry/sample/transformations/theta"
-        f[path] = np.arange(sim.shape[0]) * float(sim.rocking_step_deg)
-        f[path].attrs["units"] = "degree"
+        sample = f.require_group("/entry/sample/transformations")
+        sample.attrs["NX_class"] = "NXtransformations"
+        axis = {"x": (1.0, 0, 0), "y": (0, 1.0, 0), "z": (0, 0, 1.0)}[
+            sim.rocking_axis.lstrip("-")]
+        sign = -1.0 if sim.rocking_axis.startswith("-") else 1.0
+        sample["theta"] = np.arange(sim.shape[0]) * float(sim.rocking_step_deg)
+        sample["theta"].attrs.update({"units": "degree", "transformation_type": "rotation",
+                                      "vector": sign * np.array(axis), "depends_on": "."})
 
 
 def write_scan(path: str | Path, sim: Simulation | None = None, *, layout: str = "cxi",
