@@ -199,6 +199,119 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _figures(out: Path) -> tuple[float, float]:
+    """(free LLK of the selected run, error against the truth) of a result store, NaN if absent."""
+    from .io import open_result
+
+    ds = open_result(out)
+    free = float("nan")
+    for key in ("phase_double_dip", "phase_dip", "phase_classic"):
+        info = ds.attrs.get(key)
+        if info and info.get("final_llk_free"):
+            value = info["final_llk_free"][info["best_run"]]
+            free = float("nan") if value is None else float(value)
+            break
+    error = ds.attrs.get("metrics", {}).get("error")
+    return free, float("nan") if error is None else float(error)
+
+
+def _batch_one(pipeline: str, input_path: str, output: str, engine: str, device: str,
+               seed: int | None, overwrite: bool, dtype: str) -> dict[str, Any]:
+    """Process one scan of a batch; never raises: the outcome is in the returned row."""
+    import time
+
+    t0 = time.perf_counter()
+    row: dict[str, Any] = {"scan": input_path, "output": output, "status": "ok",
+                           "reason": "", "free_llk": float("nan"), "error": float("nan")}
+    try:
+        out = _run(pipeline, input_path, output, engine=engine, device=device, seed=seed,
+                   overwrite=overwrite, dtype=dtype, load_options={}, progress=False)
+        row["free_llk"], row["error"] = _figures(out)
+    except SipflowError as exc:
+        row.update(status="failed", reason=str(exc))
+    except OSError as exc:
+        row.update(status="failed", reason=f"{exc.filename or 'a file'}: {exc.strerror or exc}")
+    except Exception as exc:  # a bug: reported with this scan, the others still run
+        row.update(status="failed", reason=f"{type(exc).__name__}: {exc}")
+    row["wall_s"] = time.perf_counter() - t0
+    return row
+
+
+def cmd_batch(args: argparse.Namespace) -> int:
+    """Every input through the pipeline into ``DIR/<input stem>.zarr``; a table at the end."""
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+    from multiprocessing import get_context
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from .pipeline import Pipeline
+
+    if args.concurrency < 1:
+        raise PipelineError(f"--concurrency must be at least 1, got {args.concurrency}")
+    Pipeline.load(args.pipeline)  # a bad pipeline fails once, before any scan
+    out_dir = Path(args.output)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise PipelineError(f"{out_dir}: exists and is not a folder; -o names the folder of "
+                            "the result stores")
+    stems = [Path(p).stem for p in args.inputs]
+    twice = sorted({s for s in stems if stems.count(s) > 1})
+    if twice:
+        raise PipelineError(f"inputs with the same name would write the same store: "
+                            f"{', '.join(twice)}; rename them or run them in two batches")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if args.engine == "prefect" and args.concurrency > 1:
+        _stderr("sipflow: note: --engine prefect runs the scans of a batch one after another "
+                "in this process; --concurrency applies to --engine local")
+    jobs = [(args.pipeline, str(p), str(out_dir / f"{Path(p).stem}.zarr"), args.engine,
+             args.device, args.seed, args.overwrite, args.dtype) for p in args.inputs]
+    console = Console(stderr=True)
+    rows: list[dict[str, Any]] = []
+
+    def done(row: dict[str, Any]) -> None:
+        rows.append(row)
+        mark = "[green]ok[/green]" if row["status"] == "ok" else "[red]failed[/red]"
+        console.print(f"{len(rows)}/{len(jobs)} {Path(row['scan']).name}: {mark} "
+                      f"({row['wall_s']:.1f} s)" + (f" {row['reason']}" if row["reason"]
+                                                     else ""), highlight=False,
+                      soft_wrap=True)
+
+    if args.concurrency == 1 or args.engine == "prefect" or len(jobs) == 1:
+        server: Any = contextlib.nullcontext()
+        if args.engine == "prefect":  # one server for the whole batch
+            _prefect_env()
+            from .orchestration import prefect_api
+
+            server = prefect_api()
+        with server:
+            for job in jobs:
+                console.print(f"running {Path(job[1]).name}", highlight=False)
+                done(_batch_one(*job))
+    else:  # processes: each sizes its torch threads to its share of the cores
+        with ProcessPoolExecutor(max_workers=min(args.concurrency, len(jobs)),
+                                 mp_context=get_context("spawn")) as pool:
+            futures = {pool.submit(_batch_one, *job): job for job in jobs}
+            for future in as_completed(futures):
+                done(future.result())
+    order = {job[1]: i for i, job in enumerate(jobs)}
+    rows.sort(key=lambda r: order[r["scan"]])
+    table = Table(title=f"sipflow batch: {len(jobs)} scans -> {out_dir}")
+    for col in ("scan", "status", "wall [s]", "free LLK", "error", "result or reason"):
+        table.add_column(col)
+    for r in rows:
+        table.add_row(Path(r["scan"]).name, r["status"], f"{r['wall_s']:.1f}",
+                      "-" if r["free_llk"] != r["free_llk"] else f"{r['free_llk']:.4g}",
+                      "-" if r["error"] != r["error"] else f"{r['error']:.3g}",
+                      r["output"] if r["status"] == "ok" else r["reason"])
+    Console().print(table)
+    failed = [r for r in rows if r["status"] != "ok"]
+    if failed:
+        _stderr(f"sipflow: error: {len(failed)} of {len(rows)} scans failed: "
+                + "; ".join(Path(r["scan"]).name for r in failed))
+        return 1
+    return 0
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     options = {"dataset": args.dataset} if args.dataset else {}
     out = _run(args.pipeline, args.input, args.output, engine=args.engine, device=args.device,
@@ -418,6 +531,21 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--overwrite", action="store_true", help="replace a model of other "
                    "settings in the folder")
     t.set_defaults(func=cmd_train)
+
+    b = sub.add_parser("batch", help="run a pipeline on many scans: one store per scan, a "
+                       "summary table, exit status 1 when any failed")
+    b.add_argument("pipeline", help="template name or YAML file")
+    b.add_argument("inputs", nargs="+", metavar="INPUT", help="HDF5 detector files")
+    b.add_argument("-o", "--output", required=True, help="folder of the result stores "
+                   "(<input stem>.zarr each)")
+    b.add_argument("--engine", choices=["local", "prefect"], default="local")
+    b.add_argument("--concurrency", type=int, default=1, help="scans at once (local engine; "
+                   "each gets its share of the cores)")
+    b.add_argument("--device", default="auto")
+    b.add_argument("--seed", type=int, default=None)
+    b.add_argument("--dtype", choices=["float32", "float64"], default="float32")
+    b.add_argument("--overwrite", action="store_true")
+    b.set_defaults(func=cmd_batch)
 
     e = sub.add_parser("evaluate", help="figures of merit of a result store")
     e.add_argument("result")

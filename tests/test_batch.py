@@ -1,0 +1,77 @@
+"""``sipflow batch``: one store per scan, concurrency, a summary, a failing scan fails alone."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from sipflow.cli import main
+from sipflow.io import open_result
+from sipflow.simulate import Simulation, write_scan
+
+PIPELINE = {"stages": [
+    {"use": "phase.classic", "with": {"schedule": "(sup * ER**5 * HIO**20)**6 * ER**30",
+                                      "runs": 2}},
+    {"use": "analyse.metrics"}]}
+
+
+@pytest.fixture(scope="module")
+def batch_inputs(tmp_path_factory):
+    d = tmp_path_factory.mktemp("batch-in")
+    good = [write_scan(d / f"scan{i}.h5", Simulation(shape=(32, 32), photons=1e8, seed=i))
+            for i in range(2)]
+    corrupt = d / "broken.h5"
+    corrupt.write_bytes(b"\x89HDF\r\n\x1a\n" + b"not really HDF5" * 50)
+    pipeline = d / "p.yaml"
+    pipeline.write_text(yaml.safe_dump(PIPELINE))
+    return pipeline, good, corrupt
+
+
+def _check(out, good, capsys, code):
+    captured = capsys.readouterr()
+    assert code == 1, captured
+    for scan in good:  # the good scans are complete, named after their inputs
+        ds = open_result(out / f"{scan.stem}.zarr", verify=True)
+        assert ds.attrs["metrics"]["error"] < 0.2
+    assert not (out / "broken.zarr").exists()
+    assert "broken.h5" in captured.err and "1 of 3 scans failed" in captured.err
+    table = captured.out
+    assert table.count("ok") >= 2 and "failed" in table and "free LLK" in table
+    return captured
+
+
+def test_batch_local_concurrent_a_corrupt_file_fails_alone(batch_inputs, tmp_path, capsys):
+    pipeline, good, corrupt = batch_inputs
+    out = tmp_path / "results"
+    code = main(["batch", str(pipeline), str(good[0]), str(corrupt), str(good[1]), "-o",
+                 str(out), "--engine", "local", "--concurrency", "2", "--seed", "1"])
+    _check(out, good, capsys, code)
+    # a rerun does not overwrite unasked: the scan fails with the reason, the store stays
+    before = (out / f"{good[0].stem}.zarr").stat().st_mtime_ns
+    assert main(["batch", str(pipeline), str(good[0]), "-o", str(out), "--seed", "1"]) == 1
+    assert "output exists" in capsys.readouterr().err
+    assert (out / f"{good[0].stem}.zarr").stat().st_mtime_ns == before
+
+
+@pytest.mark.prefect
+def test_batch_through_prefect(batch_inputs, tmp_path, capsys, prefect_server):
+    pipeline, good, corrupt = batch_inputs
+    out = tmp_path / "results"
+    code = main(["batch", str(pipeline), str(good[0]), str(corrupt), str(good[1]), "-o",
+                 str(out), "--engine", "prefect", "--seed", "1"])
+    _check(out, good, capsys, code)
+
+
+def test_batch_refuses_bad_requests_before_any_work(batch_inputs, tmp_path, capsys):
+    pipeline, good, _ = batch_inputs
+    twin = tmp_path / "other" / good[0].name
+    twin.parent.mkdir()
+    twin.write_bytes(good[0].read_bytes())
+    out = tmp_path / "r"
+    assert main(["batch", str(pipeline), str(good[0]), str(twin), "-o", str(out)]) != 0
+    assert "same name" in capsys.readouterr().err and not out.exists()
+    assert main(["batch", str(pipeline), str(good[0]), "-o", str(out),
+                 "--concurrency", "0"]) != 0
+    assert "--concurrency" in capsys.readouterr().err
+    assert main(["batch", "no-such-template", str(good[0]), "-o", str(out)]) != 0
+    assert not out.exists()
