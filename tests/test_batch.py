@@ -60,6 +60,26 @@ def test_batch_through_prefect(batch_inputs, tmp_path, capsys, prefect_server):
     code = main(["batch", str(pipeline), str(good[0]), str(corrupt), str(good[1]), "-o",
                  str(out), "--engine", "prefect", "--seed", "1"])
     _check(out, good, capsys, code)
+    # every finished scan emitted its event, with the result path and figures of merit
+    import time
+
+    from sipflow.orchestration import EVENT_COMPLETED, scan_events
+    from sipflow.orchestration._server import drain_prefect
+
+    drain_prefect()
+    wanted = {str(out / f"{g.stem}.zarr") for g in good}
+    deadline = time.monotonic() + 30
+    while True:
+        done = {e["payload"]["output"]: e for e in scan_events()
+                if e["payload"].get("output") in wanted | {str(out / "broken.zarr")}}
+        if len(done) >= 2 or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    completed = [e for e in done.values() if e["event"] == EVENT_COMPLETED]
+    assert {e["payload"]["output"] for e in completed} == wanted
+    assert all(e["payload"]["metrics"]["error"] < 0.2 for e in completed)
+    assert all(e["resource"]["prefect.resource.id"].startswith("sipflow.scan.")
+               for e in completed)
 
 
 def test_batch_refuses_bad_requests_before_any_work(batch_inputs, tmp_path, capsys):

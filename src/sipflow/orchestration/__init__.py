@@ -4,8 +4,18 @@ Importing this package imports Prefect (slow); ``import sipflow`` never does.
 """
 
 from ..errors import OrchestrationError
-from ._prefect import process_scan, process_scans, quiet_user_errors, set_progress_sink
+from ._prefect import (
+    EVENT_COMPLETED,
+    EVENT_FAILED,
+    emit_scan_event,
+    process_scan,
+    process_scans,
+    quiet_user_errors,
+    scan_events,
+    set_progress_sink,
+)
 from ._server import embedded_server, prefect_api
 
-__all__ = ["OrchestrationError", "embedded_server", "prefect_api", "process_scan",
-           "process_scans", "quiet_user_errors", "set_progress_sink"]
+__all__ = ["EVENT_COMPLETED", "EVENT_FAILED", "OrchestrationError", "embedded_server",
+           "emit_scan_event", "prefect_api", "process_scan", "process_scans",
+           "quiet_user_errors", "scan_events", "set_progress_sink"]

@@ -6,6 +6,9 @@ code as the in-process engine) and writes its output store; tasks exchange
 paths, never arrays. Heavy stages are tagged ``gpu`` (plus their kind:
 ``prep``, ``phase``, ``analyse``) so a deployment can route or limit them.
 
+Events: every scan ends with a Prefect event, ``sipflow.scan.completed`` or
+``sipflow.scan.failed`` (:func:`emit_scan_event`), for facility automations.
+
 Resume: intermediate stores live in ``<output>.sipflow-work/``, named by a
 hash of everything that determines them (input file hash, the stage and its
 parameters, the seed, device and precision). A rerun after a failure reuses
@@ -153,6 +156,62 @@ def write_result(last: dict[str, Any], output: str, provenance: dict[str, Any],
                     inputs=(provenance["input"]["path"],) if provenance["input"]["path"] else ()))
 
 
+#: names of the events a finished scan emits (automations can trigger on them)
+EVENT_COMPLETED = "sipflow.scan.completed"
+EVENT_FAILED = "sipflow.scan.failed"
+
+
+def _numbers(values: dict[str, Any]) -> dict[str, float | int]:
+    return {k: v for k, v in values.items() if isinstance(v, int | float)
+            and not isinstance(v, bool)}
+
+
+def emit_scan_event(input_path: str, output: str, status: str, *,
+                    metrics: dict[str, Any] | None = None, reason: str = "",
+                    seed: int | None = None) -> None:
+    """Tell Prefect (and the facility's automations) that a scan is finished.
+
+    Event ``sipflow.scan.completed`` or ``sipflow.scan.failed``; resource
+    ``sipflow.scan.<input stem>`` with the input path; payload: result path, status,
+    the numeric figures of merit, the seed and, on failure, the reason. Never raises:
+    an event that cannot be sent must not fail the scan.
+    """
+    from prefect.events import emit_event
+
+    try:
+        emit_event(event=EVENT_COMPLETED if status == "completed" else EVENT_FAILED,
+                   resource={"prefect.resource.id": f"sipflow.scan.{Path(input_path).stem}",
+                             "prefect.resource.name": Path(input_path).name,
+                             "sipflow.input": str(input_path)},
+                   payload={"input": str(input_path), "output": str(output),
+                            "status": status, "metrics": _numbers(metrics or {}),
+                            "seed": seed, "reason": reason})
+    except Exception:  # pragma: no cover - the events client logs its own failures
+        logging.getLogger("sipflow").debug("could not emit the scan event", exc_info=True)
+
+
+def scan_events(limit: int = 50) -> list[dict[str, Any]]:
+    """The latest scan events the current Prefect API holds, newest first.
+
+    Each is ``{"event", "occurred", "resource", "payload"}`` (plain values), as an
+    automation or a facility dashboard sees them. Events are written by the server
+    shortly after they are sent.
+
+    Parameters
+    ----------
+    limit : int
+        At most this many (the API pages by 50 at most).
+    """
+    from prefect.client.orchestration import get_client
+    from prefect.events.filters import EventFilter, EventNameFilter
+
+    with get_client(sync_client=True) as client:
+        page = client.read_events(EventFilter(event=EventNameFilter(
+            name=[EVENT_COMPLETED, EVENT_FAILED])), limit=min(int(limit), 50))
+    return [{"event": e.event, "occurred": e.occurred.isoformat(),
+             "resource": dict(e.resource), "payload": dict(e.payload)} for e in page.events]
+
+
 def _run_name() -> str:
     params = flow_run.parameters
     return f"sipflow-{Path(params.get('input_path', 'scan')).stem}"
@@ -222,7 +281,9 @@ def process_scan(input_path: str, pipeline: str, output: str, device: str = "aut
         provenance["prefect_flow_run_id"] = str(flow_run.id)
         metrics = first.attrs.get("metrics", {})
         out = write_result(current, str(output), provenance, overwrite)
-    except BaseException:
+    except BaseException as exc:
+        emit_scan_event(str(input_path), str(output), "failed", seed=seed,
+                        reason=f"{type(exc).__name__}: {exc}")
         stages_done = [p for p in work.glob("[0-9][0-9]-*.zarr")
                        if not p.name.startswith("00-") and is_complete(p)]
         if created and not stages_done:  # nothing to resume: leave nothing behind
@@ -234,6 +295,7 @@ def process_scan(input_path: str, pipeline: str, output: str, device: str = "aut
     if not keep_intermediate:
         shutil.rmtree(work, ignore_errors=True)
     logger.info("wrote %s", out)
+    emit_scan_event(str(input_path), out, "completed", metrics=metrics, seed=seed)
     return {"output": out, "metrics": metrics, "seed": seed,
             "stages": [{"use": r["use"], "wall_s": r["wall_s"]} for r in records]}
 
