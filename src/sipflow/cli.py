@@ -312,6 +312,59 @@ def cmd_batch(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_watch(args: argparse.Namespace) -> int:
+    """Process every finished scan that appears in a folder, once, until stopped."""
+    from rich.console import Console
+
+    from . import _watch
+    from .pipeline import Pipeline
+    from .report import print_table
+
+    Pipeline.load(args.pipeline)  # a bad pipeline fails before the watch starts
+    folder, out_dir = Path(args.directory), Path(args.output)
+    if not folder.is_dir():
+        raise PipelineError(f"{folder}: no such folder to watch")
+    if args.max_attempts < 1 or args.poll <= 0 or args.stable < 0:
+        raise PipelineError("--max-attempts must be >= 1, --poll > 0 and --stable >= 0")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    console = Console(stderr=True)
+
+    def process(path: Path) -> dict[str, Any]:
+        console.print(f"processing {path.name}", highlight=False, soft_wrap=True)
+        return _batch_one(args.pipeline, str(path), str(out_dir / f"{path.stem}.zarr"),
+                          args.engine, args.device, args.seed, False, args.dtype)
+
+    def report(row: dict[str, Any]) -> None:
+        mark = "ok" if row["status"] == "ok" else f"failed: {row['reason']}"
+        console.print(f"{Path(row['scan']).name}: {mark} ({row['wall_s']:.1f} s)",
+                      highlight=False, soft_wrap=True)
+
+    state = out_dir / _watch.STATE_FILE
+    server: Any = contextlib.nullcontext()
+    if args.engine == "prefect":
+        _prefect_env()
+        from .orchestration import prefect_api
+
+        server = prefect_api()
+    if not args.once:
+        console.print(f"watching {folder} for {args.pattern} (Ctrl-C to stop); results in "
+                      f"{out_dir}", highlight=False, soft_wrap=True)
+    try:
+        with server:
+            rows = _watch.watch(folder, process, state, pattern=args.pattern,
+                                poll_s=args.poll, stable_s=args.stable,
+                                max_attempts=args.max_attempts, once=args.once,
+                                on_result=report)
+    except KeyboardInterrupt:
+        rows = []
+        console.print("stopped", highlight=False)
+    known = list(_watch.summary(state))
+    print_table([(name, f"{status}: {detail}") for name, status, detail in known],
+                f"sipflow watch {folder}")
+    failed_now = [r for r in rows if r["status"] != "ok"]
+    return 1 if failed_now else 0
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     options = {"dataset": args.dataset} if args.dataset else {}
     out = _run(args.pipeline, args.input, args.output, engine=args.engine, device=args.device,
@@ -546,6 +599,25 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--dtype", choices=["float32", "float64"], default="float32")
     b.add_argument("--overwrite", action="store_true")
     b.set_defaults(func=cmd_batch)
+
+    wa = sub.add_parser("watch", help="process every finished scan written to a folder, "
+                        "once each (state kept on disk)")
+    wa.add_argument("directory", help="folder the scans are written to")
+    wa.add_argument("--pipeline", required=True, help="template name or YAML file")
+    wa.add_argument("-o", "--output", required=True, help="folder of the result stores "
+                    "(<scan stem>.zarr) and of the watcher's state")
+    wa.add_argument("--engine", choices=["local", "prefect"], default="local")
+    wa.add_argument("--pattern", default="*.h5", help="glob of the scan (master) files")
+    wa.add_argument("--poll", type=float, default=2.0, help="seconds between looks")
+    wa.add_argument("--stable", type=float, default=5.0, help="a file must keep its size "
+                    "and mtime this long [s]")
+    wa.add_argument("--max-attempts", type=int, default=2, help="attempts per scan before "
+                    "it is given up")
+    wa.add_argument("--once", action="store_true", help="process what is finished, then exit")
+    wa.add_argument("--device", default="auto")
+    wa.add_argument("--seed", type=int, default=None)
+    wa.add_argument("--dtype", choices=["float32", "float64"], default="float32")
+    wa.set_defaults(func=cmd_watch)
 
     e = sub.add_parser("evaluate", help="figures of merit of a result store")
     e.add_argument("result")

@@ -1,0 +1,193 @@
+"""Watch a folder: process every finished scan exactly once, also across restarts.
+
+A file is *finished* when its size and modification time have not changed for
+``stable_s`` seconds and it opens as HDF5 with every external link (an Eiger master's
+data files) resolving; one that still does not open after ``3 × stable_s`` without
+changing is processed anyway, so that it fails with the reader's reason instead of
+being waited for forever. Its outcome is kept in a JSON state file beside the results
+(``.sipflow-watch.json``, replaced atomically), so a restarted watcher skips what is
+done, retries a scan that was running when the watcher died, and gives up on a scan
+after ``max_attempts`` failures (reported, never retried forever).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger("sipflow")
+
+#: name of the state file in the output folder
+STATE_FILE = ".sipflow-watch.json"
+
+
+def opens_completely(path: Path) -> bool:
+    """True when `path` opens as HDF5 and every external link in it resolves to a file
+    (an Eiger master is finished only when all its data files are there)."""
+    import h5py
+
+    missing: list[str] = []
+
+    def visit(name: str, link: Any) -> None:
+        if isinstance(link, h5py.ExternalLink):
+            target = Path(link.filename)
+            if not target.is_absolute():
+                target = path.parent / target
+            if not target.is_file():
+                missing.append(str(target))
+
+    try:
+        with h5py.File(path, "r") as f:
+            f.visititems_links(visit)  # links only: external files are not opened
+    except (OSError, ValueError, KeyError):
+        return False
+    return not missing
+
+
+@dataclass
+class WatchState:
+    """Per-file outcomes, kept on disk.
+
+    ``files[name] = {"status": "done" | "failed" | "running" | "retry", "attempts",
+    "reason", "output", "size", "mtime"}``.
+    """
+
+    path: Path
+    files: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    @classmethod
+    def load(cls, path: Path) -> WatchState:
+        if not path.is_file():
+            return cls(path)
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, ValueError) as exc:
+            from .errors import OutputError
+
+            raise OutputError(f"{path}: the watcher's state is unreadable ({exc}); move it "
+                              "away to start over (every scan in the folder would be "
+                              "processed again)") from exc
+        state = cls(path, dict(data.get("files", {})))
+        for name, entry in state.files.items():  # the watcher died while it ran
+            if entry.get("status") == "running":
+                entry["status"] = "retry"
+                log.warning("%s: was being processed when the watcher stopped; it will be "
+                            "processed again", name)
+        return state
+
+    def save(self) -> None:
+        tmp = self.path.with_name(f".{self.path.name}.partial")
+        tmp.write_text(json.dumps({"files": self.files}, indent=1, sort_keys=True))
+        os.replace(tmp, self.path)
+
+    def pending(self, name: str, max_attempts: int) -> bool:
+        entry = self.files.get(name)
+        return entry is None or (entry["status"] in ("retry", "failed")
+                                 and entry.get("attempts", 0) < max_attempts)
+
+
+def candidates(directory: Path, pattern: str) -> list[Path]:
+    """Files to consider: matching `pattern`, not hidden, not partial, not Eiger data files."""
+    out = []
+    for p in sorted(directory.glob(pattern)):
+        name = p.name
+        if (not p.is_file() or name.startswith(".") or name.endswith(".partial")
+                or "_data_" in name):
+            continue
+        out.append(p)
+    return out
+
+
+def watch(directory: str | Path, process: Callable[[Path], dict[str, Any]],
+          state_file: str | Path, *, pattern: str = "*.h5", poll_s: float = 2.0,
+          stable_s: float = 5.0, max_attempts: int = 2, once: bool = False,
+          stop: Callable[[], bool] | None = None,
+          on_result: Callable[[dict[str, Any]], None] | None = None) -> list[dict[str, Any]]:
+    """Process every finished file of `directory` once; return the rows processed.
+
+    Parameters
+    ----------
+    directory : path
+        Folder the scans are written to.
+    process : callable(Path) -> dict
+        Processes one scan; returns a row with ``status`` (``"ok"`` or ``"failed"``),
+        ``reason`` and ``output``. It must not raise.
+    state_file : path
+        The JSON state (see :class:`WatchState`).
+    pattern : str
+        Glob of the scans (master files).
+    poll_s : float
+        Seconds between two looks at the folder.
+    stable_s : float
+        A file must keep its size and mtime this long before it is taken.
+    max_attempts : int
+        Attempts per file before it is given up (reported as failed).
+    once : bool
+        Process what is finished now (waiting `stable_s` for the rest of what is
+        there), then return.
+    stop : callable() -> bool, optional
+        Checked between polls; True ends the watch.
+    on_result : callable(row), optional
+        Called after each processed file.
+    """
+    folder = Path(directory)
+    state = WatchState.load(Path(state_file))
+    seen: dict[str, tuple[int, float, float]] = {}  # name -> (size, mtime, since)
+    rows: list[dict[str, Any]] = []
+    while True:
+        now = time.monotonic()
+        waiting = False
+        for path in candidates(folder, pattern):
+            name = path.name
+            if not state.pending(name, max_attempts):
+                continue
+            try:
+                st = path.stat()
+            except OSError:
+                continue
+            key = (st.st_size, st.st_mtime)
+            previous = seen.get(name)
+            if previous is None or previous[:2] != key:
+                seen[name] = (*key, now)
+                waiting = True
+                continue
+            quiet = now - previous[2]
+            # a file that keeps not opening long after it stopped changing is not being
+            # written: it is processed (and fails with the reader's reason) rather than
+            # waited for forever
+            if quiet < stable_s or (not opens_completely(path) and quiet < 3 * stable_s):
+                waiting = True
+                continue
+            entry = state.files.setdefault(name, {"attempts": 0})
+            entry.update(status="running", size=st.st_size, mtime=st.st_mtime)
+            entry["attempts"] = entry.get("attempts", 0) + 1
+            state.save()
+            row = process(path)
+            ok = row.get("status") == "ok"
+            entry.update(status="done" if ok else "failed", reason=row.get("reason", ""),
+                         output=row.get("output"))
+            state.save()
+            if not ok:
+                final = entry["attempts"] >= max_attempts
+                log.warning("%s: failed (attempt %d of %d%s): %s", name, entry["attempts"],
+                            max_attempts, ", given up" if final else "", row.get("reason"))
+            rows.append(row | {"attempt": entry["attempts"]})
+            if on_result is not None:
+                on_result(rows[-1])
+        if (once and not waiting) or (stop is not None and stop()):
+            return rows
+        time.sleep(poll_s)
+
+
+def summary(state_file: str | Path) -> Iterable[tuple[str, str, str]]:
+    """(file, status, reason or output) of every file the watcher knows."""
+    state = WatchState.load(Path(state_file))
+    for name, entry in sorted(state.files.items()):
+        yield name, entry.get("status", "?"), (entry.get("reason") or entry.get("output")
+                                               or "")
