@@ -60,6 +60,10 @@ def test_batch_through_prefect(batch_inputs, tmp_path, capsys, prefect_server):
     code = main(["batch", str(pipeline), str(good[0]), str(corrupt), str(good[1]), "-o",
                  str(out), "--engine", "prefect", "--seed", "1"])
     _check(out, good, capsys, code)
+    # 'auto' was resolved where the stages ran (this machine has no GPU), per stage
+    ds = open_result(out / f"{good[0].stem}.zarr")
+    assert ds.attrs["provenance"]["device"] == "cpu"
+    assert {s["device"] for s in ds.attrs["provenance"]["stages"]} == {"cpu"}
     # every finished scan emitted its event, with the result path and figures of merit
     import time
 

@@ -101,6 +101,7 @@ def _run(pipeline: str, input_path: str, output: str, *, engine: str, device: st
     from ._api import preflight
     from .io import OutputLock, save
 
+    requested = device  # resolved again where each stage runs (a worker's own card)
     pipe, device, ds = preflight(pipeline, input_path, output, device=device,
                                  overwrite=overwrite, dtype=dtype,
                                  check_counts=engine != "local", **load_options)
@@ -112,16 +113,12 @@ def _run(pipeline: str, input_path: str, output: str, *, engine: str, device: st
                                   dtype=dtype)
             return save(result, output, overwrite=overwrite, inputs=(input_path,))
         _prefect_env()
-        from .orchestration import prefect_api, process_scan, quiet_user_errors, set_progress_sink
+        from .orchestration import prefect_api, process_scan, progress_to, quiet_user_errors
 
-        set_progress_sink(bar)
-        try:
-            with prefect_api(), quiet_user_errors():
-                result = process_scan(str(input_path), pipe.text, str(output), device=device,
-                                      seed=seed, dtype=dtype, overwrite=overwrite,
-                                      load_options=load_options)
-        finally:
-            set_progress_sink(None)
+        with prefect_api(), quiet_user_errors(), progress_to(bar):
+            result = process_scan(str(input_path), pipe.text, str(output), device=requested,
+                                  seed=seed, dtype=dtype, overwrite=overwrite,
+                                  load_options=load_options)
         return Path(result["output"])
 
 

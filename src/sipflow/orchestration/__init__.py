@@ -10,6 +10,7 @@ from ._prefect import (
     emit_scan_event,
     process_scan,
     process_scans,
+    progress_to,
     quiet_user_errors,
     scan_events,
     set_progress_sink,
@@ -18,4 +19,4 @@ from ._server import embedded_server, prefect_api
 
 __all__ = ["EVENT_COMPLETED", "EVENT_FAILED", "OrchestrationError", "embedded_server",
            "emit_scan_event", "prefect_api", "process_scan", "process_scans",
-           "quiet_user_errors", "scan_events", "set_progress_sink"]
+           "progress_to", "quiet_user_errors", "scan_events", "set_progress_sink"]

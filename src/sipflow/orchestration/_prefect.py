@@ -3,8 +3,10 @@
 Prefect wraps; it does not own the science. Each stage is one task that reads
 its input store, runs the stage with :func:`sipflow._api.run_step` (the same
 code as the in-process engine) and writes its output store; tasks exchange
-paths, never arrays. Heavy stages are tagged ``gpu`` (plus their kind:
-``prep``, ``phase``, ``analyse``) so a deployment can route or limit them.
+paths, never arrays, and are submitted to the flow's task runner; the device
+(``auto``) is resolved in the task, where the stage runs. Heavy stages are tagged
+``gpu`` (plus their kind: ``prep``, ``phase``, ``analyse``); a tag concurrency limit on
+``gpu`` (``prefect concurrency-limit create gpu 1``) keeps two of them off one card.
 
 Events: every scan ends with a Prefect event, ``sipflow.scan.completed`` or
 ``sipflow.scan.failed`` (:func:`emit_scan_event`), for facility automations.
@@ -22,6 +24,7 @@ and also after a failure when no stage had finished (nothing to resume).
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import hashlib
 import json
 import logging
@@ -41,13 +44,29 @@ from ..io import check_writable, is_complete, load, open_result, save
 from ..pipeline import Pipeline
 from ..stage import Context, ProgressRecord
 
-_sink: Callable[[ProgressRecord], None] | None = None
+#: where progress records of stage tasks go besides the run logger: a context variable,
+#: so each caller (and each concurrent flow run it starts) has its own
+_progress_sink: contextvars.ContextVar[Callable[[ProgressRecord], None] | None] = \
+    contextvars.ContextVar("sipflow_progress_sink", default=None)
+
+
+@contextlib.contextmanager
+def progress_to(fn: Callable[[ProgressRecord], None] | None):
+    """Inside the block, stage tasks run in this process send progress records to `fn`.
+
+    Tasks run by Prefect's thread pool inherit the caller's context; tasks on other
+    processes (Dask workers, deployments) report through their run logs only.
+    """
+    token = _progress_sink.set(fn)
+    try:
+        yield
+    finally:
+        _progress_sink.reset(token)
 
 
 def set_progress_sink(fn: Callable[[ProgressRecord], None] | None) -> None:
-    """Send progress records of in-process task runs to `fn` (e.g. a CLI progress bar)."""
-    global _sink
-    _sink = fn
+    """Deprecated form of :func:`progress_to` (sets the sink in the current context)."""
+    _progress_sink.set(fn)
 
 
 class _UserErrorFilter(logging.Filter):
@@ -99,12 +118,14 @@ def _key(*parts: Any) -> str:
 
 
 def _progress(logger: logging.Logger | logging.LoggerAdapter) -> Callable[[ProgressRecord], None]:
+    sink = _progress_sink.get()
+
     def report(record: ProgressRecord) -> None:
         metrics = ", ".join(f"{k}={v:.4g}" for k, v in record.metrics.items())
         logger.info("%s: iteration %d/%d %s", record.stage, record.iteration, record.total,
                     metrics)
-        if _sink is not None:
-            _sink(record)
+        if sink is not None:
+            sink(record)
 
     return report
 
@@ -125,9 +146,14 @@ def read_input(input_path: str, load_options: dict[str, Any], work_dir: str) -> 
 @task(name="stage", cache_policy=NONE)
 def run_stage(index: int, spec: dict[str, Any], pipeline_text: str, previous: dict[str, Any],
               work_dir: str, device: str, seed: int, dtype: str) -> dict[str, Any]:
-    """Run stage `index` of the pipeline on the store `previous["path"]`."""
+    """Run stage `index` of the pipeline on the store `previous["path"]`.
+
+    ``device: auto`` is resolved here, on the machine (worker) that runs the stage: a
+    worker pinned to one card (``CUDA_VISIBLE_DEVICES``) uses it, a CPU worker the CPU.
+    """
     logger = get_run_logger()
     step = Pipeline.load(pipeline_text).steps[index]
+    device = Context.resolve_device(device)
     key = _key(previous["key"], spec, seed, device, dtype)
     out = Path(work_dir) / f"{index + 1:02d}-{step.stage.name}-{key}.zarr"
     record_file = out.with_suffix(".json")
@@ -139,6 +165,7 @@ def run_stage(index: int, spec: dict[str, Any], pipeline_text: str, previous: di
     ctx = Context(device=device, seed=seed, logger=logger, progress=_progress(logger),
                   dtype=dtype)
     result, record = run_step(step, ds, ctx)
+    record["device"] = device
     if out.exists():
         shutil.rmtree(out)
     save(result, out)
@@ -256,7 +283,8 @@ def process_scan(input_path: str, pipeline: str, output: str, device: str = "aut
     logger = get_run_logger()
     pipe = Pipeline.load(pipeline)
     check_writable(output, overwrite=overwrite, inputs=(input_path,))
-    device = Context.resolve_device(device)
+    if device != "auto":  # an explicit device is checked before any work
+        device = Context.resolve_device(device)
     work = Path(str(output) + ".sipflow-work")
     seed = _resume_seed(work, seed)
     options = pipe.input | (load_options or {})
@@ -271,11 +299,15 @@ def process_scan(input_path: str, pipeline: str, output: str, device: str = "aut
             tags = [step.stage.kind()] + (["gpu"] if step.stage.heavy else [])
             stage_task = run_stage.with_options(name=f"{index + 1:02d}-{step.stage.name}",
                                                 tags=tags)
-            current = stage_task(index, step.spec(), pipe.text, current, str(work), device,
-                                 stage_seed(seed, index), dtype)
+            # submitted to the flow's task runner (threads by default; Dask, ... when the
+            # flow is run with another), each stage waiting for the previous one's store
+            current = stage_task.submit(index, step.spec(), pipe.text, current, str(work),
+                                        device, stage_seed(seed, index), dtype).result()
             records.append(current["record"] | {"reused": current["reused"]})
         first = open_result(current["path"])
-        provenance = base_provenance(pipe, first, device, seed, engine="prefect")
+        used = sorted({r.get("device", device) for r in records}) or [device]
+        provenance = base_provenance(pipe, first, used[0] if len(used) == 1 else ",".join(used),
+                                     seed, engine="prefect")
         provenance["stages"] = records
         provenance["wall_s"] = round(time.perf_counter() - t0, 4)
         provenance["prefect_flow_run_id"] = str(flow_run.id)
