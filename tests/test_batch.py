@@ -54,11 +54,12 @@ def test_batch_local_concurrent_a_corrupt_file_fails_alone(batch_inputs, tmp_pat
 
 
 @pytest.mark.prefect
-def test_batch_through_prefect(batch_inputs, tmp_path, capsys, prefect_server):
+def test_batch_through_prefect_two_scans_at_once(batch_inputs, tmp_path, capsys,
+                                                 prefect_server):
     pipeline, good, corrupt = batch_inputs
     out = tmp_path / "results"
     code = main(["batch", str(pipeline), str(good[0]), str(corrupt), str(good[1]), "-o",
-                 str(out), "--engine", "prefect", "--seed", "1"])
+                 str(out), "--engine", "prefect", "--seed", "1", "--concurrency", "2"])
     _check(out, good, capsys, code)
     # 'auto' was resolved where the stages ran (this machine has no GPU), per stage
     ds = open_result(out / f"{good[0].stem}.zarr")

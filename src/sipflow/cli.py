@@ -234,6 +234,48 @@ def _batch_one(pipeline: str, input_path: str, output: str, engine: str, device:
     return row
 
 
+def _batch_prefect(args: argparse.Namespace, jobs: list[tuple], done: Any) -> None:
+    """The batch as one ``sipflow-process-scans`` flow run, `--concurrency` scans at once.
+
+    Every input is checked here first (a corrupt file fails alone, before the flow).
+    """
+    import time
+
+    from ._api import preflight
+    from .pipeline import Pipeline
+
+    _prefect_env()
+    from .orchestration import prefect_api, process_scans, quiet_user_errors
+
+    pipe = Pipeline.load(args.pipeline)
+    ready = []
+    for job in jobs:
+        t0 = time.perf_counter()
+        try:
+            preflight(pipe, job[1], job[2], device=args.device, overwrite=args.overwrite,
+                      dtype=args.dtype, check_counts=True)
+            ready.append(job)
+        except (SipflowError, OSError) as exc:
+            done({"scan": job[1], "output": job[2], "status": "failed", "reason": str(exc),
+                  "free_llk": float("nan"), "error": float("nan"),
+                  "wall_s": time.perf_counter() - t0})
+    if not ready:
+        return
+    with prefect_api(), quiet_user_errors():
+        results = process_scans([j[1] for j in ready], pipe.text, str(Path(args.output)),
+                                device=args.device, seed=args.seed, overwrite=args.overwrite,
+                                dtype=args.dtype, concurrency=args.concurrency,
+                                fail_on_error=False)
+    for job, r in zip(ready, results, strict=True):
+        row = {"scan": job[1], "output": job[2], "status": "ok", "reason": "",
+               "free_llk": float("nan"), "error": float("nan"), "wall_s": r["wall_s"]}
+        if r.get("error"):
+            row.update(status="failed", reason=r["error"])
+        else:
+            row["free_llk"], row["error"] = _figures(Path(r["output"]))
+        done(row)
+
+
 def cmd_batch(args: argparse.Namespace) -> int:
     """Every input through the pipeline into ``DIR/<input stem>.zarr``; a table at the end."""
     from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -257,9 +299,6 @@ def cmd_batch(args: argparse.Namespace) -> int:
         raise PipelineError(f"inputs with the same name would write the same store: "
                             f"{', '.join(twice)}; rename them or run them in two batches")
     out_dir.mkdir(parents=True, exist_ok=True)
-    if args.engine == "prefect" and args.concurrency > 1:
-        _stderr("sipflow: note: --engine prefect runs the scans of a batch one after another "
-                "in this process; --concurrency applies to --engine local")
     jobs = [(args.pipeline, str(p), str(out_dir / f"{Path(p).stem}.zarr"), args.engine,
              args.device, args.seed, args.overwrite, args.dtype) for p in args.inputs]
     console = Console(stderr=True)
@@ -273,7 +312,9 @@ def cmd_batch(args: argparse.Namespace) -> int:
                                                      else ""), highlight=False,
                       soft_wrap=True)
 
-    if args.concurrency == 1 or args.engine == "prefect" or len(jobs) == 1:
+    if args.engine == "prefect" and args.concurrency > 1 and len(jobs) > 1:
+        _batch_prefect(args, jobs, done)
+    elif args.concurrency == 1 or args.engine == "prefect" or len(jobs) == 1:
         server: Any = contextlib.nullcontext()
         if args.engine == "prefect":  # one server for the whole batch
             _prefect_env()

@@ -346,33 +346,71 @@ def _resume_seed(work: Path, seed: int | None) -> int:
     return Context.new_seed()
 
 
+@task(name="scan", cache_policy=NONE)
+def _scan(path: str, pipeline: str, output: str, device: str, seed: int | None,
+          overwrite: bool, dtype: str) -> dict[str, Any]:
+    """One scan as a nested ``sipflow-process-scan`` flow run; its outcome as a row."""
+    t0 = time.perf_counter()
+    state = process_scan(path, pipeline, output, device=device, seed=seed, dtype=dtype,
+                         overwrite=overwrite, return_state=True)
+    row: dict[str, Any] = {"input": path}
+    if state.is_completed():
+        row |= state.result()
+    else:
+        try:
+            state.result()
+            reason = str(state.message)
+        except Exception as exc:  # the flow's own error, reported for this scan
+            reason = f"{type(exc).__name__}: {exc}"
+        row |= {"output": None, "error": reason}
+    return row | {"wall_s": round(time.perf_counter() - t0, 3)}
+
+
 @flow(name="sipflow-process-scans", log_prints=True)
 def process_scans(inputs: list[str], pipeline: str, output_dir: str, device: str = "auto",
-                  seed: int | None = None, overwrite: bool = False) -> list[dict[str, Any]]:
-    """Process many scans, one ``sipflow-process-scan`` subflow each.
+                  seed: int | None = None, overwrite: bool = False, dtype: str = "float32",
+                  concurrency: int = 1, fail_on_error: bool = True) -> list[dict[str, Any]]:
+    """Process many scans, up to `concurrency` at once, one ``sipflow-process-scan`` each.
 
-    A scan that fails is reported and the others still run; the flow fails at the
-    end if any scan failed. Outputs are ``<output_dir>/<input stem>.zarr``.
+    Each scan is a task of this flow (so the flow's task runner runs them: threads by
+    default, each scan's heavy stages taking their share of the cores) that runs the
+    one-scan flow. A scan that fails is reported and the others still run; with
+    `fail_on_error` the flow fails at the end if any scan failed. Outputs are
+    ``<output_dir>/<input stem>.zarr``.
+
+    Returns
+    -------
+    list of dict
+        Per input, in order: ``input``, ``output`` (None on failure), ``error`` (the
+        reason) or the one-scan flow's result, and ``wall_s``.
     """
     logger = get_run_logger()
     Pipeline.load(pipeline)  # validate once, before any scan
-    results: list[dict[str, Any]] = []
-    for path in inputs:
-        out = str(Path(output_dir) / f"{Path(path).stem}.zarr")
-        state = process_scan(path, pipeline, out, device=device, seed=seed,
-                             overwrite=overwrite, return_state=True)
-        if state.is_completed():
-            results.append({"input": path} | state.result())
-        else:
-            try:
-                state.result()
-                reason = str(state.message)
-            except Exception as exc:  # the subflow's own error, reported per scan
-                reason = f"{type(exc).__name__}: {exc}"
-            logger.error("scan %s failed: %s", path, reason)
-            results.append({"input": path, "output": None, "error": reason})
-    failed = [r for r in results if r.get("error")]
-    if failed:
+    if concurrency < 1:
+        raise SipflowError(f"concurrency must be at least 1, got {concurrency}")
+    pending = list(enumerate(inputs))
+    running: list[tuple[int, Any]] = []
+    results: dict[int, dict[str, Any]] = {}
+    while pending or running:
+        while pending and len(running) < concurrency:
+            i, path = pending.pop(0)
+            out = str(Path(output_dir) / f"{Path(path).stem}.zarr")
+            future = _scan.with_options(name=f"scan-{Path(path).stem}").submit(
+                path, pipeline, out, device, seed, overwrite, dtype)
+            running.append((i, future))
+        time.sleep(0.2)
+        still = []
+        for i, future in running:
+            if future.state.is_final():
+                results[i] = future.result()
+                if results[i].get("error"):
+                    logger.error("scan %s failed: %s", inputs[i], results[i]["error"])
+            else:
+                still.append((i, future))
+        running = still
+    ordered = [results[i] for i in range(len(inputs))]
+    failed = [r for r in ordered if r.get("error")]
+    if failed and fail_on_error:
         raise SipflowError(f"{len(failed)} of {len(inputs)} scans failed: "
                            + "; ".join(f"{r['input']}: {r['error']}" for r in failed))
-    return results
+    return ordered
