@@ -130,7 +130,25 @@ def _progress(logger: logging.Logger | logging.LoggerAdapter) -> Callable[[Progr
     return report
 
 
-@task(name="read-input", cache_policy=NONE)
+def _transient(task: Any, task_run: Any, state: Any) -> bool:
+    """Retry an I/O task only for faults that may pass (not for a user's bad input).
+
+    A :class:`~sipflow.errors.SipflowError` (bad file, existing output, no space left
+    reported as such) is final; other errors (a network file system's hiccup, a
+    momentarily locked file) are retried with backoff.
+    """
+    try:
+        exc = state.result(raise_on_failure=False)
+    except Exception as error:  # the result itself could not be read
+        exc = error
+    return not isinstance(exc, SipflowError)
+
+
+#: retries of the I/O tasks: 2, after 2 s and 10 s, only for transient faults
+IO_RETRIES = {"retries": 2, "retry_delay_seconds": [2, 10], "retry_condition_fn": _transient}
+
+
+@task(name="read-input", cache_policy=NONE, **IO_RETRIES)
 def read_input(input_path: str, load_options: dict[str, Any], work_dir: str) -> dict[str, Any]:
     """Read the detector file into the first intermediate store; return its path and key."""
     ds = load(input_path, **load_options)
@@ -173,7 +191,7 @@ def run_stage(index: int, spec: dict[str, Any], pipeline_text: str, previous: di
     return {"path": str(out), "key": key, "record": record, "reused": False}
 
 
-@task(name="write-result", cache_policy=NONE)
+@task(name="write-result", cache_policy=NONE, **IO_RETRIES)
 def write_result(last: dict[str, Any], output: str, provenance: dict[str, Any],
                  overwrite: bool) -> str:
     """Copy the last intermediate to `output` with full provenance (atomic, marked complete)."""
