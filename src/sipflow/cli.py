@@ -32,6 +32,7 @@ class _Bar:
     """A rich progress bar fed with ProgressRecords (one task per stage)."""
 
     def __init__(self, enabled: bool) -> None:
+        self.wanted = enabled  # False: silent (e.g. a scan of a batch, which has its own lines)
         self.enabled = enabled and sys.stderr.isatty()
         self.progress = None
         self.tasks: dict[str, Any] = {}
@@ -50,7 +51,7 @@ class _Bar:
     def __call__(self, record) -> None:
         metrics = " ".join(f"{k}={v:.3g}" for k, v in record.metrics.items())
         if self.progress is None:
-            if record.iteration == record.total:
+            if self.wanted and record.iteration == record.total:
                 _stderr(f"{record.stage}: {record.iteration}/{record.total} {metrics}")
             return
         if record.stage not in self.tasks:
