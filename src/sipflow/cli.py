@@ -213,14 +213,21 @@ def _figures(out: Path) -> tuple[float, float]:
     return free, float("nan") if error is None else float(error)
 
 
+def _batch_row(scan: str, output: str, reason: str = "", wall_s: float = 0.0
+               ) -> dict[str, Any]:
+    """One scan's row of a batch: failed when there is a reason; figures filled in later."""
+    return {"scan": scan, "output": output, "status": "failed" if reason else "ok",
+            "reason": reason, "free_llk": float("nan"), "error": float("nan"),
+            "wall_s": wall_s}
+
+
 def _batch_one(pipeline: str, input_path: str, output: str, engine: str, device: str,
                seed: int | None, overwrite: bool, dtype: str) -> dict[str, Any]:
     """Process one scan of a batch; never raises: the outcome is in the returned row."""
     import time
 
     t0 = time.perf_counter()
-    row: dict[str, Any] = {"scan": input_path, "output": output, "status": "ok",
-                           "reason": "", "free_llk": float("nan"), "error": float("nan")}
+    row = _batch_row(input_path, output)
     try:
         out = _run(pipeline, input_path, output, engine=engine, device=device, seed=seed,
                    overwrite=overwrite, dtype=dtype, load_options={}, progress=False)
@@ -257,9 +264,7 @@ def _batch_prefect(args: argparse.Namespace, jobs: list[tuple], done: Any) -> No
                       dtype=args.dtype, check_counts=True)
             ready.append(job)
         except (SipflowError, OSError) as exc:
-            done({"scan": job[1], "output": job[2], "status": "failed", "reason": str(exc),
-                  "free_llk": float("nan"), "error": float("nan"),
-                  "wall_s": time.perf_counter() - t0})
+            done(_batch_row(job[1], job[2], str(exc), time.perf_counter() - t0))
     if not ready:
         return
     with prefect_api(), quiet_user_errors():
@@ -268,11 +273,8 @@ def _batch_prefect(args: argparse.Namespace, jobs: list[tuple], done: Any) -> No
                                 dtype=args.dtype, concurrency=args.concurrency,
                                 fail_on_error=False)
     for job, r in zip(ready, results, strict=True):
-        row = {"scan": job[1], "output": job[2], "status": "ok", "reason": "",
-               "free_llk": float("nan"), "error": float("nan"), "wall_s": r["wall_s"]}
-        if r.get("error"):
-            row.update(status="failed", reason=r["error"])
-        else:
+        row = _batch_row(job[1], job[2], r.get("error") or "", r["wall_s"])
+        if row["status"] == "ok":
             row["free_llk"], row["error"] = _figures(Path(r["output"]))
         done(row)
 

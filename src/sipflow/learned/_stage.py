@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +11,7 @@ from pydantic import Field
 from .. import schema
 from ..errors import DataError, PipelineError
 from ..hookspecs import hookimpl
+from ..io import sha256_file
 from ..preprocess import checked_counts
 from ..stage import Context, Stage, StageParams
 
@@ -24,14 +24,6 @@ class LearnedParams(StageParams):
                               "folder. Required.")
     support_threshold: float = Field(0.2, gt=0, lt=1, description="Support: amplitude above "
                                      "this fraction of its maximum.")
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 class Learned(Stage):
@@ -95,7 +87,7 @@ class Learned(Stage):
         path = Path(params.model)
         out.attrs = dict(ds.attrs)
         out.attrs["phase_learned"] = {
-            "model": str(path.resolve()), "sha256": _sha256(path),
+            "model": str(path.resolve()), "sha256": sha256_file(path),
             "trained_epochs": model.epoch, "trained_with": model.sipflow_version,
             "symmetry_break": model.config.symmetry_break, "group": model.config.group,
             "validation_error": (model.history.get("val_error") or [float("nan")])[-1],

@@ -29,7 +29,7 @@ from ..physics import FarField
 from ..priors import seeded
 from ..simulate import SHAPES, make_object
 from ..symmetry import get_group
-from ._model import LearnedInverse, features, from_complex, to_complex
+from ._model import LearnedInverse, features, from_complex, object_scale, to_complex
 
 #: written in every checkpoint; a file without it (or with another) is refused
 CHECKPOINT_FORMAT = "sipflow.learned.farfield"
@@ -134,7 +134,7 @@ def simulate_pairs(config: TrainConfig, n: int, seed: int) -> Pairs:
     ambiguous = 0
     for i in range(n):
         obj, counts = draw(config, seed, i)
-        x = obj * math.sqrt(obj.size / max(float(counts.sum()), 1.0))
+        x = obj / object_scale(counts)  # the network's target scale
         inputs.append(features(counts))
         truth.append(torch.as_tensor(x, dtype=torch.complex64))
         if config.symmetry_break:

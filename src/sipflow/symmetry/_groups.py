@@ -152,12 +152,6 @@ class SignElement:
         return self
 
 
-def _as_tensor(x: Any) -> tuple[torch.Tensor, bool]:
-    if isinstance(x, np.ndarray):
-        return torch.from_numpy(np.array(x)), True
-    return torch.as_tensor(x), False
-
-
 class SignGroup:
     """The global sign ``x -> -x`` of real phase retrieval ``y = |A x|^2``.
 
@@ -195,7 +189,7 @@ class SignGroup:
 
     def signs(self, x: Any) -> tuple[Any, Any]:
         """Batched canonical signs and confidences of the rows of `x`, ``(...,)`` each."""
-        t, numpy_in = _as_tensor(x)
+        t, numpy_in = ff._as_torch(x)
         t = t if t.is_floating_point() else t.to(torch.float64)
         proj = t @ self._v(t.shape[-1], t)
         # on the boundary x . v = 0 both signs qualify: the first non-zero entry decides
@@ -218,14 +212,14 @@ class SignGroup:
         return CanonicalForm(out, sign, float(conf.min()), SIGN_CONFIDENCE_THRESHOLD)
 
     def align(self, reference: Any, x: Any) -> tuple[Any, SignElement]:
-        ref, _ = _as_tensor(reference)
-        t, _ = _as_tensor(x)
+        ref, _ = ff._as_torch(reference)
+        t, _ = ff._as_torch(x)
         s = 1 if float((ref * t).sum()) >= 0 else -1
         return x * s, SignElement(s)
 
     def error(self, estimate: Any, truth: Any) -> float:
-        e, _ = _as_tensor(estimate)
-        t, _ = _as_tensor(truth)
+        e, _ = ff._as_torch(estimate)
+        t, _ = ff._as_torch(truth)
         norm = float(torch.linalg.vector_norm(t)) or 1.0
         return min(float(torch.linalg.vector_norm(t - e)), float(torch.linalg.vector_norm(t + e))
                    ) / norm
