@@ -87,6 +87,23 @@ def test_batch_through_prefect_two_scans_at_once(batch_inputs, tmp_path, capsys,
                for e in completed)
 
 
+@pytest.mark.prefect
+def test_batch_on_a_local_dask_cluster_equals_the_sequential_run(batch_inputs, tmp_path,
+                                                                 capsys, prefect_server):
+    pipeline, good, corrupt = batch_inputs
+    seq, dask = tmp_path / "sequential", tmp_path / "dask"
+    assert main(["batch", str(pipeline), *map(str, good), "-o", str(seq), "--engine",
+                 "local", "--seed", "4"]) == 0
+    code = main(["batch", str(pipeline), str(good[0]), str(corrupt), str(good[1]), "-o",
+                 str(dask), "--engine", "dask", "--concurrency", "2", "--seed", "4"])
+    _check(dask, good, capsys, code)
+    for scan in good:  # the same seeds give the same result, bit for bit
+        a = open_result(seq / f"{scan.stem}.zarr", load=True)
+        b = open_result(dask / f"{scan.stem}.zarr", load=True)
+        assert (a["obj"].values == b["obj"].values).all()
+        assert b.attrs["provenance"]["engine"] == "prefect"
+
+
 def test_batch_refuses_bad_requests_before_any_work(batch_inputs, tmp_path, capsys):
     pipeline, good, _ = batch_inputs
     twin = tmp_path / "other" / good[0].name
@@ -98,5 +115,8 @@ def test_batch_refuses_bad_requests_before_any_work(batch_inputs, tmp_path, caps
     assert main(["batch", str(pipeline), str(good[0]), "-o", str(out),
                  "--concurrency", "0"]) != 0
     assert "--concurrency" in capsys.readouterr().err
+    assert main(["batch", str(pipeline), str(good[0]), "-o", str(out),
+                 "--dask-address", "tcp://127.0.0.1:8786"]) != 0
+    assert "--engine dask" in capsys.readouterr().err
     assert main(["batch", "no-such-template", str(good[0]), "-o", str(out)]) != 0
     assert not out.exists()

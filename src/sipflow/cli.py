@@ -246,6 +246,8 @@ def _batch_prefect(args: argparse.Namespace, jobs: list[tuple], done: Any) -> No
     """The batch as one ``sipflow-process-scans`` flow run, `--concurrency` scans at once.
 
     Every input is checked here first (a corrupt file fails alone, before the flow).
+    Under ``--engine dask`` the flow's scans run on a Dask cluster: a local one of
+    `--concurrency` worker processes, or the one at ``--dask-address``.
     """
     import time
 
@@ -267,8 +269,14 @@ def _batch_prefect(args: argparse.Namespace, jobs: list[tuple], done: Any) -> No
             done(_batch_row(job[1], job[2], str(exc), time.perf_counter() - t0))
     if not ready:
         return
+    flow_fn = process_scans
+    if args.engine == "dask":
+        from .orchestration import dask_task_runner
+
+        flow_fn = process_scans.with_options(task_runner=dask_task_runner(
+            args.dask_address, workers=min(args.concurrency, len(ready))))
     with prefect_api(), quiet_user_errors():
-        results = process_scans([j[1] for j in ready], pipe.text, str(Path(args.output)),
+        results = flow_fn([j[1] for j in ready], pipe.text, str(Path(args.output)),
                                 device=args.device, seed=args.seed, overwrite=args.overwrite,
                                 dtype=args.dtype, concurrency=args.concurrency,
                                 fail_on_error=False)
@@ -291,6 +299,8 @@ def cmd_batch(args: argparse.Namespace) -> int:
 
     if args.concurrency < 1:
         raise PipelineError(f"--concurrency must be at least 1, got {args.concurrency}")
+    if args.dask_address and args.engine != "dask":
+        raise PipelineError("--dask-address needs --engine dask")
     Pipeline.load(args.pipeline)  # a bad pipeline fails once, before any scan
     out_dir = Path(args.output)
     if out_dir.exists() and not out_dir.is_dir():
@@ -315,7 +325,8 @@ def cmd_batch(args: argparse.Namespace) -> int:
                                                      else ""), highlight=False,
                       soft_wrap=True)
 
-    if args.engine == "prefect" and args.concurrency > 1 and len(jobs) > 1:
+    if args.engine == "dask" or (args.engine == "prefect" and args.concurrency > 1
+                                 and len(jobs) > 1):
         _batch_prefect(args, jobs, done)
     elif args.concurrency == 1 or args.engine == "prefect" or len(jobs) == 1:
         server: Any = contextlib.nullcontext()
@@ -632,9 +643,13 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("inputs", nargs="+", metavar="INPUT", help="HDF5 detector files")
     b.add_argument("-o", "--output", required=True, help="folder of the result stores "
                    "(<input stem>.zarr each)")
-    b.add_argument("--engine", choices=["local", "prefect"], default="local")
-    b.add_argument("--concurrency", type=int, default=1, help="scans at once (local engine; "
-                   "each gets its share of the cores)")
+    b.add_argument("--engine", choices=["local", "prefect", "dask"], default="local",
+                   help="local: processes of this machine; prefect: one Prefect flow run; "
+                   "dask: that flow run's scans on a Dask cluster")
+    b.add_argument("--concurrency", type=int, default=1, help="scans at once (each gets "
+                   "its share of the cores; under dask, the local cluster's workers)")
+    b.add_argument("--dask-address", default=None, metavar="ADDRESS", help="scheduler of "
+                   "an existing Dask cluster (tcp://host:8786) instead of a local one")
     b.add_argument("--device", default="auto")
     b.add_argument("--seed", type=int, default=None)
     b.add_argument("--dtype", choices=["float32", "float64"], default="float32")

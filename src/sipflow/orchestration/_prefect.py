@@ -148,9 +148,27 @@ def _transient(task: Any, task_run: Any, state: Any) -> bool:
 IO_RETRIES = {"retries": 2, "retry_delay_seconds": [2, 10], "retry_condition_fn": _transient}
 
 
+def _local_arrays() -> contextlib.AbstractContextManager:
+    """Compute lazily loaded stores with threads of this process, not the cluster's.
+
+    On a Dask worker, dask's default scheduler is the cluster itself: a stage that
+    reads its input store would send the read back to the scheduler and wait for a
+    worker thread that it is occupying (a deadlock with one thread per worker).
+    """
+    import dask
+
+    return dask.config.set(scheduler="threads")
+
+
 @task(name="read-input", cache_policy=NONE, **IO_RETRIES)
 def read_input(input_path: str, load_options: dict[str, Any], work_dir: str) -> dict[str, Any]:
     """Read the detector file into the first intermediate store; return its path and key."""
+    with _local_arrays():
+        return _read_input(input_path, load_options, work_dir)
+
+
+def _read_input(input_path: str, load_options: dict[str, Any], work_dir: str
+                ) -> dict[str, Any]:
     ds = load(input_path, **load_options)
     key = _key(ds.attrs.get("source_sha256"), ds.attrs.get("source_dataset"), load_options)
     out = Path(work_dir) / f"00-input-{key}.zarr"
@@ -179,14 +197,15 @@ def run_stage(index: int, spec: dict[str, Any], pipeline_text: str, previous: di
         logger.info("%s: reusing %s from an earlier run", step.stage.name, out.name)
         return {"path": str(out), "key": key, "record": json.loads(record_file.read_text()),
                 "reused": True}
-    ds = open_result(previous["path"], verify=True)
     ctx = Context(device=device, seed=seed, logger=logger, progress=_progress(logger),
                   dtype=dtype)
-    result, record = run_step(step, ds, ctx)
-    record["device"] = device
-    if out.exists():
-        shutil.rmtree(out)
-    save(result, out)
+    with _local_arrays():
+        ds = open_result(previous["path"], verify=True)
+        result, record = run_step(step, ds, ctx)
+        record["device"] = device
+        if out.exists():
+            shutil.rmtree(out)
+        save(result, out)
     record_file.write_text(json.dumps(record))
     return {"path": str(out), "key": key, "record": record, "reused": False}
 
@@ -195,7 +214,8 @@ def run_stage(index: int, spec: dict[str, Any], pipeline_text: str, previous: di
 def write_result(last: dict[str, Any], output: str, provenance: dict[str, Any],
                  overwrite: bool) -> str:
     """Copy the last intermediate to `output` with full provenance (atomic, marked complete)."""
-    ds = open_result(last["path"], load=True, verify=True)
+    with _local_arrays():
+        ds = open_result(last["path"], load=True, verify=True)
     ds.attrs["provenance"] = provenance
     return str(save(ds, output, overwrite=overwrite,
                     inputs=(provenance["input"]["path"],) if provenance["input"]["path"] else ()))
@@ -364,13 +384,43 @@ def _resume_seed(work: Path, seed: int | None) -> int:
     return Context.new_seed()
 
 
+def dask_task_runner(address: str | None = None, workers: int = 1) -> Any:
+    """A Prefect task runner that runs tasks on a Dask cluster (prefect-dask).
+
+    Parameters
+    ----------
+    address : str, optional
+        Scheduler of an existing cluster (``tcp://host:8786``; a multi-node cluster,
+        e.g. one started by dask-jobqueue on SLURM). Its workers need sipflow installed
+        and ``PREFECT_API_URL`` set to the same Prefect server.
+    workers : int
+        Without `address`: worker processes of a local cluster started for the flow
+        run and stopped after it, one task (one scan) at a time each (dashboard on a
+        free port).
+
+    Returns
+    -------
+    prefect_dask.DaskTaskRunner
+        For ``flow.with_options(task_runner=...)``.
+    """
+    from prefect_dask import DaskTaskRunner
+
+    if address:
+        return DaskTaskRunner(address=address)
+    if workers < 1:
+        raise SipflowError(f"a Dask cluster needs at least one worker, got {workers}")
+    return DaskTaskRunner(cluster_kwargs={"n_workers": int(workers), "threads_per_worker": 1,
+                                          "processes": True, "dashboard_address": ":0"})
+
+
 @task(name="scan", cache_policy=NONE)
 def _scan(path: str, pipeline: str, output: str, device: str, seed: int | None,
           overwrite: bool, dtype: str) -> dict[str, Any]:
     """One scan as a nested ``sipflow-process-scan`` flow run; its outcome as a row."""
     t0 = time.perf_counter()
-    state = process_scan(path, pipeline, output, device=device, seed=seed, dtype=dtype,
-                         overwrite=overwrite, return_state=True)
+    with _local_arrays():  # on a Dask worker: the scan's arrays stay in this process
+        state = process_scan(path, pipeline, output, device=device, seed=seed, dtype=dtype,
+                             overwrite=overwrite, return_state=True)
     row: dict[str, Any] = {"input": path}
     if state.is_completed():
         row |= state.result()
