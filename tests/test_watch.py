@@ -51,7 +51,7 @@ def test_watch_processes_each_finished_scan_once_and_survives_a_restart(setup, c
     out.mkdir()
     calls = []
 
-    def process(path):
+    def process(path, key):
         calls.append(path.name)
         return _batch_one(str(pipeline), str(path), str(out / f"{path.stem}.zarr"), "local",
                           "cpu", 1, False, "float32")
@@ -100,7 +100,8 @@ def test_a_scan_running_when_the_watcher_died_is_processed_again(setup):
     (out / _watch.STATE_FILE).write_text(json.dumps(
         {"files": {"scan0.h5": {"status": "running", "attempts": 1}}}))
     done = []
-    _watch.watch(incoming, lambda p: done.append(p.name) or {"status": "ok", "output": "x"},
+    _watch.watch(incoming,
+                 lambda p, key: done.append(p.name) or {"status": "ok", "output": "x"},
                  out / _watch.STATE_FILE, poll_s=0.1, stable_s=0.2, once=True)
     assert done == ["scan0.h5"]
 

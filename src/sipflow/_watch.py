@@ -115,9 +115,12 @@ def watch(directory: str | Path, process: Callable[[Path], dict[str, Any]],
     ----------
     directory : path
         Folder the scans are written to.
-    process : callable(Path) -> dict
+    process : callable(Path, str) -> dict
         Processes one scan; returns a row with ``status`` (``"ok"`` or ``"failed"``),
-        ``reason`` and ``output``. It must not raise.
+        ``reason`` and ``output``. It must not raise. The second argument is a key of
+        this attempt, the same when a restarted watcher takes the scan up again (an
+        idempotency key for ``run_deployment``: the restarted watcher waits for the
+        run it had started instead of starting a second one).
     state_file : path
         The JSON state (see :class:`WatchState`).
     pattern : str
@@ -168,10 +171,14 @@ def watch(directory: str | Path, process: Callable[[Path], dict[str, Any]],
             entry.update(status="running", size=st.st_size, mtime=st.st_mtime)
             entry["attempts"] = entry.get("attempts", 0) + 1
             state.save()
-            row = process(path)
+            # the same key after a restart of the watcher, a new one after each failure
+            key = f"{name}|{st.st_size}|{st.st_mtime_ns}|{entry.get('failures', 0)}"
+            row = process(path, key)
             ok = row.get("status") == "ok"
             entry.update(status="done" if ok else "failed", reason=row.get("reason", ""),
                          output=row.get("output"))
+            if not ok:
+                entry["failures"] = entry.get("failures", 0) + 1
             state.save()
             if not ok:
                 final = entry["attempts"] >= max_attempts

@@ -364,6 +364,62 @@ def cmd_batch(args: argparse.Namespace) -> int:
     return 0
 
 
+def _deployment_one(args: argparse.Namespace, path: Path, output: str, key: str
+                    ) -> dict[str, Any]:
+    """One scan of the watcher through a deployment (a worker runs it); never raises."""
+    import time
+
+    from .orchestration import run_scan_deployment
+
+    t0 = time.perf_counter()
+    row = _batch_row(str(path), output)
+    pipeline = args.pipeline
+    if Path(pipeline).is_file():  # the worker may not see this file: send its text
+        pipeline = Path(pipeline).read_text()
+    try:
+        result = run_scan_deployment(path.resolve(), Path(output).resolve(), pipeline,
+                                     deployment=args.deployment, key=key,
+                                     device=args.device, seed=args.seed, dtype=args.dtype)
+        if result.get("error"):
+            row.update(status="failed", reason=f"flow run {result['flow_run_id']} "
+                       f"{result['state']}: {result['error']}")
+        else:
+            row["free_llk"], row["error"] = _figures(Path(result["output"]))
+    except Exception as exc:  # the scan fails, the watcher goes on
+        row.update(status="failed", reason=f"{type(exc).__name__}: {exc}")
+    row["wall_s"] = time.perf_counter() - t0
+    return row
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    """Prefect server, work pool, deployments and workers on this machine, until Ctrl-C."""
+    from rich.console import Console
+
+    _prefect_env()
+    from .orchestration import serve
+
+    console = Console(stderr=True)
+
+    def ready(info: dict[str, Any]) -> None:
+        console.print(
+            f"sipflow serve: ready\n  Prefect API   {info['api_url']}\n"
+            f"  work pool     {info['pool']} ({len(info['workers'])} process worker(s), "
+            f"PIDs {' '.join(map(str, info['workers']))})\n"
+            f"  deployments   {', '.join(info['deployments'])}\n"
+            f"  device limits {', '.join(info['limits']) or 'none'}\n"
+            f"In another shell:\n  export PREFECT_API_URL={info['api_url']}\n"
+            f"  sipflow watch DIR --pipeline P -o OUT --deployment {info['deployments'][0]}",
+            highlight=False, soft_wrap=True)
+
+    try:
+        serve(port=args.port, home=args.home, pool=args.pool, workers=args.workers,
+              concurrency=args.concurrency, gpu_slots=args.gpu_slots,
+              cpu_slots=args.cpu_slots, on_ready=ready)
+    except KeyboardInterrupt:
+        console.print("sipflow serve: stopped", highlight=False)
+    return 0
+
+
 def cmd_watch(args: argparse.Namespace) -> int:
     """Process every finished scan that appears in a folder, once, until stopped."""
     from rich.console import Console
@@ -381,10 +437,13 @@ def cmd_watch(args: argparse.Namespace) -> int:
     out_dir.mkdir(parents=True, exist_ok=True)
     console = Console(stderr=True)
 
-    def process(path: Path) -> dict[str, Any]:
+    def process(path: Path, key: str) -> dict[str, Any]:
         console.print(f"processing {path.name}", highlight=False, soft_wrap=True)
-        return _batch_one(args.pipeline, str(path), str(out_dir / f"{path.stem}.zarr"),
-                          args.engine, args.device, args.seed, False, args.dtype)
+        output = str(out_dir / f"{path.stem}.zarr")
+        if args.deployment:
+            return _deployment_one(args, path, output, key)
+        return _batch_one(args.pipeline, str(path), output, args.engine, args.device,
+                          args.seed, False, args.dtype)
 
     def report(row: dict[str, Any]) -> None:
         mark = "ok" if row["status"] == "ok" else f"failed: {row['reason']}"
@@ -393,7 +452,10 @@ def cmd_watch(args: argparse.Namespace) -> int:
 
     state = out_dir / _watch.STATE_FILE
     server: Any = contextlib.nullcontext()
-    if args.engine == "prefect":
+    if args.deployment and not os.environ.get("PREFECT_API_URL"):
+        raise PipelineError("--deployment needs the Prefect server that holds it: set "
+                            "PREFECT_API_URL (sipflow serve prints it)")
+    if args.engine == "prefect" or args.deployment:
         _prefect_env()
         from .orchestration import prefect_api
 
@@ -670,10 +732,27 @@ def build_parser() -> argparse.ArgumentParser:
     wa.add_argument("--max-attempts", type=int, default=2, help="attempts per scan before "
                     "it is given up")
     wa.add_argument("--once", action="store_true", help="process what is finished, then exit")
+    wa.add_argument("--deployment", default=None, metavar="FLOW/NAME", help="run each scan "
+                    "through this deployment on the server of PREFECT_API_URL (e.g. "
+                    "sipflow-process-scan/sipflow, made by sipflow serve) instead of here")
     wa.add_argument("--device", default="auto")
     wa.add_argument("--seed", type=int, default=None)
     wa.add_argument("--dtype", choices=["float32", "float64"], default="float32")
     wa.set_defaults(func=cmd_watch)
+
+    sv = sub.add_parser("serve", help="a one-machine facility: Prefect server, work pool, "
+                        "deployments and process workers, until Ctrl-C")
+    sv.add_argument("--port", type=int, default=4200, help="port of the Prefect server it "
+                    "starts (none is started when PREFECT_API_URL is set)")
+    sv.add_argument("--home", default=None, help="PREFECT_HOME of that server (default "
+                    "~/.sipflow/prefect): its database and sipflow-serve.log")
+    sv.add_argument("--pool", default="sipflow", help="work pool name")
+    sv.add_argument("--workers", type=int, default=1, help="process workers to keep running")
+    sv.add_argument("--concurrency", type=int, default=None, help="scans of the pool at once")
+    sv.add_argument("--gpu-slots", type=int, default=1, help="heavy stages per GPU at once")
+    sv.add_argument("--cpu-slots", type=int, default=None, help="heavy stages on the CPU "
+                    "at once (default: no limit)")
+    sv.set_defaults(func=cmd_serve)
 
     e = sub.add_parser("evaluate", help="figures of merit of a result store")
     e.add_argument("result")

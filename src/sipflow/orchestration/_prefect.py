@@ -5,8 +5,10 @@ its input store, runs the stage with :func:`sipflow._api.run_step` (the same
 code as the in-process engine) and writes its output store; tasks exchange
 paths, never arrays, and are submitted to the flow's task runner; the device
 (``auto``) is resolved in the task, where the stage runs. Heavy stages are tagged
-``gpu`` (plus their kind: ``prep``, ``phase``, ``analyse``); a tag concurrency limit on
-``gpu`` (``prefect concurrency-limit create gpu 1``) keeps two of them off one card.
+``gpu`` (plus their kind: ``prep``, ``phase``, ``analyse``) and hold a slot of their
+device's global concurrency limit while they run (``sipflow-<host>-cuda<N>``, see
+:mod:`sipflow.orchestration._deploy`): with one slot per card, two reconstructions
+never share a card.
 
 Events: every scan ends with a Prefect event, ``sipflow.scan.completed`` or
 ``sipflow.scan.failed`` (:func:`emit_scan_event`), for facility automations.
@@ -43,6 +45,7 @@ from ..errors import OutputError, SipflowError
 from ..io import check_writable, is_complete, load, open_result, save
 from ..pipeline import Pipeline
 from ..stage import Context, ProgressRecord
+from ._deploy import device_slot
 
 #: where progress records of stage tasks go besides the run logger: a context variable,
 #: so each caller (and each concurrent flow run it starts) has its own
@@ -199,10 +202,16 @@ def run_stage(index: int, spec: dict[str, Any], pipeline_text: str, previous: di
                 "reused": True}
     ctx = Context(device=device, seed=seed, logger=logger, progress=_progress(logger),
                   dtype=dtype)
-    with _local_arrays():
+    # a heavy stage holds a slot of its device's limit (when the server has one)
+    slot = device_slot(device) if step.stage.heavy else contextlib.nullcontext()
+    with slot as limit, _local_arrays():
         ds = open_result(previous["path"], verify=True)
+        started = time.time()
         result, record = run_step(step, ds, ctx)
-        record["device"] = device
+        record |= {"device": device, "started_unix": round(started, 3),
+                   "finished_unix": round(time.time(), 3)}
+        if limit:
+            record["device_limit"] = limit
         if out.exists():
             shutil.rmtree(out)
         save(result, out)
@@ -456,6 +465,10 @@ def process_scans(inputs: list[str], pipeline: str, output_dir: str, device: str
     Pipeline.load(pipeline)  # validate once, before any scan
     if concurrency < 1:
         raise SipflowError(f"concurrency must be at least 1, got {concurrency}")
+    if Path(output_dir).exists() and not Path(output_dir).is_dir():
+        raise SipflowError(f"{output_dir}: exists and is not a folder; output_dir names the "
+                           "folder of the result stores")
+    Path(output_dir).mkdir(parents=True, exist_ok=True)
     pending = list(enumerate(inputs))
     running: list[tuple[int, Any]] = []
     results: dict[int, dict[str, Any]] = {}

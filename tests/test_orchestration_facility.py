@@ -1,0 +1,238 @@
+"""A facility on one machine: ``sipflow serve`` (real Prefect server, work pool, process
+worker), scans through the deployment from a watched folder, a worker killed mid-stage,
+device slots that keep heavy stages apart."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from sipflow.cli import main
+from sipflow.io import is_complete, open_result
+from sipflow.simulate import Simulation, write_scan
+
+pytestmark = [pytest.mark.prefect, pytest.mark.slow]
+
+QUICK = {"stages": [
+    {"use": "phase.classic", "with": {"schedule": "(sup * ER**5 * HIO**20)**6 * ER**30",
+                                      "runs": 2}},
+    {"use": "analyse.metrics"}]}
+#: a phase stage of several seconds, so that a worker can be killed in the middle of it
+LONG = {"stages": [
+    {"use": "prep.standard"},
+    {"use": "phase.classic", "with": {"schedule": "(sup * ER**5 * HIO**40)**30 * ER**300",
+                                      "runs": 4}},
+    {"use": "analyse.metrics"}]}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _children(pid: int) -> list[int]:
+    """Direct children of `pid` (from /proc)."""
+    out = []
+    for status in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = status.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            out.append(int(status.parent.name))
+    return out
+
+
+def _workers(serve_pid: int) -> list[int]:
+    found = []
+    for pid in _children(serve_pid):
+        try:
+            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
+        except OSError:
+            continue
+        if b"worker start" in cmd:
+            found.append(pid)
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+@pytest.fixture(scope="module")
+def facility(tmp_path_factory):
+    """``sipflow serve`` in a subprocess: its own server, pool, deployments, one worker."""
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from sipflow.orchestration._deploy import descendants
+
+    home = tmp_path_factory.mktemp("facility")
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
+    env |= {"PREFECT_SERVER_ANALYTICS_ENABLED": "false", "PREFECT_LOGGING_LEVEL": "WARNING"}
+    log = home / "serve.out"
+    with open(log, "wb") as fh:
+        proc = subprocess.Popen([sys.executable, "-m", "sipflow.cli", "serve", "--port",
+                                 str(port), "--home", str(home / "prefect"), "--cpu-slots",
+                                 "1"], env=env, stdout=fh, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}/api"
+    deadline = time.monotonic() + 240
+    while b"sipflow serve: ready" not in log.read_bytes():
+        assert proc.poll() is None, log.read_text()
+        assert time.monotonic() < deadline, "sipflow serve did not get ready: " + \
+            log.read_text()
+        time.sleep(0.5)
+    saved = os.environ.get("PREFECT_API_URL")
+    os.environ["PREFECT_API_URL"] = url
+    try:
+        with temporary_settings(updates={PREFECT_API_URL: url}):
+            yield {"proc": proc, "url": url, "home": home, "log": log}
+    finally:
+        if saved is None:
+            os.environ.pop("PREFECT_API_URL", None)
+        else:
+            os.environ["PREFECT_API_URL"] = saved
+        started = [proc.pid, *descendants(proc.pid)]
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=60)
+        time.sleep(1)
+        # nothing that serve started outlives it: server, workers, their flow runs
+        assert not [p for p in started if _alive(p)], log.read_text()
+
+
+def _scans(folder: Path, n: int, shape=(32, 32)) -> list[Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    return [write_scan(folder / f"scan{i}.h5", Simulation(shape=shape, photons=1e8, seed=i))
+            for i in range(n)]
+
+
+def _write_slowly(source: Path, target: Path, pieces: int = 5, pause: float = 0.5) -> None:
+    data = source.read_bytes()
+    step = len(data) // pieces + 1
+    with open(target, "wb") as fh:
+        for k in range(0, len(data), step):
+            fh.write(data[k:k + step])
+            fh.flush()
+            time.sleep(pause)
+
+
+def test_watched_folder_through_the_deployment_once_each(facility, tmp_path, capsys):
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterName
+
+    from sipflow.orchestration import SCAN_DEPLOYMENT
+
+    staging, incoming, out = tmp_path / "staging", tmp_path / "incoming", tmp_path / "out"
+    incoming.mkdir()
+    scans = _scans(staging, 2)
+    pipeline = tmp_path / "p.yaml"
+    pipeline.write_text(yaml.safe_dump(QUICK))
+    (incoming / scans[0].name).write_bytes(scans[0].read_bytes())
+    writer = threading.Thread(target=_write_slowly, args=(scans[1], incoming / scans[1].name))
+    writer.start()  # the second scan arrives in pieces while the watcher looks
+    watch = ["watch", str(incoming), "--pipeline", str(pipeline), "-o", str(out),
+             "--deployment", SCAN_DEPLOYMENT, "--once", "--stable", "1", "--poll", "0.3",
+             "--seed", "1"]
+    try:
+        assert main(watch) == 0, capsys.readouterr().err
+    finally:
+        writer.join()
+    err = capsys.readouterr().err
+    assert err.count("processing") == 2, err
+    stores = [out / f"{s.stem}.zarr" for s in scans]
+    for store in stores:
+        ds = open_result(store, verify=True)
+        assert ds.attrs["metrics"]["error"] < 0.2
+        assert ds.attrs["provenance"]["engine"] == "prefect"
+    mtimes = [s.stat().st_mtime_ns for s in stores]
+    # a restarted watcher processes nothing again
+    assert main(watch) == 0
+    assert "processing" not in capsys.readouterr().err
+    assert [s.stat().st_mtime_ns for s in stores] == mtimes
+    # exactly one flow run of the deployment per scan
+    with get_client(sync_client=True) as client:
+        runs = client.read_flow_runs(deployment_filter=DeploymentFilter(
+            name=DeploymentFilterName(any_=["sipflow"])))
+    ours = [r for r in runs if str(incoming) in str(r.parameters.get("input_path"))]
+    assert sorted(Path(r.parameters["input_path"]).name for r in ours) == \
+        ["scan0.h5", "scan1.h5"]
+
+
+def test_worker_killed_mid_stage_then_the_rerun_reuses_finished_stages(facility, tmp_path):
+    from prefect.deployments import run_deployment
+
+    from sipflow.orchestration import SCAN_DEPLOYMENT, run_scan_deployment
+    from sipflow.orchestration._deploy import descendants
+
+    scan = _scans(tmp_path / "in", 1, shape=(128, 128))[0]
+    out = tmp_path / "r.zarr"
+    work = Path(str(out) + ".sipflow-work")
+    text = yaml.safe_dump(LONG)
+    params = {"input_path": str(scan), "output": str(out), "pipeline": text, "seed": 7}
+    before = _workers(facility["proc"].pid)
+    assert len(before) == 1
+    run_deployment(SCAN_DEPLOYMENT, parameters=params, timeout=0)
+    deadline = time.monotonic() + 180
+    while not any(is_complete(p) for p in work.glob("01-prep.standard-*.zarr")):
+        assert time.monotonic() < deadline, "the first stage did not finish"
+        time.sleep(0.2)
+    time.sleep(1.0)  # inside the phase stage (several seconds long)
+    assert not list(work.glob("02-*.json")), "the phase stage was too quick to be killed"
+    # the machine dies under the worker: it and the flow run it started, at once
+    for pid in [before[0], *descendants(before[0])]:
+        os.kill(pid, signal.SIGKILL)
+    time.sleep(1)
+    assert not out.exists() or not is_complete(out), "no store may look complete"
+    assert not any(is_complete(p) for p in work.glob("02-*.zarr"))
+    # serve starts another worker
+    deadline = time.monotonic() + 60
+    while not [p for p in _workers(facility["proc"].pid) if p not in before]:
+        assert time.monotonic() < deadline, facility["log"].read_text()
+        time.sleep(0.5)
+    result = run_scan_deployment(scan, out, text, seed=7, timeout=300)
+    assert "error" not in result, result
+    ds = open_result(out, verify=True)
+    stages = ds.attrs["provenance"]["stages"]
+    assert [s["use"] for s in stages] == ["prep.standard", "phase.classic", "analyse.metrics"]
+    assert [s["reused"] for s in stages] == [True, False, False]
+    assert ds.attrs["metrics"]["error"] < 0.2
+    assert not work.exists(), "the work folder is removed once the store is complete"
+    # the heavy stage held the CPU's slot of this host (the killed run's slot came back)
+    assert stages[1]["device_limit"].endswith("-cpu")
+
+
+def test_heavy_stages_of_concurrent_scans_never_overlap_on_a_one_slot_device(facility,
+                                                                             tmp_path):
+    from prefect.deployments import run_deployment
+
+    from sipflow.orchestration import SCANS_DEPLOYMENT, wait_for_run
+
+    scans = _scans(tmp_path / "in", 2, shape=(64, 64))
+
+    run = run_deployment(SCANS_DEPLOYMENT, parameters={
+        "inputs": [str(s) for s in scans], "pipeline": yaml.safe_dump(QUICK),
+        "output_dir": str(tmp_path / "out"), "concurrency": 2, "seed": 1}, timeout=0)
+    state = wait_for_run(run.id, timeout=300)
+    assert state.is_completed(), state.message
+    spans = []
+    for s in scans:
+        ds = open_result(tmp_path / "out" / f"{s.stem}.zarr", verify=True)
+        phase = ds.attrs["provenance"]["stages"][0]
+        assert phase["use"] == "phase.classic" and phase["device_limit"].endswith("-cpu")
+        spans.append((phase["started_unix"], phase["finished_unix"]))
+    (_, a1), (b0, _) = sorted(spans)
+    assert a1 <= b0 + 0.05, f"two heavy stages ran at once on one slot: {spans}"
