@@ -120,3 +120,34 @@ def test_batch_refuses_bad_requests_before_any_work(batch_inputs, tmp_path, caps
     assert "--engine dask" in capsys.readouterr().err
     assert main(["batch", "no-such-template", str(good[0]), "-o", str(out)]) != 0
     assert not out.exists()
+
+
+@pytest.mark.prefect
+@pytest.mark.parametrize("engine", ["local", "prefect"])
+def test_batch_onto_a_full_disk_fails_clearly_and_leaves_the_input(engine, batch_inputs,
+                                                                  tmp_path, capsys,
+                                                                  prefect_server):
+    import hashlib
+    import subprocess
+
+    from sipflow.io import is_complete
+
+    pipeline, good, _ = batch_inputs
+    big = write_scan(tmp_path / "big.h5", Simulation(shape=(128, 128), photons=1e8, seed=2))
+    digest = hashlib.sha256(big.read_bytes()).hexdigest()
+    small = tmp_path / "small"
+    small.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(small)],
+                      capture_output=True).returncode != 0:
+        pytest.skip("cannot mount a small tmpfs here (needs root)")
+    try:
+        assert main(["batch", str(pipeline), str(big), "-o", str(small / "out"), "--engine",
+                     engine, "--seed", "1"]) == 1
+        captured = capsys.readouterr()
+        assert "no space left" in captured.out.replace("\n", " ").replace("│", " ") or \
+            "no space left" in captured.err, captured
+        assert not is_complete(small / "out" / "big.zarr")
+        assert not (small / "out" / "big.zarr").exists()
+    finally:
+        subprocess.run(["umount", str(small)], check=False)
+    assert hashlib.sha256(big.read_bytes()).hexdigest() == digest

@@ -453,7 +453,7 @@ def process_scans(inputs: list[str], pipeline: str, output_dir: str, device: str
     default, each scan's heavy stages taking their share of the cores) that runs the
     one-scan flow. A scan that fails is reported and the others still run; with
     `fail_on_error` the flow fails at the end if any scan failed. Outputs are
-    ``<output_dir>/<input stem>.zarr``.
+    ``<output_dir>/<input stem>.zarr`` (the folder is created when missing).
 
     Returns
     -------
