@@ -236,3 +236,43 @@ def test_heavy_stages_of_concurrent_scans_never_overlap_on_a_one_slot_device(fac
         spans.append((phase["started_unix"], phase["finished_unix"]))
     (_, a1), (b0, _) = sorted(spans)
     assert a1 <= b0 + 0.05, f"two heavy stages ran at once on one slot: {spans}"
+
+
+def test_prefect_deploy_all_as_written_routes_scans_to_the_gpu_pool(facility, tmp_path):
+    """flows/prefect.yaml, deployed with the commands in its header; a worker per pool."""
+    from prefect.client.orchestration import get_client
+
+    from sipflow.orchestration import start_worker, stop_worker, wait_for_run
+
+    root = Path(__file__).resolve().parents[1]
+    env = os.environ | {"SIPFLOW_CHECKOUT": str(root), "PREFECT_LOGGING_LEVEL": "WARNING"}
+    for pool in ("sipflow-gpu", "sipflow-cpu"):
+        done = subprocess.run([sys.executable, "-m", "prefect", "work-pool", "create", pool,
+                               "--type", "process"], env=env, capture_output=True, text=True)
+        assert done.returncode == 0, done.stdout + done.stderr
+    done = subprocess.run([sys.executable, "-m", "prefect", "--no-prompt", "deploy", "--all"],
+                          cwd=root / "flows", env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout + done.stderr
+    scans = _scans(tmp_path / "in", 2)
+    log = open(tmp_path / "workers.log", "wb")
+    workers = [start_worker("sipflow-gpu", env={"CUDA_VISIBLE_DEVICES": ""}, log=log),
+               start_worker("sipflow-cpu", log=log)]
+    try:
+        from prefect.deployments import run_deployment
+
+        run = run_deployment("sipflow-process-scans/many", parameters={
+            "inputs": [str(s) for s in scans], "pipeline": yaml.safe_dump(QUICK),
+            "output_dir": str(tmp_path / "out"), "concurrency": 2, "seed": 1}, timeout=0)
+        state = wait_for_run(run.id, timeout=300)
+        assert state.is_completed(), state.message
+        with get_client(sync_client=True) as client:
+            gpu = client.read_deployment_by_name("sipflow-process-scan/gpu")
+            for s in scans:
+                ds = open_result(tmp_path / "out" / f"{s.stem}.zarr", verify=True)
+                assert ds.attrs["metrics"]["error"] < 0.2
+                scan_run = client.read_flow_run(ds.attrs["provenance"]["prefect_flow_run_id"])
+                assert scan_run.deployment_id == gpu.id, "each scan ran in the GPU pool"
+    finally:
+        for w in workers:
+            stop_worker(w)
+        log.close()

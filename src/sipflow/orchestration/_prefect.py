@@ -424,9 +424,21 @@ def dask_task_runner(address: str | None = None, workers: int = 1) -> Any:
 
 @task(name="scan", cache_policy=NONE)
 def _scan(path: str, pipeline: str, output: str, device: str, seed: int | None,
-          overwrite: bool, dtype: str) -> dict[str, Any]:
-    """One scan as a nested ``sipflow-process-scan`` flow run; its outcome as a row."""
+          overwrite: bool, dtype: str, scan_deployment: str | None = None) -> dict[str, Any]:
+    """One scan as a nested ``sipflow-process-scan`` flow run (or a run of
+    `scan_deployment`, on whatever worker takes it); its outcome as a row."""
     t0 = time.perf_counter()
+    if scan_deployment:
+        from ._deploy import run_scan_deployment
+
+        result = run_scan_deployment(path, output, pipeline, deployment=scan_deployment,
+                                     device=device, seed=seed, dtype=dtype,
+                                     overwrite=overwrite)
+        row = {"input": path} | result
+        if result.get("error"):
+            row |= {"output": None, "error": f"flow run {result['flow_run_id']} "
+                    f"{result['state']}: {result['error']}"}
+        return row | {"wall_s": round(time.perf_counter() - t0, 3)}
     with _local_arrays():  # on a Dask worker: the scan's arrays stay in this process
         state = process_scan(path, pipeline, output, device=device, seed=seed, dtype=dtype,
                              overwrite=overwrite, return_state=True)
@@ -446,7 +458,8 @@ def _scan(path: str, pipeline: str, output: str, device: str, seed: int | None,
 @flow(name="sipflow-process-scans", log_prints=True)
 def process_scans(inputs: list[str], pipeline: str, output_dir: str, device: str = "auto",
                   seed: int | None = None, overwrite: bool = False, dtype: str = "float32",
-                  concurrency: int = 1, fail_on_error: bool = True) -> list[dict[str, Any]]:
+                  concurrency: int = 1, fail_on_error: bool = True,
+                  scan_deployment: str | None = None) -> list[dict[str, Any]]:
     """Process many scans, up to `concurrency` at once, one ``sipflow-process-scan`` each.
 
     Each scan is a task of this flow (so the flow's task runner runs them: threads by
@@ -454,6 +467,10 @@ def process_scans(inputs: list[str], pipeline: str, output_dir: str, device: str
     one-scan flow. A scan that fails is reported and the others still run; with
     `fail_on_error` the flow fails at the end if any scan failed. Outputs are
     ``<output_dir>/<input stem>.zarr`` (the folder is created when missing).
+
+    With `scan_deployment` (``flow/deployment``, e.g. a one-scan deployment on a GPU
+    work pool) each scan is a run of that deployment instead, taken by that pool's
+    workers: this flow only dispatches and waits (it can run on any CPU worker).
 
     Returns
     -------
@@ -477,7 +494,7 @@ def process_scans(inputs: list[str], pipeline: str, output_dir: str, device: str
             i, path = pending.pop(0)
             out = str(Path(output_dir) / f"{Path(path).stem}.zarr")
             future = _scan.with_options(name=f"scan-{Path(path).stem}").submit(
-                path, pipeline, out, device, seed, overwrite, dtype)
+                path, pipeline, out, device, seed, overwrite, dtype, scan_deployment)
             running.append((i, future))
         time.sleep(0.2)
         still = []
