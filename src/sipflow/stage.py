@@ -146,7 +146,8 @@ class Stage(abc.ABC):
         Dataset variables the stage adds or replaces; the contract test checks that
         they are there, 2-D and 3-D, with the schema's dimensions and types.
     heavy : bool
-        True for compute-heavy stages; the Prefect adapter tags them ``gpu``.
+        True for compute-heavy stages; under Prefect they hold a slot of their device's
+        concurrency limit while they run (two never share a card).
     """
 
     name: ClassVar[str] = ""

@@ -28,11 +28,11 @@ from ._prefect import (
     scan_events,
     set_progress_sink,
 )
-from ._server import embedded_server, prefect_api
+from ._server import embedded_server, prefect_api, use_api
 
 __all__ = ["EVENT_COMPLETED", "EVENT_FAILED", "SCANS_DEPLOYMENT", "SCAN_DEPLOYMENT",
            "OrchestrationError", "dask_task_runner", "deploy", "device_limit_name",
            "embedded_server", "emit_scan_event", "prefect_api", "process_scan",
            "process_scans", "progress_to", "quiet_user_errors", "run_scan_deployment",
            "scan_events", "serve", "set_device_limit", "set_progress_sink", "start_worker",
-           "stop_worker", "wait_for_run"]
+           "stop_worker", "use_api", "wait_for_run"]

@@ -5,7 +5,7 @@ Everything here talks to the Prefect API that is current (``PREFECT_API_URL``);
 
 Device slots
 ------------
-A heavy stage (tagged ``gpu``) holds one slot of a Prefect *global concurrency limit*
+A heavy stage (:attr:`sipflow.Stage.heavy`) holds one slot of a Prefect *global concurrency limit*
 named after the device it runs on, on this host (:func:`device_limit_name`:
 ``sipflow-<host>-cuda<physical index>``, or ``sipflow-<host>-cpu``), for as long as it
 runs. With a limit of 1 per card, two reconstructions never share a card, whatever
@@ -195,7 +195,9 @@ def start_worker(pool: str = "sipflow", *, name: str | None = None,
     """
     cmd = [sys.executable, "-m", "prefect", "worker", "start", "--pool", pool, "--type",
            "process"] + (["--name", name] if name else [])
-    return subprocess.Popen(cmd, env=os.environ | (env or {}), stdin=subprocess.DEVNULL,
+    # a scan waits for the worker's next look at the pool: every 2 s, not Prefect's 10 s
+    base = {"PREFECT_WORKER_QUERY_SECONDS": "2"} | os.environ
+    return subprocess.Popen(cmd, env=base | (env or {}), stdin=subprocess.DEVNULL,
                             stdout=log, stderr=subprocess.STDOUT if log else None,
                             preexec_fn=_die_with_parent if sys.platform.startswith("linux")
                             else None)
@@ -386,7 +388,7 @@ def serve(*, port: int = 4200, home: str | Path | None = None, pool: str = "sipf
     """
     import time
 
-    from prefect.settings import PREFECT_API_URL, temporary_settings
+    from ._server import use_api
 
     if workers < 1:
         raise OrchestrationError(f"serve needs at least one worker, got {workers}")
@@ -399,9 +401,7 @@ def serve(*, port: int = 4200, home: str | Path | None = None, pool: str = "sipf
         if not url:
             server, url = _start_server(port, home, log)
             stack.callback(stop_worker, server)
-            os.environ["PREFECT_API_URL"] = url
-            stack.callback(os.environ.pop, "PREFECT_API_URL", None)
-        stack.enter_context(temporary_settings(updates={PREFECT_API_URL: url}))
+        stack.enter_context(use_api(url))
         deployments = deploy(pool, concurrency=concurrency)
         limits = []
         with contextlib.suppress(Exception):  # no torch CUDA: no card to limit

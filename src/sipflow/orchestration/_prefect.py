@@ -4,11 +4,12 @@ Prefect wraps; it does not own the science. Each stage is one task that reads
 its input store, runs the stage with :func:`sipflow._api.run_step` (the same
 code as the in-process engine) and writes its output store; tasks exchange
 paths, never arrays, and are submitted to the flow's task runner; the device
-(``auto``) is resolved in the task, where the stage runs. Heavy stages are tagged
-``gpu`` (plus their kind: ``prep``, ``phase``, ``analyse``) and hold a slot of their
-device's global concurrency limit while they run (``sipflow-<host>-cuda<N>``, see
-:mod:`sipflow.orchestration._deploy`): with one slot per card, two reconstructions
-never share a card.
+(``auto``) is resolved in the task, where the stage runs. Heavy stages hold a slot
+of their device's global concurrency limit while they run (``sipflow-<host>-cuda<N>``,
+see :mod:`sipflow.orchestration._deploy`): with one slot per card, two reconstructions
+never share a card. Stage tasks carry no run tags: Prefect 3.9 acquires a tag
+concurrency slot for every tagged task as it starts, which cost up to 2 s per stage
+here even with no limit defined (measured with ``benchmarks/bench_orchestration.py``).
 
 Events: every scan ends with a Prefect event, ``sipflow.scan.completed`` or
 ``sipflow.scan.failed`` (:func:`emit_scan_event`), for facility automations.
@@ -302,7 +303,8 @@ def process_scan(input_path: str, pipeline: str, output: str, device: str = "aut
     -----
     1. Validate the pipeline and the output path (before any data is read).
     2. ``read-input``: HDF5 -> first intermediate store.
-    3. One ``stage`` task per pipeline step (tags: kind, and ``gpu`` when heavy).
+    3. One ``stage`` task per pipeline step, named ``NN-<stage>``; heavy stages hold
+       their device's slot.
     4. ``write-result``: final store with provenance, marked complete last.
 
     Parameters
@@ -343,9 +345,7 @@ def process_scan(input_path: str, pipeline: str, output: str, device: str = "aut
     try:
         current = read_input(str(input_path), options, str(work))
         for index, step in enumerate(pipe.steps):
-            tags = [step.stage.kind()] + (["gpu"] if step.stage.heavy else [])
-            stage_task = run_stage.with_options(name=f"{index + 1:02d}-{step.stage.name}",
-                                                tags=tags)
+            stage_task = run_stage.with_options(name=f"{index + 1:02d}-{step.stage.name}")
             # submitted to the flow's task runner (threads by default; Dask, ... when the
             # flow is run with another), each stage waiting for the previous one's store
             current = stage_task.submit(index, step.spec(), pipe.text, current, str(work),

@@ -149,18 +149,33 @@ def prefect_api() -> Iterator[str]:
     if configured:
         yield configured
         return
-    with embedded_server() as url:
-        os.environ["PREFECT_API_URL"] = url
+    with embedded_server() as url, use_api(url):
         try:
-            from prefect.settings import PREFECT_API_URL, temporary_settings
-
-            with temporary_settings(updates={PREFECT_API_URL: url}):
-                try:
-                    yield url
-                finally:
-                    drain_prefect()
+            yield url
         finally:
+            drain_prefect()
+
+
+@contextlib.contextmanager
+def use_api(url: str) -> Iterator[str]:
+    """Inside the block, this process and the processes it starts talk to `url`.
+
+    Sets ``PREFECT_API_URL`` in the environment (for subprocesses) and in Prefect's
+    settings (read once at import, so the environment alone does not reach this
+    process); both are restored after the block.
+    """
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    saved = os.environ.get("PREFECT_API_URL")
+    os.environ["PREFECT_API_URL"] = url
+    try:
+        with temporary_settings(updates={PREFECT_API_URL: url}):
+            yield url
+    finally:
+        if saved is None:
             os.environ.pop("PREFECT_API_URL", None)
+        else:
+            os.environ["PREFECT_API_URL"] = saved
 
 
 def drain_prefect(timeout: float = 20.0) -> None:
