@@ -276,3 +276,31 @@ def test_prefect_deploy_all_as_written_routes_scans_to_the_gpu_pool(facility, tm
         for w in workers:
             stop_worker(w)
         log.close()
+
+
+def test_a_worker_killed_alone_leaves_its_scan_to_finish_under_serve(facility, tmp_path):
+    from prefect.deployments import run_deployment
+
+    from sipflow.orchestration import SCAN_DEPLOYMENT
+    from sipflow.orchestration._deploy import descendants
+
+    scan = _scans(tmp_path / "in", 1, shape=(128, 128))[0]
+    out = tmp_path / "r.zarr"
+    worker = _workers(facility["proc"].pid)[0]
+    run_deployment(SCAN_DEPLOYMENT, parameters={
+        "input_path": str(scan), "output": str(out), "pipeline": yaml.safe_dump(LONG),
+        "seed": 2}, timeout=0)
+    deadline = time.monotonic() + 120
+    while not (runs := [p for p in descendants(worker)
+                        if b"prefect.engine" in Path(f"/proc/{p}/cmdline").read_bytes()]):
+        assert time.monotonic() < deadline, "the worker did not start the flow run"
+        time.sleep(0.2)
+    os.kill(worker, signal.SIGKILL)  # the worker only: its flow run goes on
+    deadline = time.monotonic() + 240
+    while not is_complete(out):
+        assert time.monotonic() < deadline, "the adopted flow run did not finish"
+        time.sleep(0.5)
+    assert open_result(out, verify=True).attrs["metrics"]["error"] < 0.2
+    # the finished run was reaped by serve, not left as a zombie
+    time.sleep(3)
+    assert not any(Path(f"/proc/{p}").exists() for p in runs)

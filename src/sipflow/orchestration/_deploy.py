@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import signal
 import socket
 import subprocess
 import sys
@@ -230,8 +231,6 @@ def stop_worker(proc: subprocess.Popen, timeout: float = 20.0) -> None:
     TERM first (a worker reports its flow runs' end to the server), KILL after
     `timeout` seconds and for whatever is left.
     """
-    import signal
-
     below = descendants(proc.pid)
     if proc.poll() is None:
         with contextlib.suppress(ProcessLookupError):
@@ -317,6 +316,32 @@ def run_scan_deployment(input_path: str | Path, output: str | Path, pipeline: st
     return row
 
 
+def _children_of(pid: int) -> list[int]:
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                out.append(int(stat.parent.name))
+        except (OSError, IndexError, ValueError):
+            continue
+    return out
+
+
+def _adopt_orphans() -> bool:
+    """Make this process the parent of orphans among its descendants (Linux).
+
+    A worker that dies leaves its flow run running (Prefect starts it in a session of
+    its own); adopted, the run still finishes its scan, and stopping ``serve`` stops it.
+    """
+    if not sys.platform.startswith("linux"):
+        return False
+    import ctypes
+    import ctypes.util
+
+    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+    return libc.prctl(36, 1, 0, 0, 0) == 0  # PR_SET_CHILD_SUBREAPER
+
+
 def _start_server(port: int, home: Path, log: Any) -> tuple[subprocess.Popen, str]:
     """``prefect server start`` on 127.0.0.1:`port` with its database in `home`."""
     import time
@@ -360,7 +385,8 @@ def serve(*, port: int = 4200, home: str | Path | None = None, pool: str = "sipf
        (:data:`SCAN_DEPLOYMENT`, :data:`SCANS_DEPLOYMENT`).
     3. Gives every CUDA card of this machine a limit of `gpu_slots` heavy stages at
        once (and the CPU `cpu_slots`, when given).
-    4. Starts `workers` process workers, and starts again any that dies.
+    4. Starts `workers` process workers, and starts again any that dies (the flow run
+       a dead worker leaves behind finishes its scan, adopted by this process).
 
     Everything it started stops when it returns, and when its process dies.
 
@@ -412,9 +438,19 @@ def serve(*, port: int = 4200, home: str | Path | None = None, pool: str = "sipf
         if cpu_slots:
             limits.append(set_device_limit("cpu", cpu_slots))
 
+        adopted = _adopt_orphans()
+        before = set(_children_of(os.getpid()))
+
         def stop_all() -> None:
             for proc in running:
                 stop_worker(proc)
+            # flow runs of workers that died before (adopted by this process) stop too
+            for pid in set(_children_of(os.getpid())) - before:
+                for p in [pid, *descendants(pid)]:
+                    with contextlib.suppress(ProcessLookupError, PermissionError):
+                        os.kill(p, signal.SIGKILL)
+                with contextlib.suppress(ChildProcessError):
+                    os.waitpid(pid, 0)
 
         stack.callback(stop_all)
         running += [start_worker(pool, log=log) for _ in range(workers)]
@@ -427,9 +463,13 @@ def serve(*, port: int = 4200, home: str | Path | None = None, pool: str = "sipf
                 raise OrchestrationError(f"the Prefect server stopped (exit status "
                                          f"{server.returncode}); see {home}/sipflow-serve.log")
             for i, proc in enumerate(running):
-                if proc.poll() is not None:  # a worker died: its runs are lost, not it
-                    stop_worker(proc)  # and whatever flow run it left in its group
+                if proc.poll() is not None:  # a worker died: another takes its place
                     log.write(f"worker {proc.pid} exited with {proc.returncode}; "
                               "starting another\n".encode())
                     log.flush()
                     running[i] = start_worker(pool, log=log)
+            if adopted:  # a dead worker's flow run finishes under this process: reap it
+                ours = {p.pid for p in running} | ({server.pid} if server else set())
+                for pid in set(_children_of(os.getpid())) - ours - before:
+                    with contextlib.suppress(ChildProcessError):
+                        os.waitpid(pid, os.WNOHANG)
