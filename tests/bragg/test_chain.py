@@ -113,3 +113,21 @@ def test_the_bcdi_template_runs_through_the_prefect_flow(tmp_path, prefect_serve
     assert main(["evaluate", str(out)]) == 0
     shown = capsys.readouterr().out
     assert "crystal size" in shown and "RMS strain" in shown and " nm" in shown
+
+
+def test_crystal_shape_cuts_a_blurred_box_at_half_height_and_drops_debris():
+    from scipy import ndimage
+
+    from sipflow.bragg._ortho_stage import crystal_shape
+
+    box = np.zeros((40, 40, 40))
+    box[10:30, 12:28, 8:32] = 1.0
+    amp = ndimage.gaussian_filter(box, 1.2)
+    amp[2, 2, 2] = 0.9  # a hot voxel apart from the crystal
+    loose = ndimage.binary_dilation(amp > 0.05, iterations=2)
+    shape = crystal_shape(amp, loose, 0.5)
+    assert not shape[2, 2, 2], "debris outside the crystal is dropped"
+    for axis, (lo, hi) in enumerate([(10, 30), (12, 28), (8, 32)]):
+        other = tuple(a for a in range(3) if a != axis)
+        got = np.flatnonzero(shape.any(axis=other))
+        assert abs(got[0] - lo) <= 1 and abs(got[-1] + 1 - hi) <= 1, (axis, got[0], got[-1])

@@ -122,3 +122,21 @@ def test_initial_support_survives_a_beamstop():
         sizes.append(float(autocorrelation_support(i, m, torch.tensor([0.1]), 2).float().mean()))
     full, hidden = sizes
     assert 0.6 * full < hidden < 1.4 * full, sizes
+
+
+def test_a_shrinkwrap_threshold_range_draws_one_per_run_without_moving_the_runs_seeds():
+    import pydantic
+
+    from sipflow.reconstruct._engine import shrinkwrap_thresholds
+
+    fixed = shrinkwrap_thresholds(0.2, [1, 2, 3], "cpu", torch.float64)
+    assert fixed.tolist() == [0.2, 0.2, 0.2]
+    drawn = shrinkwrap_thresholds((0.1, 0.25), [1, 2, 3, 4], "cpu", torch.float64)
+    assert ((drawn >= 0.1) & (drawn <= 0.25)).all() and len(set(drawn.tolist())) == 4
+    assert shrinkwrap_thresholds((0.1, 0.25), [3], "cpu", torch.float64).item() == drawn[2]
+    s = EngineSettings.from_params(ClassicParams(shrinkwrap_threshold=[0.1, 0.25]), ndim=2)
+    assert s.shrinkwrap_threshold == (0.1, 0.25)
+    with pytest.raises(pydantic.ValidationError, match="low <= high"):
+        ClassicParams(shrinkwrap_threshold=[0.3, 0.1])
+    with pytest.raises(pydantic.ValidationError, match=r"\(0, 10\)"):
+        ClassicParams(shrinkwrap_threshold=0)

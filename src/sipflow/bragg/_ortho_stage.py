@@ -48,6 +48,12 @@ class OrthogonalizeParams(StageParams):
                                     description="Overrides of the file's geometry.")
     voxel_size_nm: float | None = Field(None, gt=0, description="Lab voxel size (cubic) "
                                         "[nm]; default: the smallest real-space step.")
+    amplitude_threshold: float | None = Field(
+        0.5, gt=0, lt=1, description="The crystal's shape (the lab 'support'): voxels of "
+        "the phasing support whose amplitude is at least this fraction of the amplitude's "
+        "99th percentile there, largest connected part (0.5: the edge at half height, "
+        "where a blurred edge really is); None: the phasing support as it is (shrinkwrap "
+        "leaves it a voxel or two larger than the crystal).")
 
 
 def scan_geometry(ds: xr.Dataset, block: GeometryBlock, source: str
@@ -110,6 +116,35 @@ def scan_geometry(ds: xr.Dataset, block: GeometryBlock, source: str
                      "file" if attrs.get("rocking_axis") else "default")}
 
 
+def crystal_shape(amplitude: np.ndarray, support: np.ndarray, threshold: float
+                  ) -> np.ndarray:
+    """The crystal: support voxels with amplitude >= `threshold` × its 99th percentile there,
+    the largest connected part (face-connected).
+
+    Parameters
+    ----------
+    amplitude : numpy.ndarray, real, (z, y, x)
+    support : numpy.ndarray, bool, (z, y, x)
+    threshold : float
+        Fraction of the reference amplitude (0.5: an edge at half height).
+
+    Returns
+    -------
+    numpy.ndarray, bool, (z, y, x)
+    """
+    from scipy import ndimage
+
+    if not support.any():
+        return support
+    ref = float(np.percentile(amplitude[support], 99))
+    shape = support & (amplitude >= threshold * ref)
+    labels, n = ndimage.label(shape)
+    if n > 1:
+        sizes = np.bincount(labels.ravel())[1:]
+        shape = labels == 1 + int(np.argmax(sizes))
+    return shape
+
+
 class Orthogonalize(Stage):
     """The detector-frame object of a rocking scan onto a laboratory grid in nm.
 
@@ -117,9 +152,11 @@ class Orthogonalize(Stage):
     ``prep.standard``'s window and bins, and the ``geometry`` block); ``obj`` and
     ``support`` are interpolated onto a cubic grid with axes ``(z, y, x)`` = (downstream,
     up, outboard) and coordinates in nm, large enough to hold the support with a margin
-    of 4 voxels. The detector-frame arrays are kept as
-    ``obj_oblique`` / ``support_oblique`` (other real-space variables move to the
-    ``oblique_*`` dims). ``attrs`` gain ``bragg_g_direction``, ``bragg_d_spacing_nm``,
+    of 4 voxels; the lab ``support`` is then the crystal's shape, cut at
+    ``amplitude_threshold`` of its amplitude (:func:`crystal_shape`). The detector-frame
+    arrays are kept as ``obj_oblique`` / ``support_oblique`` (other real-space variables
+    move to the ``oblique_*`` dims). ``attrs`` gain ``bragg_g_direction``,
+    ``bragg_d_spacing_nm``, ``bragg_amplitude_threshold``,
     the Bragg vector ``bragg_q_inv_angstrom`` (z, y, x) and the q step per index of
     (frame, det_y, det_x) as columns of ``bragg_q_steps_inv_angstrom`` [1/Å] (the
     Bragg vector at the peak), ``voxel_size_m`` (SI, as all geometry in attrs) and
@@ -146,6 +183,13 @@ class Orthogonalize(Stage):
         grid, voxel = lab_grid(r, obj.shape, params.voxel_size_nm, within=support, margin=4)
         lab, _ = orthogonalize(obj, r, voxel, grid)
         lab_support, _ = orthogonalize(support, r, voxel, grid)
+        lab_support = np.asarray(lab_support, bool)
+        if params.amplitude_threshold is not None:
+            lab_support = crystal_shape(np.abs(lab), lab_support, params.amplitude_threshold)
+            if not lab_support.any():
+                raise DataError(f"{source}: no voxel of the support reaches "
+                                f"amplitude_threshold {params.amplitude_threshold}; lower it "
+                                "or set it to null to keep the phasing support")
         q = geo.q_bragg()
         out = ds.rename_dims({d: o for d, o in zip(schema.real_dims(3), OBLIQUE_DIMS,
                                                    strict=True) if d in ds.dims})
@@ -166,6 +210,7 @@ class Orthogonalize(Stage):
             "bragg_q_steps_inv_angstrom": (geo.q_steps() / 10).tolist(),
             "bragg_transfer_matrix_nm": r.tolist(),
             "bragg_geometry": {**geo.as_dict(), **info},
+            "bragg_amplitude_threshold": params.amplitude_threshold,
         })
         context.logger.info("bragg.orthogonalize: %s -> %s voxels of %.2f nm; d = %.4f nm",
                             obj.shape, lab.shape, voxel, 2 * np.pi / np.linalg.norm(q))

@@ -58,7 +58,7 @@ class EngineSettings:
     support_size: float
     support_threshold: tuple[float, float]
     support_radius: tuple[float, float]
-    shrinkwrap_threshold: float
+    shrinkwrap_threshold: float | tuple[float, float]
     shrinkwrap_method: str
     sigma_start: float
     sigma_end: float
@@ -98,6 +98,8 @@ class EngineSettings:
         values["post_expand"] = tuple(values["post_expand"])
         values["support_threshold"] = tuple(values["support_threshold"])
         values["support_radius"] = tuple(values["support_radius"])
+        if isinstance(values["shrinkwrap_threshold"], list | tuple):
+            values["shrinkwrap_threshold"] = tuple(values["shrinkwrap_threshold"])
         values["detwin_axis"] = min(values["detwin_axis"], ndim - 1)
         return cls(**values, **engine_only)
 
@@ -230,6 +232,8 @@ class _Loop:
     llk: torch.Tensor
     llk_free: torch.Tensor
     column: dict[int, int]
+    #: each run's shrinkwrap threshold, (runs,)
+    shrink_threshold: torch.Tensor
 
     @property
     def dims(self) -> tuple[int, ...]:
@@ -302,8 +306,8 @@ def _shrinkwrap(loop: _Loop, group: _Group, step: _Step) -> None:
     # wrap the in-support part: HIO/RAAR leave large values outside a wrong
     # support, which would make the support explode instead of shrink
     inner = torch.where(ss, xs, torch.zeros_like(xs))
-    new = shrinkwrap(inner, ss, step.sigma, st.shrinkwrap_threshold, st.shrinkwrap_method,
-                     loop.ndim)
+    new = shrinkwrap(inner, ss, step.sigma, loop.shrink_threshold[group.sl],
+                     st.shrinkwrap_method, loop.ndim)
     if st.post_expand:
         new = morph(new, st.post_expand, loop.ndim)
     if st.force_shrink:
@@ -354,6 +358,23 @@ OPERATORS: dict[str, Operator] = {
     "detwin": _detwin,
     "psf": _psf,
 }
+
+
+def shrinkwrap_thresholds(threshold: float | tuple[float, float], seeds: Sequence[int],
+                          device: Any, dtype: torch.dtype) -> torch.Tensor:
+    """Each run's shrinkwrap threshold, (runs,): the value, or one drawn per run in a range.
+
+    A range ``(low, high)`` lets the runs of one set try several thresholds (ranked by free
+    LLK at the end), for data whose best threshold is not known. The draw uses a
+    generator of its own per run (seed + 1), so the run's other random numbers are those
+    of a fixed threshold.
+    """
+    if not isinstance(threshold, tuple | list):
+        return torch.full((len(seeds),), float(threshold), dtype=dtype, device=device)
+    lo, hi = (float(v) for v in threshold)
+    gens = [torch.Generator().manual_seed(int(s) + 1) for s in seeds]
+    return torch.stack([lo + (hi - lo) * torch.rand((), generator=g, dtype=torch.float64)
+                        for g in gens]).to(device=device, dtype=dtype)
 
 
 def iterate(intensity: torch.Tensor, mask: torch.Tensor, plan: Plan, seeds: Sequence[int],
@@ -416,10 +437,12 @@ def iterate(intensity: torch.Tensor, mask: torch.Tensor, plan: Plan, seeds: Sequ
     lo, hi = settings.support_threshold
     thresholds = torch.stack([lo + (hi - lo) * torch.rand((), generator=g, device=device,
                                                           dtype=rdtype) for g in gens])
+    shrink_threshold = shrinkwrap_thresholds(settings.shrinkwrap_threshold, seeds, device,
+                                             rdtype)
     if start is not None:
         x = torch.fft.ifftshift(start.to(device=device, dtype=cdtype), dim=dims)
         support = shrinkwrap(x, torch.ones_like(x, dtype=torch.bool), settings.sigma_start,
-                             settings.shrinkwrap_threshold, "max", ndim)
+                             shrink_threshold, "max", ndim)
     else:
         if settings.initial_support == "input":
             if initial_support is None:
@@ -467,7 +490,7 @@ def iterate(intensity: torch.Tensor, mask: torch.Tensor, plan: Plan, seeds: Sequ
     column = {k: j for j, k in enumerate(llk_its)}
 
     loop = _Loop(settings, ndim, rdtype, size, project, score, obs, valid, alive, status,
-                 llk, llk_free, column)
+                 llk, llk_free, column, shrink_threshold)
 
     kernels: torch.Tensor | None = None  # (runs, *spatial) once a psf step ran
     kernel_on = [False] * runs

@@ -59,8 +59,10 @@ class ClassicParams(StageParams):
     support_threshold: tuple[float, float] = Field(
         (0.09, 0.11), description="Initial support: autocorrelation above this fraction of its "
                                   "maximum, drawn uniformly per run in [low, high].")
-    shrinkwrap_threshold: float = Field(0.2, gt=0, lt=10, description="Shrinkwrap threshold, "
-                                        "relative to the reference of shrinkwrap_method.")
+    shrinkwrap_threshold: float | tuple[float, float] = Field(
+        0.2, description="Shrinkwrap threshold, relative to the reference of "
+                         "shrinkwrap_method; a range [low, high]: one drawn per run (the runs "
+                         "try several, the free LLK ranks them).")
     shrinkwrap_method: Literal["max", "rms", "average"] = Field(
         "max", description="Reference of the threshold: the blurred amplitude's maximum "
                            "(Marchesini), its RMS or its mean inside the support (PyNX).")
@@ -90,6 +92,16 @@ class ClassicParams(StageParams):
     preview_every: int = Field(0, ge=0, description="Attach a low-resolution preview of the best "
                                "run to progress records every this many iterations (0: never).")
     keep_runs: bool = Field(True, description="Store every run as obj_runs/support_runs.")
+
+    @field_validator("shrinkwrap_threshold")
+    @classmethod
+    def _valid_threshold(cls, v: float | tuple[float, float]) -> float | tuple[float, float]:
+        values = v if isinstance(v, tuple | list) else (v,)
+        if not all(0 < float(t) < 10 for t in values):
+            raise ValueError(f"must be in (0, 10), got {v}")
+        if len(values) == 2 and values[0] > values[1]:
+            raise ValueError(f"a range [low, high] needs low <= high, got {list(v)}")
+        return v
 
     @field_validator("schedule")
     @classmethod

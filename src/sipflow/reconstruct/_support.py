@@ -83,8 +83,8 @@ def autocorrelation_support(intensity: torch.Tensor, mask: torch.Tensor, thresho
     return ac.unsqueeze(0) > thresholds.reshape(view) * peak
 
 
-def shrinkwrap(x: torch.Tensor, support: torch.Tensor, sigma: float, threshold: float,
-               method: str, ndim: int) -> torch.Tensor:
+def shrinkwrap(x: torch.Tensor, support: torch.Tensor, sigma: float,
+               threshold: float | torch.Tensor, method: str, ndim: int) -> torch.Tensor:
     """New supports from the blurred amplitude of `x`.
 
     Parameters
@@ -94,8 +94,8 @@ def shrinkwrap(x: torch.Tensor, support: torch.Tensor, sigma: float, threshold: 
         Current supports (used by the ``rms`` threshold).
     sigma : float
         Gaussian width [pixels].
-    threshold : float
-        Relative threshold.
+    threshold : float or torch.Tensor, real, (runs,)
+        Relative threshold, one for all runs or one per run.
     method : {"max", "rms", "average"}
         ``max``: keep pixels above ``threshold * max(blurred)`` (Marchesini);
         ``rms``: above ``threshold * rms(blurred inside the support)`` (PyNX);
@@ -114,6 +114,8 @@ def shrinkwrap(x: torch.Tensor, support: torch.Tensor, sigma: float, threshold: 
         ref = torch.where(support, b, torch.zeros_like(b)).sum(dim=dims) / n
     else:
         raise ValueError(f"unknown shrinkwrap threshold method {method!r}")
+    if isinstance(threshold, torch.Tensor):
+        threshold = threshold.to(ref.dtype).reshape(view)
     return b > threshold * ref.reshape(view)
 
 
