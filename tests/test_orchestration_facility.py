@@ -15,9 +15,11 @@ from pathlib import Path
 
 import pytest
 import yaml
+from test_watch import _write_slowly
 
 from sipflow.cli import main
 from sipflow.io import is_complete, open_result
+from sipflow.orchestration._deploy import _children_of
 from sipflow.simulate import Simulation, write_scan
 
 pytestmark = [pytest.mark.prefect, pytest.mark.slow]
@@ -40,22 +42,9 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _children(pid: int) -> list[int]:
-    """Direct children of `pid` (from /proc)."""
-    out = []
-    for status in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = status.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[1]) == pid:
-            out.append(int(status.parent.name))
-    return out
-
-
 def _workers(serve_pid: int) -> list[int]:
     found = []
-    for pid in _children(serve_pid):
+    for pid in _children_of(serve_pid):
         try:
             cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
         except OSError:
@@ -87,8 +76,8 @@ def facility(tmp_path_factory):
     log = home / "serve.out"
     with open(log, "wb") as fh:
         proc = subprocess.Popen([sys.executable, "-m", "sipflow.cli", "serve", "--port",
-                                 str(port), "--home", str(home / "prefect"), "--cpu-slots",
-                                 "1"], env=env, stdout=fh, stderr=subprocess.STDOUT)
+                                 str(port), "--home", str(home / "prefect")], env=env,
+                                stdout=fh, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}/api"
     deadline = time.monotonic() + 240
     while b"sipflow serve: ready" not in log.read_bytes():
@@ -118,16 +107,6 @@ def _scans(folder: Path, n: int, shape=(32, 32)) -> list[Path]:
     folder.mkdir(parents=True, exist_ok=True)
     return [write_scan(folder / f"scan{i}.h5", Simulation(shape=shape, photons=1e8, seed=i))
             for i in range(n)]
-
-
-def _write_slowly(source: Path, target: Path, pieces: int = 5, pause: float = 0.5) -> None:
-    data = source.read_bytes()
-    step = len(data) // pieces + 1
-    with open(target, "wb") as fh:
-        for k in range(0, len(data), step):
-            fh.write(data[k:k + step])
-            fh.flush()
-            time.sleep(pause)
 
 
 def test_watched_folder_through_the_deployment_once_each(facility, tmp_path, capsys):
@@ -211,28 +190,31 @@ def test_worker_killed_mid_stage_then_the_rerun_reuses_finished_stages(facility,
     assert [s["reused"] for s in stages] == [True, False, False]
     assert ds.attrs["metrics"]["error"] < 0.2
     assert not work.exists(), "the work folder is removed once the store is complete"
-    # the heavy stage held the CPU's slot of this host (the killed run's slot came back)
-    assert stages[1]["device_limit"].endswith("-cpu")
 
 
 def test_heavy_stages_of_concurrent_scans_never_overlap_on_a_one_slot_device(facility,
                                                                              tmp_path):
+    from prefect.client.orchestration import get_client
     from prefect.deployments import run_deployment
 
-    from sipflow.orchestration import SCANS_DEPLOYMENT, wait_for_run
+    from sipflow.orchestration import SCANS_DEPLOYMENT, set_device_limit, wait_for_run
 
     scans = _scans(tmp_path / "in", 2, shape=(64, 64))
-
-    run = run_deployment(SCANS_DEPLOYMENT, parameters={
-        "inputs": [str(s) for s in scans], "pipeline": yaml.safe_dump(QUICK),
-        "output_dir": str(tmp_path / "out"), "concurrency": 2, "seed": 1}, timeout=0)
-    state = wait_for_run(run.id, timeout=300)
+    name = set_device_limit("cpu", 1)  # what `sipflow serve --cpu-slots 1` does
+    try:
+        run = run_deployment(SCANS_DEPLOYMENT, parameters={
+            "inputs": [str(s) for s in scans], "pipeline": yaml.safe_dump(QUICK),
+            "output_dir": str(tmp_path / "out"), "concurrency": 2, "seed": 1}, timeout=0)
+        state = wait_for_run(run.id, timeout=300)
+    finally:  # the other tests run without a CPU limit
+        with get_client(sync_client=True) as client:
+            client.delete_global_concurrency_limit_by_name(name)
     assert state.is_completed(), state.message
     spans = []
     for s in scans:
         ds = open_result(tmp_path / "out" / f"{s.stem}.zarr", verify=True)
         phase = ds.attrs["provenance"]["stages"][0]
-        assert phase["use"] == "phase.classic" and phase["device_limit"].endswith("-cpu")
+        assert phase["use"] == "phase.classic" and phase["device_limit"] == name
         spans.append((phase["started_unix"], phase["finished_unix"]))
     (_, a1), (b0, _) = sorted(spans)
     assert a1 <= b0 + 0.05, f"two heavy stages ran at once on one slot: {spans}"
@@ -301,6 +283,8 @@ def test_a_worker_killed_alone_leaves_its_scan_to_finish_under_serve(facility, t
         assert time.monotonic() < deadline, "the adopted flow run did not finish"
         time.sleep(0.5)
     assert open_result(out, verify=True).attrs["metrics"]["error"] < 0.2
-    # the finished run was reaped by serve, not left as a zombie
-    time.sleep(3)
-    assert not any(Path(f"/proc/{p}").exists() for p in runs)
+    # the finished run exits and is reaped by serve, not left as a zombie
+    deadline = time.monotonic() + 60
+    while any(Path(f"/proc/{p}").exists() for p in runs):
+        assert time.monotonic() < deadline, "the adopted flow run was not reaped"
+        time.sleep(0.5)
