@@ -204,12 +204,8 @@ def start_worker(pool: str = "sipflow", *, name: str | None = None,
                             else None)
 
 
-def descendants(pid: int) -> list[int]:
-    """PIDs of every process below `pid` (children, their children, ...), from /proc.
-
-    Prefect's process worker starts each flow run in a session of its own, so a
-    process group does not hold them; the parent links do.
-    """
+def _children_by_parent() -> dict[int, list[int]]:
+    """``{parent PID: [child PIDs]}`` of every process, from /proc."""
     parents: dict[int, list[int]] = {}
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
@@ -217,6 +213,16 @@ def descendants(pid: int) -> list[int]:
         except (OSError, IndexError, ValueError):
             continue
         parents.setdefault(ppid, []).append(int(stat.parent.name))
+    return parents
+
+
+def descendants(pid: int) -> list[int]:
+    """PIDs of every process below `pid` (children, their children, ...), from /proc.
+
+    Prefect's process worker starts each flow run in a session of its own, so a
+    process group does not hold them; the parent links do.
+    """
+    parents = _children_by_parent()
     out, todo = [], [pid]
     while todo:
         for child in parents.get(todo.pop(), []):
@@ -317,14 +323,7 @@ def run_scan_deployment(input_path: str | Path, output: str | Path, pipeline: st
 
 
 def _children_of(pid: int) -> list[int]:
-    out = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == pid:
-                out.append(int(stat.parent.name))
-        except (OSError, IndexError, ValueError):
-            continue
-    return out
+    return _children_by_parent().get(pid, [])
 
 
 def _adopt_orphans() -> bool:
@@ -333,13 +332,9 @@ def _adopt_orphans() -> bool:
     A worker that dies leaves its flow run running (Prefect starts it in a session of
     its own); adopted, the run still finishes its scan, and stopping ``serve`` stops it.
     """
-    if not sys.platform.startswith("linux"):
-        return False
-    import ctypes
-    import ctypes.util
+    from ._server import prctl
 
-    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-    return libc.prctl(36, 1, 0, 0, 0) == 0  # PR_SET_CHILD_SUBREAPER
+    return sys.platform.startswith("linux") and prctl(36, 1) == 0  # PR_SET_CHILD_SUBREAPER
 
 
 def _start_server(port: int, home: Path, log: Any) -> tuple[subprocess.Popen, str]:

@@ -45,9 +45,14 @@ def startup_limit() -> float:
     return max(value, 1.0)
 
 
-def _die_with_parent() -> None:  # pragma: no cover - runs in the child before exec
+def prctl(option: int, arg: int) -> int:
+    """Linux ``prctl(option, arg)``; its return value (0 on success)."""
     libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+    return int(libc.prctl(option, arg, 0, 0, 0))
+
+
+def _die_with_parent() -> None:  # pragma: no cover - runs in the child before exec
+    prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
     if os.getppid() == 1:  # the parent died before prctl took effect
         os._exit(1)
 
