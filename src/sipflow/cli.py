@@ -623,6 +623,16 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from .io import export_vti, open_result
+
+    ds = open_result(args.result, load=True, verify=True)
+    ds.attrs["source"] = str(args.result)
+    path = export_vti(ds, args.output, variables=args.vars, overwrite=args.overwrite)
+    print(f"wrote {path}")
+    return 0
+
+
 def cmd_view(args: argparse.Namespace) -> int:
     from .viewer._app import view
 
@@ -778,6 +788,16 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--device", default="auto")
     d.add_argument("--seed", type=int, default=0)
     d.set_defaults(func=cmd_demo)
+
+    x = sub.add_parser("export", help="a 3-D result on its lab grid (bragg.orthogonalize) as a "
+                       "VTK image (.vti: ParaView, VisIt, PyVista), coordinates in nm")
+    x.add_argument("result")
+    x.add_argument("-o", "--output", required=True, help="the .vti file to write")
+    x.add_argument("--vars", nargs="+", default=None, metavar="VAR",
+                   help="variables to write (default: every one on the grid of obj; obj "
+                   "gives amplitude and phase)")
+    x.add_argument("--overwrite", action="store_true", help="replace an existing file")
+    x.set_defaults(func=cmd_export)
 
     w = sub.add_parser("view", help="open result stores and scans in napari (sipflow[napari])")
     w.add_argument("paths", nargs="+", metavar="RESULT_OR_SCAN")

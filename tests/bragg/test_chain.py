@@ -53,6 +53,8 @@ def test_orthogonalised_crystal_has_its_size_and_its_strain():
         other = tuple(a for a in range(3) if a != axis)
         extent = np.flatnonzero(sup.any(axis=other))
         assert abs((extent[-1] - extent[0] + 1) * voxel - SIZE[axis]) <= 2 * voxel
+    # edge to edge at half amplitude: the size itself within one voxel
+    np.testing.assert_allclose(out.attrs["bragg_crystal_size_nm"], SIZE, atol=voxel)
     q = geo.q_bragg()
     np.testing.assert_allclose(out.attrs["bragg_g_direction"], q / np.linalg.norm(q),
                                atol=1e-12)
@@ -131,3 +133,28 @@ def test_crystal_shape_cuts_a_blurred_box_at_half_height_and_drops_debris():
         other = tuple(a for a in range(3) if a != axis)
         got = np.flatnonzero(shape.any(axis=other))
         assert abs(got[0] - lo) <= 1 and abs(got[-1] + 1 - hi) <= 1, (axis, got[0], got[-1])
+
+
+def test_crystal_size_finds_sub_voxel_edges_of_a_blurred_box():
+    from scipy import ndimage
+
+    from sipflow.bragg._ortho_stage import crystal_shape, crystal_size
+
+    # a box whose faces lie between voxel centres: its true size is not a whole number of
+    # voxels, which counting voxels of any binary cut cannot report
+    n, spacing = 48, np.array([10.0, 8.0, 12.0])
+    edges = [(-9.3, 8.6), (-5.2, 7.9), (-11.55, 10.25)]  # [voxels], (low, high) per axis
+    fine = 8  # the box sampled on a grid 8× finer, then averaged: partial-volume voxels
+    axes = [(np.arange(n * fine) + 0.5) / fine - 0.5 - n // 2 for _ in range(3)]
+    inside = [((a >= lo) & (a <= hi)) for a, (lo, hi) in zip(axes, edges, strict=True)]
+    box = inside[0][:, None, None] & inside[1][None, :, None] & inside[2][None, None, :]
+    amp = box.reshape(n, fine, n, fine, n, fine).mean(axis=(1, 3, 5))
+    amp = ndimage.gaussian_filter(amp, 0.8) * 3.0 + 0.01  # a blurred edge, a floor of noise
+    shape = crystal_shape(amp, amp > 0.3, 0.5)
+    sizes = crystal_size(amp, shape, spacing, 0.5)
+    truth = [(hi - lo) * s for (lo, hi), s in zip(edges, spacing, strict=True)]
+    np.testing.assert_allclose(sizes, truth, atol=0.15 * spacing.min())
+    # counting voxels of the binary shape is off by up to a voxel per side
+    counted = [(np.ptp(ix) + 1) * s for ix, s in zip(np.nonzero(shape), spacing, strict=True)]
+    assert max(abs(c - t) / s for c, t, s in zip(counted, truth, spacing, strict=True)) > 0.3
+    assert crystal_size(amp, np.zeros_like(shape), spacing) == [0.0, 0.0, 0.0]

@@ -1,4 +1,5 @@
-"""Input and output: HDF5 detector data in, Zarr result stores out."""
+"""Input and output: HDF5 detector data in, Zarr result stores out, VTK images for 3-D
+viewers."""
 
 from .._lazy import lazy_exports
 
@@ -7,7 +8,7 @@ _EXPORTS = {
     "load": "._load",
     "check_writable": "._zarr", "is_complete": "._zarr", "open_result": "._zarr",
     "save": "._zarr", "store_state": "._zarr", "verify_store": "._zarr",
-    "OutputLock": "._fs", "Reader": "._readers",
+    "OutputLock": "._fs", "Reader": "._readers", "export_vti": "._vti",
 }
 __getattr__ = lazy_exports(__name__, _EXPORTS)
 __all__ = sorted(_EXPORTS)
