@@ -2,7 +2,7 @@
 
 Reads ``../shared/data/real/aps34idc_au_bcdi_scan54/aps34idc_staff20-1a_S0054.h5``
 (APS 34-ID-C Bragg CDI rocking scan), runs the ``bcdi`` pipeline (64^3 around the
-Bragg peak, RAAR/ER with shrinkwrap, 4 random starts), then ``phase.double_dip``
+Bragg peak, HIO/ER with shrinkwrap, 4 random starts), then ``phase.double_dip``
 started from its best run (its support and free pixels), and writes a figure
 comparing the two: amplitude and phase through the crystal's centre, the free LLK
 of each (the same held-out pixels), and the double DIP's curves.

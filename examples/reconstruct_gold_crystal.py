@@ -3,7 +3,7 @@
 Reads ``../shared/data/real/aps34idc_au_bcdi_scan54/aps34idc_staff20-1a_S0054.h5``
 (a 201-frame Bragg CDI rocking scan), runs the built-in ``bcdi`` pipeline
 (flat field, threshold 2, 64^3 around the Bragg peak after 2x detector binning,
-RAAR then ER with shrinkwrap, 4 random starts, then the crystal orthogonalised to the
+HIO then ER with shrinkwrap, 4 random starts, then the crystal orthogonalised to the
 laboratory frame in nm with its displacement and strain along the Bragg vector), saves
 the Zarr store, writes a figure with amplitude, phase and strain slices through the
 crystal, with its size in nm, and the same fields as a VTK image (``.vti``, coordinates
