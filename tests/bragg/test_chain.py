@@ -143,7 +143,7 @@ def test_crystal_size_finds_sub_voxel_edges_of_a_blurred_box():
     # a box whose faces lie between voxel centres: its true size is not a whole number of
     # voxels, which counting voxels of any binary cut cannot report
     n, spacing = 48, np.array([10.0, 8.0, 12.0])
-    edges = [(-9.3, 8.6), (-5.2, 7.9), (-11.55, 10.25)]  # [voxels], (low, high) per axis
+    edges = [(-9.3, 8.2), (-5.2, 7.9), (-11.55, 10.25)]  # [voxels], (low, high) per axis
     fine = 8  # the box sampled on a grid 8× finer, then averaged: partial-volume voxels
     axes = [(np.arange(n * fine) + 0.5) / fine - 0.5 - n // 2 for _ in range(3)]
     inside = [((a >= lo) & (a <= hi)) for a, (lo, hi) in zip(axes, edges, strict=True)]
