@@ -80,10 +80,15 @@ def summary_rows(ds: xr.Dataset) -> list[tuple[str, str]]:
     bs = ds.attrs.get("bragg_strain")
     if bs and schema.SUPPORT in ds:
         voxel = bs["voxel_size_nm"]
-        extent = [(int(np.ptp(ix)) + 1) * v for ix, v in
-                  zip(np.nonzero(np.asarray(ds[schema.SUPPORT].values)), voxel, strict=True)]
+        extent = ds.attrs.get("bragg_crystal_size_nm")  # face to face at half amplitude
+        how = "face to face at half amplitude"
+        if extent is None:  # an orthogonalisation that did not record it: voxels counted
+            extent = [(int(np.ptp(ix)) + 1) * v for ix, v in
+                      zip(np.nonzero(np.asarray(ds[schema.SUPPORT].values)), voxel,
+                          strict=True)]
+            how = "support's bounding box"
         rows.append(("crystal size", " × ".join(f"{e:.0f}" for e in extent) + " nm"
-                     + f" ({', '.join(map(str, ds[schema.SUPPORT].dims))}; voxel "
+                     + f" ({', '.join(map(str, ds[schema.SUPPORT].dims))}, {how}; voxel "
                        f"{voxel[0]:.3g} nm)"))
         rows.append(("d spacing / |G|", f"{bs['d_spacing_nm']:.4f} nm / {bs['g_inv_nm']:.4g} "
                                         "1/nm"))
