@@ -242,13 +242,14 @@ class Orthogonalize(Stage):
         lab, _ = orthogonalize(obj, r, voxel, grid)
         lab_support, _ = orthogonalize(support, r, voxel, grid)
         lab_support = np.asarray(lab_support, bool)
+        amplitude = np.abs(lab)
         if params.amplitude_threshold is not None:
-            lab_support = crystal_shape(np.abs(lab), lab_support, params.amplitude_threshold)
+            lab_support = crystal_shape(amplitude, lab_support, params.amplitude_threshold)
             if not lab_support.any():
                 raise DataError(f"{source}: no voxel of the support reaches "
                                 f"amplitude_threshold {params.amplitude_threshold}; lower it "
                                 "or set it to null to keep the phasing support")
-        sizes = crystal_size(np.abs(lab), lab_support, voxel,
+        sizes = crystal_size(amplitude, lab_support, voxel,
                              params.amplitude_threshold or 0.5)
         q = geo.q_bragg()
         out = ds.rename_dims({d: o for d, o in zip(schema.real_dims(3), OBLIQUE_DIMS,

@@ -23,7 +23,7 @@ def _lab_grid(ds: xr.Dataset, source: str) -> tuple[tuple[str, ...], list[float]
     if schema.OBJ not in ds:
         raise DataError(f"{source}: has no reconstructed object 'obj' to export")
     dims = tuple(ds[schema.OBJ].dims)
-    if sorted(dims) != sorted(VTK_AXES) or len(dims) != 3:
+    if sorted(dims) != sorted(VTK_AXES):
         raise DataError(f"{source}: obj has dims {dims}; a VTK image needs the 3-D object on "
                         "a laboratory grid with dims (z, y, x) in nm: run bragg.orthogonalize "
                         "first (the bcdi template does)")
@@ -73,8 +73,7 @@ def point_fields(ds: xr.Dataset, variables: list[str] | None = None
         a = np.asarray(ds[name].values)
         if name == schema.OBJ:
             fields["amplitude"] = np.abs(a).astype(np.float32)
-            if schema.PHASE not in ds or (variables is not None and schema.PHASE
-                                          not in variables):
+            if schema.PHASE not in names:  # else the stored phase, its ramp removed
                 fields["phase"] = np.angle(a).astype(np.float32)
         elif np.iscomplexobj(a):
             fields[f"{name}_amplitude"] = np.abs(a).astype(np.float32)
