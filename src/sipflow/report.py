@@ -33,6 +33,19 @@ def _support_rows(pc: dict, ndim: int) -> list[tuple[str, str]]:
     return rows
 
 
+def _mode_rows(metrics: dict) -> list[tuple[str, str]]:
+    """A warning when the mask (a beamstop) leaves modes of the support undetermined."""
+    n = metrics.get("undetermined_modes")
+    if not n:
+        return []
+    computed = len(metrics.get("unmeasured_mode_power", []))
+    return [("mode warning", f"{n}{' or more' if n >= computed else ''} mode(s) of the support "
+                             "have >= 99% of their power on unmeasured pixels (a beamstop): "
+                             "the data do not fix them, so the object's low frequencies are "
+                             "not unique whatever the LLK; a smaller beamstop, positivity or "
+                             "another prior is needed")]
+
+
 def summary_rows(ds: xr.Dataset) -> list[tuple[str, str]]:
     """(name, value) rows describing a result: shapes, runs, metrics, wall times."""
     rows: list[tuple[str, str]] = []
@@ -107,6 +120,7 @@ def summary_rows(ds: xr.Dataset) -> list[tuple[str, str]]:
                                                f"{cert['kkt_residual']:.3g}{sampled}"))
         if not cert["certified"]:
             rows.append(("refine reason", cert["reason"]))
+    rows.extend(_mode_rows(ds.attrs.get("metrics") or {}))
     for key, value in (ds.attrs.get("metrics") or {}).items():
         if isinstance(value, float):
             rows.append((key, f"{value:.4g}"))

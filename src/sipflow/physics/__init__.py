@@ -3,9 +3,10 @@
 :class:`FarField` maps an object to what the detector sees (torch, differentiable,
 any device; numpy too); :mod:`the likelihoods <sipflow.physics._likelihood>` score
 expected against observed counts; :mod:`partial coherence <sipflow.physics._coherence>`
-is a kernel on the intensity with its Richardson–Lucy update. The classical engine's
-fused loops, the simulator, the metrics and every optimisation-based stage use these
-definitions.
+is a kernel on the intensity with its Richardson–Lucy update;
+:func:`unmeasured_modes` counts the object modes a mask (a beamstop) leaves undetermined.
+The classical engine's fused loops, the simulator, the metrics and every
+optimisation-based stage use these definitions.
 """
 
 from ._coherence import (
@@ -31,8 +32,27 @@ from ._likelihood import (
     poisson_nll,
 )
 from ._model import FarField, gaussian_coherence
+from ._modes import UnmeasuredModes, unmeasured_modes
 
-__all__ = ["NLL", "FarField", "blur", "centred_farfield", "centred_inverse_farfield",
-           "euclidean_nll", "farfield", "free_llk", "gaussian_coherence", "gaussian_kernel",
-           "gaussian_nll", "inverse_farfield", "kernel_coherence", "kernel_width",
-           "normalised_llk", "poisson_nll", "richardson_lucy_kernel", "spatial_dims"]
+__all__ = [
+    "NLL",
+    "FarField",
+    "UnmeasuredModes",
+    "blur",
+    "centred_farfield",
+    "centred_inverse_farfield",
+    "euclidean_nll",
+    "farfield",
+    "free_llk",
+    "gaussian_coherence",
+    "gaussian_kernel",
+    "gaussian_nll",
+    "inverse_farfield",
+    "kernel_coherence",
+    "kernel_width",
+    "normalised_llk",
+    "poisson_nll",
+    "richardson_lucy_kernel",
+    "spatial_dims",
+    "unmeasured_modes",
+]
