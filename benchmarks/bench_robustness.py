@@ -15,6 +15,13 @@ random starts) is computed and the table reports:
   maximum, aligned) with the true one, over all sets (failed sets count as 0);
 - ``s / set``: median wall time of one set.
 
+A first table says what the data can determine at all, per object (seed 0's layout):
+the truth's support size, the share of the truth's power on unmeasured pixels, and how
+many modes of the true support put at least 99 % / 90 % of their power there
+(``sipflow.physics.unmeasured_modes``, 16 computed): a mode the data do not measure
+cannot be recovered by any algorithm, so a row with undetermined modes is a limit of the
+measurement, not of the template.
+
 Targets (the real-CDI issue): at least 90 % of sets solved with 4 or more runs, IoU at
 least 0.8. The ``cdi`` template assumes a real, non-negative object (positivity) and is
 run on the real objects only; ``default`` on all.
@@ -37,6 +44,7 @@ import xarray as xr
 
 import sipflow
 from sipflow import schema
+from sipflow.physics import centred_farfield, unmeasured_modes
 from sipflow.simulate import Simulation, simulate
 from sipflow.symmetry import align
 
@@ -84,6 +92,16 @@ def one_set(template: str | dict, sim: Simulation) -> dict[str, float]:
             "error": a.error, "iou": iou, "wall": wall}
 
 
+def determined(sim: Simulation) -> dict[str, float]:
+    """What the mask leaves undetermined of the true object of `sim` (no reconstruction)."""
+    a = simulate(sim)
+    support = np.abs(a["obj"]) > 1e-3 * np.abs(a["obj"]).max()
+    power = np.abs(centred_farfield(a["obj"])) ** 2
+    modes = unmeasured_modes(support, a["mask"], k=16)
+    return {"support": int(support.sum()), "hidden": float(power[~a["mask"]].sum() / power.sum()),
+            "n99": modes.count(0.99), "n90": modes.count(0.9), "top": float(modes.fractions[0])}
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--seeds", type=int, default=10)
@@ -95,6 +113,16 @@ def main() -> None:
     args = p.parse_args()
     print(f"# {platform.machine()}, {args.size}², beamstop r = {args.beamstop:g} px, gaps 3 px, "
           f"2 % dead pixels, q = 0 at (+3, -4) px, {args.seeds} seeds")
+    print("| object | support px | truth's power unmeasured | modes >= 99 % hidden | >= 90 % | "
+          "most hidden |")
+    print("|---|---|---|---|---|---|")
+    for name in args.objects:
+        d = determined(Simulation(shape=(args.size, args.size), photons=1e8,
+                                  beamstop=args.beamstop, gaps=3, dead_pixels=0.02,
+                                  centre_offset=(3, -4), seed=0, **OBJECTS[name]))
+        print(f"| {name} | {d['support']} | {d['hidden']:.0%} | {d['n99']} | {d['n90']} | "
+              f"{d['top']:.5f} |", flush=True)
+    print()
     print("| template | object | photons | runs kept | per start | sets solved | IoU | s / set |")
     print("|---|---|---|---|---|---|---|---|")
     for template in args.templates:
