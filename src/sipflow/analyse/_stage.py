@@ -52,7 +52,8 @@ def compute_metrics(ds: xr.Dataset, per_run: bool = True, unmeasured_modes: int 
         metrics.update(data_metrics(obj, intensity, mask, support))
         hidden_centre = not mask[tuple(n // 2 for n in mask.shape)]
         if unmeasured_modes and hidden_centre and support is not None and support.any():
-            modes = physics.unmeasured_modes(support, mask, k=unmeasured_modes)
+            modes = physics.unmeasured_modes(support, mask, k=unmeasured_modes,
+                                             with_modes=False)
             metrics["unmeasured_mode_power"] = [round(float(f), 5) for f in modes.fractions]
             metrics["undetermined_modes"] = modes.count(UNDETERMINED)
     if schema.OBJ_TRUE in ds and ds[schema.OBJ_TRUE].shape == obj.shape:

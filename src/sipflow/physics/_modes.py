@@ -37,14 +37,15 @@ class UnmeasuredModes:
     fractions : ndarray, float64, (k,)
         Share of each mode's power (``|F m|^2``) on unmeasured pixels, in [0, 1],
         largest first.
-    modes : ndarray, complex128, (k, *spatial)
-        The modes, centred like the support, unit norm, zero outside the support.
+    modes : ndarray, complex128, (k, *spatial), or None
+        The modes, centred like the support, unit norm, zero outside the support
+        (None when not asked for).
     support_size, unmeasured_size : int
         Pixels in the support and unmeasured detector pixels.
     """
 
     fractions: np.ndarray
-    modes: np.ndarray
+    modes: np.ndarray | None
     support_size: int
     unmeasured_size: int
 
@@ -58,7 +59,8 @@ class UnmeasuredModes:
 
 
 def unmeasured_modes(support: np.ndarray, measured: np.ndarray, k: int = 8,
-                     tol: float = 1e-2, maxiter: int = 60) -> UnmeasuredModes:
+                     tol: float = 1e-2, maxiter: int = 60, with_modes: bool = True
+                     ) -> UnmeasuredModes:
     """The `k` modes of `support` that the pixels not in `measured` hide most.
 
     Parameters
@@ -75,6 +77,9 @@ def unmeasured_modes(support: np.ndarray, measured: np.ndarray, k: int = 8,
         modes against a threshold such as 0.99.
     maxiter : int
         Most LOBPCG iterations (each one a product with a block of vectors).
+    with_modes : bool
+        Also return the modes (`k` full-size arrays; False when only the fractions are
+        wanted, e.g. to count them).
 
     Returns
     -------
@@ -102,9 +107,9 @@ def unmeasured_modes(support: np.ndarray, measured: np.ndarray, k: int = 8,
     s = torch.from_numpy(np.fft.ifftshift(support, axes=axes))
     u = torch.from_numpy(np.fft.ifftshift(~measured, axes=axes))
     n_s, n_u = int(s.sum()), int(u.sum())
-    empty = UnmeasuredModes(np.zeros(0), np.zeros((0, *support.shape), np.complex128), n_s, n_u)
     if n_s == 0 or n_u == 0:
-        return empty
+        none = np.zeros((0, *support.shape), np.complex128) if with_modes else None
+        return UnmeasuredModes(np.zeros(0), none, n_s, n_u)
     on_support = n_s <= n_u
     inner, outer = (s, u) if on_support else (u, s)
     to_outer, back = ((farfield, inverse_farfield) if on_support
@@ -144,6 +149,9 @@ def unmeasured_modes(support: np.ndarray, measured: np.ndarray, k: int = 8,
             values, vectors = lobpcg(op, start, largest=True, tol=tol, maxiter=maxiter)
         order = np.argsort(values)[::-1][:kk]
         values, vectors = values[order], vectors[:, order]
+    fractions = np.clip(values.real, 0.0, 1.0)
+    if not with_modes:
+        return UnmeasuredModes(fractions, None, n_s, n_u)
     modes = np.zeros((kk, *support.shape), np.complex128)
     for j in range(kk):
         w = torch.zeros(support.shape, dtype=torch.complex128)
@@ -153,4 +161,4 @@ def unmeasured_modes(support: np.ndarray, measured: np.ndarray, k: int = 8,
             w = torch.where(s, m, torch.zeros_like(m))
             w = w / max(float(torch.linalg.vector_norm(w)), 1e-300)
         modes[j] = np.fft.fftshift(w.numpy(), axes=axes)
-    return UnmeasuredModes(np.clip(values.real, 0.0, 1.0), modes, n_s, n_u)
+    return UnmeasuredModes(fractions, modes, n_s, n_u)
