@@ -177,3 +177,26 @@ def test_any_answer_can_be_certified_with_fitted_multipliers():
     assert wrong.status == "not_stationary" and wrong.kkt_residual > 0.1
     with pytest.raises(KeyError, match="y"):
         certify(problem, {"x": torch.tensor(0.0)})
+
+
+def test_a_continuation_leads_to_the_lower_minimum_and_is_certified_on_the_objective():
+    # a tilted double well: from x = 0.5 descent ends in the upper well (x ≈ 0.96, f ≈ 0.29);
+    # solving a smooth surrogate first, from which the objective's solve starts, ends in
+    # the lower one (x ≈ -1.04, f ≈ -0.31). The bound x ≤ 2 holds throughout.
+    def f(v):
+        return (v["x"] ** 2 - 1) ** 2 + 0.3 * v["x"]
+
+    start = Variable("x", torch.tensor(0.5, dtype=torch.float64))
+    ineq = {"cap": lambda v: v["x"] - 2.0}
+    direct = solve(Problem(f, [start], ineq))
+    assert direct.certificate.certified and float(direct.values["x"]) > 0.9
+    continued = solve(Problem(f, [start], ineq,
+                              continuation=[lambda v: (v["x"] + 1) ** 2]))
+    cert = continued.certificate
+    assert cert.certified and cert.status == "certified"
+    x = float(continued.values["x"])
+    # stationary point of the lower well: 4x(x² - 1) + 0.3 = 0
+    assert 4 * x * (x * x - 1) + 0.3 == pytest.approx(0.0, abs=1e-5)
+    assert x < -1.0 and cert.objective < direct.certificate.objective - 0.5
+    assert cert.objective == pytest.approx(float(f({"x": torch.tensor(x, dtype=torch.float64)})),
+                                           rel=1e-9)

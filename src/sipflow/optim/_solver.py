@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -59,6 +59,13 @@ class Problem:
         violations use it; its stationarity is that of the smoothed problem (a nonsmooth
         function has no gradient at its kinks). Make the smooth form an upper bound of
         the exact one, so that a point feasible for it is feasible.
+    continuation : sequence of callable
+        Objectives solved first, in order, each from the previous answer and under the
+        same constraints and simple sets, before `objective` (a continuation). For a
+        nonconvex objective the path decides which local minimum is reached: a smoother
+        form of the same fit (e.g. the amplitude form of a Poisson likelihood) first
+        leads to lower minima of the objective itself. Only the final answer, to
+        `objective`, is certified, with the KKT unit of `objective` at the user's start.
     """
 
     objective: Function
@@ -67,6 +74,7 @@ class Problem:
     equalities: Mapping[str, Function] = field(default_factory=dict)
     scales: Mapping[str, float] = field(default_factory=dict)
     exact: Mapping[str, Function] = field(default_factory=dict)
+    continuation: Sequence[Function] = ()
 
     def exact_problem(self) -> Problem:
         """The same problem with the exact constraint functions."""
@@ -337,6 +345,7 @@ def solve(problem: Problem, options: SolverOptions | None = None,
     # the certificate's unit is the user's problem at the user's start
     ref = _reference_gradient(problem, _Packing(problem.variables, dtype), dtype)
     problem, restoration_inner = _restore(problem, opts)
+    problem, continuation_inner = _continue(problem, opts)
     pack = _Packing(problem.variables, opts.dtype)
     x = pack.x0.copy()
 
@@ -354,7 +363,7 @@ def solve(problem: Problem, options: SolverOptions | None = None,
     lam = np.zeros(c0.numel())
     mu = np.zeros(h0.numel())
     rho = opts.penalty
-    inner_total = restoration_inner
+    inner_total = restoration_inner + continuation_inner
     prev_violation = math.inf
     cert: Certificate | None = None
 
@@ -550,13 +559,7 @@ def _restore(problem: Problem, opts: SolverOptions) -> tuple[Problem, int]:
 
     if not opts.restoration or not (problem.inequalities or problem.equalities):
         return problem, 0
-    start = _Packing(problem.variables, opts.dtype)
-    with torch.no_grad():
-        v0 = start.unpack(start.tensor(start.x0))
-        c, _ = _stack(problem.inequalities, problem.scales, v0, opts.dtype)
-        h, _ = _stack(problem.equalities, problem.scales, v0, opts.dtype)
-    violation = max(float(torch.clamp(c, min=0).max()) if c.numel() else 0.0,
-                    float(h.abs().max()) if h.numel() else 0.0)
+    violation, v0 = _start_violation(problem, opts)
     if violation <= opts.violation_tol:
         return problem, 0
     inits = {name: value.detach().clone() for name, value in v0.items()}
@@ -566,7 +569,7 @@ def _restore(problem: Problem, opts: SolverOptions) -> tuple[Problem, int]:
         return sum(((v[k] - inits[k].to(v[k].dtype)).abs() ** 2).sum()
                    for k in inits) / norm
 
-    nearest = replace(problem, objective=distance,
+    nearest = replace(problem, objective=distance, continuation=(),
                       variables=[replace(v, init=inits[v.name].to(v.init.dtype))
                                  for v in problem.variables])
     result = solve(nearest, replace(opts, restoration=False, nonsmooth=False))
@@ -575,6 +578,44 @@ def _restore(problem: Problem, opts: SolverOptions) -> tuple[Problem, int]:
     restored = replace(problem, variables=[replace(v, init=result.values[v.name])
                                            for v in problem.variables])
     return restored, result.certificate.inner_iterations
+
+
+def _start_violation(problem: Problem, opts: SolverOptions) -> tuple[float, Values]:
+    """Largest scaled violation of the constraints as solved, at the problem's start."""
+    start = _Packing(problem.variables, opts.dtype)
+    with torch.no_grad():
+        v0 = start.unpack(start.tensor(start.x0))
+        c, _ = _stack(problem.inequalities, problem.scales, v0, opts.dtype)
+        h, _ = _stack(problem.equalities, problem.scales, v0, opts.dtype)
+    violation = max(float(torch.clamp(c, min=0).max()) if c.numel() else 0.0,
+                    float(h.abs().max()) if h.numel() else 0.0)
+    return violation, v0
+
+
+CONTINUATION_LOOSENESS = 1000.0
+
+
+def _continue(problem: Problem, opts: SolverOptions) -> tuple[Problem, int]:
+    """Solve `problem.continuation`'s objectives in turn (see :class:`Problem`).
+
+    Returns `problem` without its continuation, started from the last answer, and the
+    inner iterations spent. An intermediate answer that is less feasible than the start
+    it came from is dropped (the continuation then goes on from that start).
+    """
+    from dataclasses import replace
+
+    inner = 0
+    for objective in problem.continuation:
+        step = replace(problem, objective=objective, continuation=())
+        before, _ = _start_violation(problem, opts)
+        result = solve(step, replace(opts, restoration=False, nonsmooth=False,
+                                     kkt_tol=opts.kkt_tol * CONTINUATION_LOOSENESS))
+        inner += result.certificate.inner_iterations
+        moved = replace(problem, variables=[replace(v, init=result.values[v.name])
+                                            for v in problem.variables])
+        if _start_violation(moved, opts)[0] <= max(before, opts.violation_tol):
+            problem = moved
+    return replace(problem, continuation=()), inner
 
 
 def _scale(ref: float, grad_now: float) -> float:
@@ -872,7 +913,8 @@ def penalty_adam(problem: Problem, *, weight: float = 100.0, steps: int = 2000,
                  lr: float = 1e-2, options: SolverOptions | None = None) -> Result:
     """The common practice, for comparison: ``f + weight·Σ(max(0, c)² + h²)`` with Adam.
 
-    Bounds and fixed entries are enforced by projection after every step. The result
+    Bounds and fixed entries are enforced by projection after every step; a
+    ``problem.continuation`` is ignored (the practice as commonly run). The result
     carries the same :class:`Certificate` as :func:`solve`, with fitted multipliers (as
     :func:`certify`; started from those the penalty implies, ``2·weight·max(0, c)`` and
     ``2·weight·h``); its tolerances are those of `options`.
