@@ -101,22 +101,33 @@ def tier0() -> list[dict]:
 
 
 # --- tier 1 ------------------------------------------------------------------------------------
-def cdi_problem(n: int, seed: int, case: str):
-    """A refinement problem near the truth of a simulated non-negative object."""
-    from sipflow.physics import FarField, euclidean_nll, poisson_nll
-    from sipflow.refine import total_variation
-    from sipflow.refine._constraints import _touching
+def cdi_arrays(n: int, seed: int) -> dict[str, np.ndarray]:
+    """A simulated non-negative object, its counts, and a start perturbed near it."""
     from sipflow.simulate import Simulation, simulate
 
     sim = Simulation(shape=(n, n), kind="blob", photons=1e9, phase_amplitude=0.0, seed=seed)
     arrays = simulate(sim)
-    truth = torch.as_tensor(arrays["obj"], dtype=torch.complex128)
-    support = torch.as_tensor(arrays["support"])
-    counts = torch.as_tensor(arrays["intensity"], dtype=torch.float64)
-    valid = torch.as_tensor(arrays["mask"])
+    truth = np.asarray(arrays["obj"], np.complex128)
+    support = np.asarray(arrays["support"], bool)
     rng = np.random.default_rng(seed)
     noise = rng.normal(size=(n, n)) + 1j * rng.normal(size=(n, n))
-    x0 = truth + 0.05 * float(truth.abs().max()) * torch.as_tensor(noise) * support
+    x0 = truth + 0.05 * float(np.abs(truth).max()) * noise * support
+    return {"truth": truth, "support": support, "x0": x0,
+            "counts": np.asarray(arrays["intensity"], np.float64),
+            "valid": np.asarray(arrays["mask"], bool)}
+
+
+def build_problem(arrays: dict[str, np.ndarray], case: str) -> Problem:
+    """The refinement problem of `case` on `arrays` (also built so by the PyGRANSO runner)."""
+    from sipflow.physics import FarField, euclidean_nll, poisson_nll
+    from sipflow.refine import total_variation
+    from sipflow.refine._constraints import _touching
+
+    truth = torch.as_tensor(arrays["truth"], dtype=torch.complex128)
+    support = torch.as_tensor(arrays["support"])
+    counts = torch.as_tensor(arrays["counts"], dtype=torch.float64)
+    valid = torch.as_tensor(arrays["valid"])
+    x0 = torch.as_tensor(arrays["x0"], dtype=torch.complex128)
     model = FarField(ndim=2)
     dof = int(valid.sum())
 
@@ -140,8 +151,14 @@ def cdi_problem(n: int, seed: int, case: str):
         scales["energy"] = energy
     start = torch.where(support, torch.complex(x0.real.clamp_min(0), x0.imag), 0)
     var = Variable("x", start, lower=0.0, fixed=~support)
-    # penalty + Adam, cooper and trust-constr solve `objective` directly (common practice)
-    return Problem(objective, [var], ineq, eq, scales, exact, continuation=[amplitude]), truth
+    # penalty + Adam, cooper, trust-constr and PyGRANSO solve `objective` directly
+    return Problem(objective, [var], ineq, eq, scales, exact, continuation=[amplitude])
+
+
+def cdi_problem(n: int, seed: int, case: str) -> tuple[Problem, torch.Tensor]:
+    """A refinement problem near the truth of a simulated non-negative object."""
+    arrays = cdi_arrays(n, seed)
+    return build_problem(arrays, case), torch.as_tensor(arrays["truth"])
 
 
 def error_to_truth(x: torch.Tensor, truth: torch.Tensor) -> float:
@@ -198,8 +215,29 @@ def run_cooper(problem: Problem, steps: int, lr: float):
     return {problem.variables[0].name: pack.unpack(z.detach())["x"]}
 
 
+def run_pygranso(python: str, arrays: dict[str, np.ndarray], case: str, time_limit: float
+                 ) -> tuple[dict[str, torch.Tensor], float]:
+    """PyGRANSO in its own environment (``pygranso_runner.py``); its answer and solve time."""
+    import subprocess
+    import tempfile
+    from pathlib import Path
+
+    runner = Path(__file__).resolve().parent / "pygranso_runner.py"
+    with tempfile.TemporaryDirectory() as tmp:
+        src, dst = Path(tmp) / "in.npz", Path(tmp) / "out.npz"
+        np.savez(src, **arrays)
+        done = subprocess.run([python, str(runner), str(src), str(dst), "--case", case,
+                               "--time-limit", str(time_limit)], capture_output=True,
+                              text=True, timeout=time_limit + 600)
+        if done.returncode != 0 or not dst.exists():
+            raise RuntimeError((done.stderr or done.stdout).strip().splitlines()[-1])
+        out = np.load(dst)
+        return {"x": torch.as_tensor(out["x"])}, float(out["wall"])
+
+
 def tier1(n: int, seeds: int, adam_steps: int, trust_constr: bool,
-          stream=None) -> list[dict]:
+          stream=None, pygranso: str | None = None, pygranso_limit: float = 60.0,
+          only: list[str] | None = None) -> list[dict]:
     rows = []
     try:
         import cooper  # noqa: F401
@@ -209,7 +247,8 @@ def tier1(n: int, seeds: int, adam_steps: int, trust_constr: bool,
         have_cooper = False
     for case in ("a", "b", "c"):
         for seed in range(seeds):
-            problem, truth = cdi_problem(n, seed, case)
+            arrays = cdi_arrays(n, seed)
+            problem, truth = build_problem(arrays, case), torch.as_tensor(arrays["truth"])
             scale = float(problem.variables[0].init.abs().max())
             methods = {
                 "sipflow AL": lambda p=problem: solve(p),
@@ -224,6 +263,11 @@ def tier1(n: int, seeds: int, adam_steps: int, trust_constr: bool,
             # its barrier subproblems: run where only simple sets constrain (case a)
             if trust_constr and n <= 64 and case == "a":
                 methods["scipy trust-constr"] = lambda p=problem: run_trust_constr(p)
+            if pygranso:
+                methods["PyGRANSO"] = lambda a=arrays, c=case: run_pygranso(pygranso, a, c,
+                                                                            pygranso_limit)
+            if only:
+                methods = {k: f for k, f in methods.items() if k in only}
             for name, run in methods.items():
                 t0 = time.perf_counter()
                 try:
@@ -235,6 +279,8 @@ def tier1(n: int, seeds: int, adam_steps: int, trust_constr: bool,
                         print(f"{case} {seed} {name}: {rows[-1]['error']}", flush=True)
                     continue
                 wall = time.perf_counter() - t0
+                if isinstance(out, tuple):  # (values, the solve's own time without start-up)
+                    out, wall = out
                 if isinstance(out, dict):  # values of another method: judged by the certificate
                     values, cert = out, certify(problem, out)
                 else:
@@ -358,12 +404,21 @@ def main() -> None:
     p.add_argument("--adam-steps", type=int, default=3000)
     p.add_argument("--no-trust-constr", action="store_true")
     p.add_argument("--skip-tier0", action="store_true")
+    p.add_argument("--pygranso-python", help="the Python of PyGRANSO's own environment "
+                   "(benchmarks/pygranso_env.sh); PyGRANSO is skipped without it")
+    p.add_argument("--pygranso-limit", type=float, default=60.0,
+                   help="PyGRANSO's clock limit per problem [s]")
+    p.add_argument("--only", nargs="+", help="run only these tier-1 methods (by name)")
     args = p.parse_args()
     torch.set_num_threads(int(os.environ.get("SIPFLOW_NUM_THREADS", os.cpu_count() or 1)))
     print(f"machine: {platform.node()}, {os.cpu_count()} cores, torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads")
-    print("PyGRANSO: not run (its release needs numpy < 2, osqp < 1 and gurobipy, and its "
-          "AGPL licence rules it out; see benchmarks/README.md)")
+    if args.pygranso_python:
+        print(f"PyGRANSO 1.2.0: its own environment ({args.pygranso_python}), stopped at "
+              f"{args.pygranso_limit:g} s per problem")
+    else:
+        print("PyGRANSO: not run (no --pygranso-python; build its environment with "
+              "benchmarks/pygranso_env.sh: AGPL and numpy < 2, never a sipflow dependency)")
     t0 = time.perf_counter()
     if not args.skip_tier0:
         table(tier0(), ["problem", "method", "objective", "optimum", "violation", "kkt",
@@ -372,7 +427,9 @@ def main() -> None:
           "1.05 TV(truth), c: + energy); every answer judged by sipflow.optim.certify")
     print(" | ".join(f"{c:>14}" for c in COLUMNS), flush=True)
     rows = tier1(args.n, args.seeds, args.adam_steps, not args.no_trust_constr,
-                 stream=lambda r: print(_cells(r, COLUMNS), flush=True))
+                 stream=lambda r: print(_cells(r, COLUMNS), flush=True),
+                 pygranso=args.pygranso_python, pygranso_limit=args.pygranso_limit,
+                 only=args.only)
     summary(rows)
     print(f"\nwhole benchmark: {time.perf_counter() - t0:.0f} s")
 
