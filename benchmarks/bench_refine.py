@@ -237,7 +237,7 @@ def run_pygranso(python: str, arrays: dict[str, np.ndarray], case: str, time_lim
 
 def tier1(n: int, seeds: int, adam_steps: int, trust_constr: bool,
           stream=None, pygranso: str | None = None, pygranso_limit: float = 60.0,
-          only: list[str] | None = None) -> list[dict]:
+          only: list[str] | None = None, cases: list[str] = ("a", "b", "c")) -> list[dict]:
     rows = []
     try:
         import cooper  # noqa: F401
@@ -245,7 +245,7 @@ def tier1(n: int, seeds: int, adam_steps: int, trust_constr: bool,
         have_cooper = True
     except ImportError:
         have_cooper = False
-    for case in ("a", "b", "c"):
+    for case in cases:
         for seed in range(seeds):
             arrays = cdi_arrays(n, seed)
             problem, truth = build_problem(arrays, case), torch.as_tensor(arrays["truth"])
@@ -409,6 +409,7 @@ def main() -> None:
     p.add_argument("--pygranso-limit", type=float, default=60.0,
                    help="PyGRANSO's clock limit per problem [s]")
     p.add_argument("--only", nargs="+", help="run only these tier-1 methods (by name)")
+    p.add_argument("--cases", nargs="+", choices=["a", "b", "c"], default=["a", "b", "c"])
     args = p.parse_args()
     torch.set_num_threads(int(os.environ.get("SIPFLOW_NUM_THREADS", os.cpu_count() or 1)))
     print(f"machine: {platform.node()}, {os.cpu_count()} cores, torch {torch.__version__}, "
@@ -429,7 +430,7 @@ def main() -> None:
     rows = tier1(args.n, args.seeds, args.adam_steps, not args.no_trust_constr,
                  stream=lambda r: print(_cells(r, COLUMNS), flush=True),
                  pygranso=args.pygranso_python, pygranso_limit=args.pygranso_limit,
-                 only=args.only)
+                 only=args.only, cases=args.cases)
     summary(rows)
     print(f"\nwhole benchmark: {time.perf_counter() - t0:.0f} s")
 
