@@ -237,7 +237,8 @@ def run_pygranso(python: str, arrays: dict[str, np.ndarray], case: str, time_lim
 
 def tier1(n: int, seeds: int, adam_steps: int, trust_constr: bool,
           stream=None, pygranso: str | None = None, pygranso_limit: float = 60.0,
-          only: list[str] | None = None, cases: list[str] = ("a", "b", "c")) -> list[dict]:
+          only: list[str] | None = None, cases: list[str] = ("a", "b", "c"),
+          first_seed: int = 0) -> list[dict]:
     rows = []
     try:
         import cooper  # noqa: F401
@@ -246,7 +247,7 @@ def tier1(n: int, seeds: int, adam_steps: int, trust_constr: bool,
     except ImportError:
         have_cooper = False
     for case in cases:
-        for seed in range(seeds):
+        for seed in range(first_seed, first_seed + seeds):
             arrays = cdi_arrays(n, seed)
             problem, truth = build_problem(arrays, case), torch.as_tensor(arrays["truth"])
             scale = float(problem.variables[0].init.abs().max())
@@ -401,6 +402,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--n", type=int, default=64)
     p.add_argument("--seeds", type=int, default=5)
+    p.add_argument("--first-seed", type=int, default=0)
     p.add_argument("--adam-steps", type=int, default=3000)
     p.add_argument("--no-trust-constr", action="store_true")
     p.add_argument("--skip-tier0", action="store_true")
@@ -430,7 +432,7 @@ def main() -> None:
     rows = tier1(args.n, args.seeds, args.adam_steps, not args.no_trust_constr,
                  stream=lambda r: print(_cells(r, COLUMNS), flush=True),
                  pygranso=args.pygranso_python, pygranso_limit=args.pygranso_limit,
-                 only=args.only, cases=args.cases)
+                 only=args.only, cases=args.cases, first_seed=args.first_seed)
     summary(rows)
     print(f"\nwhole benchmark: {time.perf_counter() - t0:.0f} s")
 
