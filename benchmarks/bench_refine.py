@@ -5,13 +5,16 @@ Tier 1: CDI refinement started near the truth (a perturbed simulated object), wi
 (a) support + Re(x) ≥ 0, (b) + a total-variation budget, (c) + the energy equality,
 for sipflow (augmented Lagrangian + L-BFGS-B, the amplitude form of the likelihood solved
 first as refine.constrained does by default), penalty + Adam, cooper's augmented
-Lagrangian (when ``cooper-optim`` is installed) and scipy trust-constr (64², case a only,
-stopped after 60 s: with the TV budget one problem took 945 s). Every method's answer is
+Lagrangian (when ``cooper-optim`` is installed), scipy trust-constr (64², case a only,
+stopped after 60 s: with the TV budget one problem took 945 s) and PyGRANSO 1.2.0 in its
+own environment (``--pygranso-python``; ``pygranso_env.sh`` builds it). Every method's answer is
 judged by the same certificate (``sipflow.optim.certify``, multipliers fitted), and rows
 stream as they finish.
 
     python benchmarks/bench_refine.py                       # tier 0, tier 1 at 64², 5 seeds
     python benchmarks/bench_refine.py --n 256 --skip-tier0
+    bash benchmarks/pygranso_env.sh && python benchmarks/bench_refine.py --skip-tier0 \
+        --only "sipflow AL" PyGRANSO --pygranso-python benchmarks/.pygranso-env/bin/python
 """
 
 from __future__ import annotations
