@@ -122,7 +122,7 @@ def cdi_arrays(n: int, seed: int) -> dict[str, np.ndarray]:
 
 def build_problem(arrays: dict[str, np.ndarray], case: str) -> Problem:
     """The refinement problem of `case` on `arrays` (also built so by the PyGRANSO runner)."""
-    from sipflow.physics import FarField, euclidean_nll, poisson_nll
+    from sipflow.physics import FarField, normalised_llk
     from sipflow.refine import total_variation
     from sipflow.refine._constraints import _touching
 
@@ -135,10 +135,10 @@ def build_problem(arrays: dict[str, np.ndarray], case: str) -> Problem:
     dof = int(valid.sum())
 
     def objective(v):
-        return 2.0 * poisson_nll(model.intensity(v["x"]), counts, valid) / dof
+        return normalised_llk(model.intensity(v["x"]), counts, valid, dof=dof)
 
     def amplitude(v):  # refine.constrained's continuation (amplitude_first, the default)
-        return 2.0 * euclidean_nll(model.intensity(v["x"]), counts, valid) / dof
+        return normalised_llk(model.intensity(v["x"]), counts, valid, dof=dof, kind="euclidean")
 
     tv_budget = 1.05 * float(total_variation(truth))  # the truth is feasible
     energy = float(counts[valid].sum())
@@ -156,12 +156,6 @@ def build_problem(arrays: dict[str, np.ndarray], case: str) -> Problem:
     var = Variable("x", start, lower=0.0, fixed=~support)
     # penalty + Adam, cooper, trust-constr and PyGRANSO solve `objective` directly
     return Problem(objective, [var], ineq, eq, scales, exact, continuation=[amplitude])
-
-
-def cdi_problem(n: int, seed: int, case: str) -> tuple[Problem, torch.Tensor]:
-    """A refinement problem near the truth of a simulated non-negative object."""
-    arrays = cdi_arrays(n, seed)
-    return build_problem(arrays, case), torch.as_tensor(arrays["truth"])
 
 
 def error_to_truth(x: torch.Tensor, truth: torch.Tensor) -> float:

@@ -592,7 +592,8 @@ def _start_violation(problem: Problem, opts: SolverOptions) -> tuple[float, Valu
     return violation, v0
 
 
-CONTINUATION_LOOSENESS = 1000.0
+#: a continuation's intermediate solves only have to reach a basin: KKT tolerance × this
+_CONTINUATION_LOOSENESS = 1000.0
 
 
 def _continue(problem: Problem, opts: SolverOptions) -> tuple[Problem, int]:
@@ -609,7 +610,7 @@ def _continue(problem: Problem, opts: SolverOptions) -> tuple[Problem, int]:
         step = replace(problem, objective=objective, continuation=())
         before, _ = _start_violation(problem, opts)
         result = solve(step, replace(opts, restoration=False, nonsmooth=False,
-                                     kkt_tol=opts.kkt_tol * CONTINUATION_LOOSENESS))
+                                     kkt_tol=opts.kkt_tol * _CONTINUATION_LOOSENESS))
         inner += result.certificate.inner_iterations
         moved = replace(problem, variables=[replace(v, init=result.values[v.name])
                                             for v in problem.variables])

@@ -100,7 +100,7 @@ class Constrained(Stage):
 
     def run(self, ds: xr.Dataset, params: ConstrainedParams, context: Context) -> xr.Dataset:
         from ..optim import Problem, SolverOptions, Variable, penalty_adam, solve
-        from ..physics import FarField, euclidean_nll, gaussian_nll, poisson_nll
+        from ..physics import FarField, normalised_llk
         from ..plugins import get_registry
         from ._constraints import RefineProblem
 
@@ -129,14 +129,15 @@ class Constrained(Stage):
         valid = torch.as_tensor(valid_np, device=device)
         free_t = torch.as_tensor(free & mask, device=device)
         rp = RefineProblem(x0, torch.as_tensor(support, device=device), counts_t, valid, model)
-        nll = poisson_nll if params.objective == "poisson" else gaussian_nll
         dof = max(1, int(valid_np.sum()))
 
         def objective(v: dict[str, torch.Tensor]) -> torch.Tensor:
-            return 2.0 * nll(model.intensity(v["x"]), counts_t, valid, ndim=ndim) / dof
+            return normalised_llk(model.intensity(v["x"]), counts_t, valid, ndim=ndim, dof=dof,
+                                  kind=params.objective)
 
         def amplitude(v: dict[str, torch.Tensor]) -> torch.Tensor:
-            return 2.0 * euclidean_nll(model.intensity(v["x"]), counts_t, valid, ndim=ndim) / dof
+            return normalised_llk(model.intensity(v["x"]), counts_t, valid, ndim=ndim, dof=dof,
+                                  kind="euclidean")
 
         registry = get_registry()
         variable = Variable("x", x0)
@@ -167,8 +168,8 @@ class Constrained(Stage):
             if not bool(free_t.any()):
                 return None  # no free pixels held out by an earlier stage
             with torch.no_grad():
-                value = 2.0 * nll(model.intensity(x), counts_t, free_t, ndim=ndim)
-            return float(value) / max(1, int(free_t.sum()))
+                return float(normalised_llk(model.intensity(x), counts_t, free_t, ndim=ndim,
+                                            dof=int(free_t.sum()), kind=params.objective))
 
         with torch.no_grad():
             start_objective = float(objective({"x": variable.init}))
