@@ -5,9 +5,13 @@ speckle, a detector gap and dead pixels, at several photon counts. Each method r
 on the same preprocessed data with its **default parameters**:
 
 - ``classic``: ``phase.classic`` as in the ``default`` template (4 runs, best by free LLK);
-- ``dip`` / ``double_dip``: ``phase.dip`` / ``phase.double_dip`` from random networks;
-- ``classic→double_dip``: the ``dip`` template, double DIP warm-started from the classical
-  result (its support and free pixels);
+- ``dip`` / ``double_dip``: ``phase.dip`` / ``phase.double_dip`` with their defaults alone
+  on the preprocessed data: the stage runs ``phase.classic`` first (``init: classic``) and
+  starts from its object (the wall time includes it);
+- ``dip:random`` / ``double_dip:random``: the same from random networks (``init: random``,
+  autocorrelation support with shrinkwrap), no classical start;
+- ``classic→double_dip``: the ``dip`` template, double DIP after a separate
+  ``phase.classic`` stage (its object, support and free pixels);
 - any other registered ``phase.*`` stage given with ``--methods``.
 
 Columns: error modulo phase, translation and twin (``sipflow.symmetry``) of the
@@ -22,7 +26,8 @@ Usage::
         [--photons 1e9 1e7 1e6 1e5] [--objects crystal hole weak] [--methods ...]
 
 ``--quick``: one seed, photons 1e9 and 1e5, the three objects, at 64², without
-``phase.dip`` (under 15 min on a 2-core CPU).
+``phase.dip`` (under 15 min on a 2-core CPU). A method ``stage:init`` runs a deep-prior
+stage with that ``init``.
 """
 
 from __future__ import annotations
@@ -50,7 +55,7 @@ OBJECTS = {
     "hole": {"kind": "lithograph", "extent": 0.4, "phase_amplitude": 0.0},
     "weak": {"kind": "blob", "extent": 0.4, "phase_amplitude": 0.3},
 }
-METHODS = ["classic", "dip", "double_dip", "classic→double_dip"]
+METHODS = ["classic", "dip", "double_dip", "double_dip:random"]
 
 
 def first_below(out: xr.Dataset, target: float) -> int | None:
@@ -76,8 +81,9 @@ def run_method(method: str, prep: xr.Dataset, seed: int, classic: xr.Dataset | N
         assert classic is not None
         out = registry.stage("phase.double_dip")()(classic, None, context)
     else:
-        name = method if "." in method else f"phase.{method}"
-        out = registry.stage(name)()(prep, None, context)
+        name, _, init = method.partition(":")
+        name = name if "." in name else f"phase.{name}"
+        out = registry.stage(name)()(prep, {"init": init} if init else None, context)
     return out, time.perf_counter() - t0
 
 
@@ -106,7 +112,7 @@ def main() -> None:
     args = p.parse_args()
     if args.quick:
         args.seeds, args.photons = 1, [1e9, 1e5]
-        args.methods = [m for m in args.methods if m != "dip"]
+        args.methods = [m for m in args.methods if not m.startswith("dip")]
     torch.set_num_threads(max(1, torch.get_num_threads()))
     start = time.perf_counter()
     print(f"# {platform.machine()} CPU, torch threads {torch.get_num_threads()}, "

@@ -8,9 +8,11 @@ from sipflow.plugins import get_registry
 from sipflow.testing import assert_outputs, assert_stage_contract
 
 # Small, fast parameters for stages whose defaults are production-sized.
-FAST = {"phase.classic": {"schedule": "(sup * HIO**10)**2 * ER**5", "runs": 2},
-        "phase.dip": {"iterations": 20, "window": 5, "width": 8},
-        "phase.double_dip": {"iterations": 20, "window": 5, "width": 8}}
+CLASSIC = {"schedule": "(sup * HIO**10)**2 * ER**5", "runs": 2}
+FAST = {"phase.classic": CLASSIC,
+        "phase.dip": {"iterations": 20, "window": 5, "width": 8, "classic_params": CLASSIC},
+        "phase.double_dip": {"iterations": 20, "window": 5, "width": 8,
+                             "classic_params": CLASSIC}}
 # Bragg stages need what a rocking scan's file records (the gold scan's geometry) or, for
 # strain on an object that was not orthogonalised, its voxel size and Bragg vector
 BRAGG_GEOMETRY = {"wavelength_m": 1.3776e-10, "distance_m": 0.5, "pixel_size_m": 55e-6,

@@ -88,8 +88,12 @@ def summary_rows(ds: xr.Dataset) -> list[tuple[str, str]]:
             text = f"{free:.4g}" + (f" (previous object {previous:.4g})"
                                     if previous is not None else "")
             rows.append((f"{label} free LLK", text))
+        if dp.get("previous_llk") is not None:
+            rows.append((f"{label} fitted LLK", f"{dp['final_llk'][best]:.4g} (previous "
+                                                f"object {dp['previous_llk']:.4g})"))
         if dp.get("kept_previous"):
-            rows.append((label, "kept the previous object: it fits the free pixels better"))
+            rows.append((label, "kept the previous object: its "
+                         f"{dp.get('kept_previous_by') or 'free LLK'} is better"))
     bs = ds.attrs.get("bragg_strain")
     if bs and schema.SUPPORT in ds:
         voxel = bs["voxel_size_nm"]

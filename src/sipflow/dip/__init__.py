@@ -11,6 +11,7 @@ _EXPORTS = {
     "Dip": "._stage", "DipParams": "._stage", "DoubleDip": "._stage",
     "DoubleDipParams": "._stage", "FitSettings": "._fit", "Generated": "._fit",
     "NetSpec": "._fit", "Problem": "._fit", "RunResult": "._fit", "fit_run": "._fit",
+    "previous_is_better": "._stage",
 }
 __getattr__ = lazy_exports(__name__, _EXPORTS)
 __all__ = list(_EXPORTS)
