@@ -166,6 +166,8 @@ class FitSettings:
     llk_every: int = 10
     preview_every: int = 0
     warm_iterations: int = 300
+    warm_until: float | None = None
+    warm_max_iterations: int = 500
     warm_lr: float = 0.01
     warm_ramp: int = 100
     shrinkwrap_every: int = 0
@@ -190,6 +192,7 @@ class RunResult:
     variance: list[float] = field(default_factory=list)
     error: list[float] = field(default_factory=list)
     warm_misfit: float | None = None
+    warm_steps: int = 0
     status: str = "ok"
 
 
@@ -230,16 +233,37 @@ def _preview(x: torch.Tensor, support: torch.Tensor, ndim: int) -> dict[str, np.
 
 
 def warm_start(gen: Generated, problem: Problem, x0: torch.Tensor, settings: FitSettings,
-               check: Callable[[], None]) -> float:
-    """Fit the generators to a previous object `x0` (full array): relative L2 misfit.
+               check: Callable[[], None]) -> tuple[float, int]:
+    """Fit the generators to a previous object `x0` (full array).
 
-    The global phase is free (a constant phase is invisible to the data).
+    At least ``settings.warm_iterations`` Adam steps; with ``settings.warm_until`` and
+    free pixels, more (up to ``warm_max_iterations``, checked every 10) until the
+    generators' object predicts the free pixels nearly as well as `x0`: its free-LLK
+    excess over the noise level (LLK − 1) at most ``warm_until`` times `x0`'s. An
+    accurate `x0` (high dose) is then followed closely; a noisy one (low dose) is met
+    early, by its structure rather than its noise. The global phase is free (a constant
+    phase is invisible to the data).
+
+    Returns
+    -------
+    misfit : float
+        Relative squared L2 distance to `x0` on the support's box at the end.
+    steps : int
+        Adam steps taken.
     """
     target = x0[problem.box]
     norm = target.abs().pow(2).sum().clamp_min(1e-30)
     opt = torch.optim.Adam(gen.parameters(), lr=settings.warm_lr, foreach=True)
     misfit = float("nan")
-    for it in range(settings.warm_iterations):
+    adaptive = settings.warm_until is not None and bool(problem.free.any())
+    most = max(settings.warm_iterations, settings.warm_max_iterations) if adaptive else \
+        settings.warm_iterations
+    if adaptive:
+        with torch.no_grad():
+            goal = 1.0 + settings.warm_until * max(
+                _llks(problem, problem.model.intensity(x0))[1] - 1.0, 0.0)
+    steps = 0
+    for steps in range(1, most + 1):
         opt.zero_grad(set_to_none=True)
         x = gen() * problem.support[problem.box]
         c = (torch.conj(x) * target).sum()
@@ -248,9 +272,14 @@ def warm_start(gen: Generated, problem: Problem, x0: torch.Tensor, settings: Fit
         loss.backward()
         opt.step()
         misfit = float(loss.detach())
-        if it % 50 == 0:
+        if steps % 50 == 0:
             check()
-    return misfit
+        if adaptive and steps >= settings.warm_iterations and steps % 10 == 0:
+            with torch.no_grad():
+                free = _llks(problem, problem.model.intensity(problem.embed(gen())))[1]
+            if free <= goal:
+                break
+    return misfit, steps
 
 
 def fit_run(gen: Generated, problem: Problem, settings: FitSettings, *, stage: str,
@@ -281,9 +310,9 @@ def fit_run(gen: Generated, problem: Problem, settings: FitSettings, *, stage: s
     def check() -> None:  # cancellation while warming up
         progress(ProgressRecord(stage, 0, total * runs, {"run": float(run)}))
 
-    warm_misfit = None
+    warm_misfit, warm_steps = None, 0
     if x0 is not None and settings.warm_iterations:
-        warm_misfit = warm_start(gen, problem, x0, settings, check)
+        warm_misfit, warm_steps = warm_start(gen, problem, x0, settings, check)
     tracker: WindowedVariance | ExponentialVariance
     if settings.stopping == "wmv":
         tracker = WindowedVariance(settings.window, settings.patience)
@@ -295,7 +324,8 @@ def fit_run(gen: Generated, problem: Problem, settings: FitSettings, *, stage: s
     use_free = settings.stopping == "free_llk" and bool(problem.free.any())
     opt = torch.optim.Adam(gen.parameters(), lr=settings.lr, foreach=True)
     result = RunResult(x=torch.empty(0), support=problem.support.clone(), selected_iteration=0,
-                       stopped_iteration=0, stopped_early=False, warm_misfit=warm_misfit)
+                       stopped_iteration=0, stopped_early=False, warm_misfit=warm_misfit,
+                       warm_steps=warm_steps)
     last_x = None
     # after a warm start, Adam's first steps (each about lr for every weight) would throw the
     # generators off the previous object: ramp the learning rate up over `ramp` steps

@@ -61,8 +61,17 @@ class DipParams(StageParams):
     lr: float | None = Field(None, gt=0, description="Adam learning rate (default: 1e-2 from "
                              "random networks, 3e-3 after a warm start).")
     warm_iterations: int = Field(50, ge=0, description="init 'previous': steps fitting the "
-                                 "generators to the previous object (few: the generators "
-                                 "take its structure, not its noise).")
+                                 "generators to the previous object (at least, with "
+                                 "warm_until; few: the generators take its structure, not "
+                                 "its noise; 0: no warm fit).")
+    warm_until: float | None = Field(
+        2.0, gt=0, description="init 'previous': after warm_iterations, keep fitting the "
+        "previous object (checked every 10 steps, up to warm_max_iterations) until the "
+        "generators' free-LLK excess over the noise level (LLK - 1) is at most this multiple "
+        "of the previous object's: an accurate object (high dose) is followed closely, a "
+        "noisy one only by its structure. None: exactly warm_iterations.")
+    warm_max_iterations: int = Field(500, ge=0, description="init 'previous': most steps of "
+                                     "the warm fit with warm_until.")
     warm_lr: float = Field(0.01, gt=0, description="init 'previous': Adam learning rate of "
                            "the fit to the previous object.")
     tv_weight: float = Field(0.0, ge=0, description="Weight of the total variation of "
@@ -284,6 +293,7 @@ class _DeepPrior(Stage):
             stopping=stopping, window=params.window, patience=params.patience,
             emv_alpha=params.emv_alpha, llk_every=params.llk_every,
             preview_every=params.preview_every, warm_iterations=params.warm_iterations,
+            warm_until=params.warm_until, warm_max_iterations=params.warm_max_iterations,
             warm_lr=params.warm_lr,
             shrinkwrap_every=shrink, shrinkwrap_threshold=params.shrinkwrap_threshold,
             shrinkwrap_sigma=params.shrinkwrap_sigma)
@@ -404,6 +414,7 @@ class _DeepPrior(Stage):
             "stopped_iteration": [r.stopped_iteration for r in results],
             "stopped_early": [r.stopped_early for r in results],
             "warm_start_misfit": [r.warm_misfit for r in results],
+            "warm_start_steps": [r.warm_steps for r in results],
             "final_llk": final_llk, "final_llk_free": final_free,
             "previous_llk": previous_fit,
             "previous_llk_free": previous_score,
