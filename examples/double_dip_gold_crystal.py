@@ -92,7 +92,9 @@ def main() -> None:
     pc, pd = classic.attrs["phase_classic"], dip.attrs["phase_double_dip"]
     print(f"classic: {t1 - t0:.0f} s, free LLK {pc['final_llk_free'][pc['best_run']]:.4f}")
     print(f"double DIP: {t2 - t1:.0f} s, free LLK {pd['final_llk_free'][pd['best_run']]:.4f}, "
-          f"stopped at {pd['stopped_iteration']}, selected {pd['selected_iteration']}")
+          f"stopped at {pd['stopped_iteration']}, selected {pd['selected_iteration']}, "
+          f"warm fit {pd['warm_start_steps']} steps, kept the classical object: "
+          f"{pd['kept_previous']}")
     print(f"wrote {args.out} and {png}")
 
 
