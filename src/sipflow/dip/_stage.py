@@ -353,8 +353,7 @@ class _DeepPrior(Stage):
         best = ranked[0]
         obj, obj_support = xs[best], sups[best]
         # a warm start is judged against where it started, on the same held-out pixels
-        previous_score = previous_fit = None
-        kept_previous, kept_reason = False, None
+        previous_score = previous_fit = kept_reason = None
         if x0 is not None:
             calc0 = model.intensity(x0.astype(np.complex128))
             previous_fit = float(normalised_llk(calc0, counts, fit))
@@ -362,7 +361,6 @@ class _DeepPrior(Stage):
             kept_reason = previous_is_better(previous_fit, previous_score, final_llk[best],
                                              final_free[best] if free.any() else None)
             if kept_reason is not None:
-                kept_previous = True
                 obj = x0.astype(np.complex64)
                 obj_support = np.asarray(ds[schema.SUPPORT].values, bool) if (
                     schema.SUPPORT in ds and ds[schema.SUPPORT].shape == x0.shape) else sups[best]
@@ -418,7 +416,7 @@ class _DeepPrior(Stage):
             "final_llk": final_llk, "final_llk_free": final_free,
             "previous_llk": previous_fit,
             "previous_llk_free": previous_score,
-            "kept_previous": kept_previous, "kept_previous_by": kept_reason,
+            "kept_previous": kept_reason is not None, "kept_previous_by": kept_reason,
             "free_pixels": int(free.sum()), "free_mask_from": free_origin,
         }
         return out
