@@ -51,7 +51,7 @@ demo: install
 ## test: install what the tests need and run the whole suite (real HDF5, Zarr, Prefect).
 test: install-test system-deps
 	$(VENV)/bin/ruff check src tests plugins flows examples benchmarks
-	$(PY) -m pytest
+	$(PY) -m pytest --durations=15
 
 lint: install-test
 	$(VENV)/bin/ruff check src tests plugins flows examples benchmarks

@@ -41,10 +41,9 @@ def test_cdi_template_recovers_a_lithograph_behind_a_three_speckle_beamstop():
     over a sharp, non-convex lithographed object. Before the positivity projection and
     the circular first supports, every run of every seed collapsed or was wrong."""
     results = [_score(sipflow.run_pipeline("cdi", _lithograph(seed, 10.0), seed=seed,
-                                           device="cpu")) for seed in (0, 1, 2)]
-    solved = [(e, iou) for e, iou in results if e < 0.1]
-    assert len(solved) >= 2, results
-    assert all(iou > 0.9 for _, iou in solved), results
+                                           device="cpu")) for seed in (1, 2)]
+    # the benchmark solves 10 of 10 seeds at these 1e8 photons
+    assert all(e < 0.1 and iou > 0.9 for e, iou in results), results
 
 
 def test_cdi_template_recovers_a_filled_hexagon_behind_a_one_speckle_beamstop():
@@ -122,3 +121,42 @@ def test_a_hidden_centre_starts_runs_from_circles_when_the_autocorrelation_is_to
     assert len(set(hidden)) == 8, "each circle's radius is drawn per run"
     measured = first_support_sizes(torch.ones_like(torch.as_tensor(ds[schema.MASK].values)))
     assert all(n < 2059 for n in measured), measured
+
+
+def test_closed_support_bridges_notches_and_fills_holes():
+    """The repair of a 'support' generation: a ring becomes a disc, a notch narrower than
+    twice the radius closes, a wider one stays open, nothing is removed, in 2-D and 3-D."""
+    from sipflow.reconstruct._support import closed_support
+
+    y, x = np.mgrid[-32:32, -32:32]
+    r = np.hypot(y, x)
+    ring = (r <= 20) & (r >= 8)
+    np.testing.assert_array_equal(closed_support(ring, 0), r <= 20)
+    narrow = ring & ~((np.abs(y) <= 2) & (x > 0))  # a 5-px notch from the hole outwards
+    wide = ring & ~((np.abs(y) <= 7) & (x > 0))  # 15 px
+    closed = closed_support(narrow, 3)
+    assert closed[r <= 16].all() and (closed >= narrow).all()  # the mouth stays rounded
+    assert not closed_support(wide, 3)[0 + 32, 14 + 32], "a 15-px notch stays open at r = 3"
+    z, y3, x3 = np.mgrid[-16:16, -16:16, -16:16]
+    shell = (np.sqrt(z**2 + y3**2 + x3**2) <= 12) & (np.sqrt(z**2 + y3**2 + x3**2) >= 5)
+    assert closed_support(shell, 2)[16, 16, 16]
+
+
+def test_a_support_generation_fills_the_centre_a_beamstop_hid():
+    """Overlapping cells behind a three-speckle beamstop (the benchmark's seed 3): the
+    missing low frequencies dim the object's middle and shrinkwrap carves a hole there
+    in every run of the first generation (error 0.52, free LLK 7.7). The cdi template's
+    second generation restarts the runs at random in the best support closed and
+    filled, and the free LLK selects a run that filled it."""
+    ds = simulated_dataset((256, 256), kind="cells", extent=0.3, phase_amplitude=0.0,
+                           beamstop=10.0, seed=3, **REALISTIC)
+    out = sipflow.run_pipeline("cdi", ds, seed=3, device="cpu")
+    pc = out.attrs["phase_classic"]
+    truth = out[schema.OBJ_TRUE].values.astype(np.complex128)
+    carried = pc["generation_best"][0]  # the first generation's best, carried on
+    first = align(truth, out[schema.OBJ_RUNS].values[carried].astype(np.complex128)).error
+    error, iou = _score(out)
+    assert first > 0.3, first
+    assert error < 0.1 and iou > 0.9, (error, iou)
+    assert pc["best_run"] != carried
+    assert pc["final_llk_free"][pc["best_run"]] < 0.5 * pc["final_llk_free"][carried]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Literal
 
 import numpy as np
@@ -33,6 +34,16 @@ class ClassicParams(StageParams):
                              "(cohere's sqrt_ab).")
     generation_schedules: list[str] | None = Field(
         None, description="Schedule of generations 2, 3, ... (default: 'schedule' again).")
+    generation_start: Literal["bred", "support"] = Field(
+        "bred", description="How generations 2, 3, ... start. 'bred': every run bred with "
+        "the best (cohere's sqrt_ab). 'support': the best run is kept as it is (not "
+        "iterated again; its LLK rows repeat its final values); the others start "
+        "at random inside its support, closed by generation_closing pixels and with enclosed "
+        "holes filled. A hidden centre (beamstop) dims the interior of a filled object, and "
+        "shrinkwrap cuts it away; a fresh start in the repaired support fills it.")
+    generation_closing: int = Field(
+        4, ge=0, le=64, description="'support' generations: morphological closing radius "
+                                    "of the best support [pixels, one-pixel steps].")
     beta: float = Field(0.9, gt=0, lt=1, description="Feedback parameter of HIO and RAAR.")
     positivity: bool = Field(False, description="Keep max(Re, 0) inside the support (for "
                                                 "real, non-negative objects).")
@@ -148,6 +159,37 @@ def run_seeds(seed: int, generation: int, runs: int, attempt: int = 0) -> list[i
     """
     return [(seed * 7919 + generation * 104729 + r * 15485863 + attempt * 32452843) % 2**31
             for r in range(runs)]
+
+
+def _with_carried(result: tuple, carried: dict, todo: list[int], runs: int) -> tuple:
+    """A 'support' generation's results for `todo` with the kept best run put back.
+
+    The kept run was not iterated again: its LLK rows repeat its final values.
+    """
+    x, support, llk, llk_free, outside, status, llk_its, kernel = result
+    b = carried["run"]
+
+    def full(new, old, fill=None):
+        out = np.empty((runs, *new.shape[1:]), dtype=new.dtype)
+        out[todo] = new
+        out[b] = old if fill is None else fill
+        return out
+
+    if kernel is not None or carried["kernel"] is not None:
+        # a run without a coherence kernel is coherent: a unit delta at the centre
+        like = kernel[0] if kernel is not None else carried["kernel"]
+        delta = np.zeros_like(like)
+        delta[tuple(n // 2 for n in like.shape)] = 1
+        kernel = full(kernel if kernel is not None
+                      else np.broadcast_to(delta, (len(todo), *delta.shape)),
+                      carried["kernel"] if carried["kernel"] is not None else delta)
+    merged = [None] * runs
+    for j, r in enumerate(todo):
+        merged[r] = status[j]
+    merged[b] = carried["status"]
+    return (full(x, carried["x"]), full(support, carried["support"]),
+            full(llk, carried["llk"]), full(llk_free, carried["llk_free"]),
+            full(outside, carried["outside"]), merged, llk_its, kernel)
 
 
 class Classic(Stage):
@@ -268,13 +310,20 @@ class Classic(Stage):
             if params.generation_schedules and g - 1 < len(params.generation_schedules)
             else params.schedule for g in range(1, params.generations)]
         start = self._initial_object(ds, params, counts.shape, source, context)
+        gen_settings = settings
+        carried: dict | None = None  # a 'support' generation's best run, kept as it was
+        generation_best: list[int] = []
         attempts = np.ones(params.runs, dtype=int)
         for generation, text in enumerate(schedules):
             plan = parse(text)
             seeds = run_seeds(context.seed, generation, params.runs)
-            x, support, llk, llk_free, outside, status, llk_its, kernel = self._attempt(
-                intensity, valid, plan, seeds, settings, free, given_support, start, params,
-                context)
+            todo = [r for r in range(params.runs) if carried is None or r != carried["run"]]
+            result = self._attempt(
+                intensity, valid, plan, [seeds[r] for r in todo], gen_settings, free,
+                given_support, None if start is None else start[todo], params, context)
+            if carried is not None:
+                result = _with_carried(result, carried, todo, params.runs)
+            x, support, llk, llk_free, outside, status, llk_its, kernel = result
             # runs whose support collapsed or exploded, or that were rejected, start
             # again from fresh random starts (PyNX's runner does the same)
             for attempt in range(1, params.restarts + 1):
@@ -287,7 +336,7 @@ class Classic(Stage):
                 # a run that failed from the input object starts again at random
                 from_input = generation == 0 and params.initial_object == "input"
                 again = self._attempt(
-                    intensity, valid, plan, [fresh[r] for r in failed], settings, free,
+                    intensity, valid, plan, [fresh[r] for r in failed], gen_settings, free,
                     given_support, None if start is None or from_input else start[failed],
                     params, context)
                 for kept, new in zip((x, support, llk, llk_free, outside), again[:5],
@@ -309,7 +358,24 @@ class Classic(Stage):
                       "support_radius.")
             score = llk_free[:, -1] if np.isfinite(llk_free[:, -1]).all() else llk[:, -1]
             ranked = [int(r) for r in np.argsort(np.where(ok, score, np.inf)) if ok[r]]
-            if generation + 1 < len(schedules):
+            generation_best.append(ranked[0])
+            if generation + 1 < len(schedules) and params.generation_start == "support":
+                # the best run is kept as it is; the others start at random in its
+                # support, closed and filled
+                best = ranked[0]
+                carried = {"run": best, "x": x[best], "support": support[best],
+                           "llk": llk[best, -1], "llk_free": llk_free[best, -1],
+                           "outside": outside[best], "status": status[best],
+                           "kernel": None if kernel is None else kernel[best]}
+                repaired = _support.closed_support(support[best], params.generation_closing)
+                given_support = torch.as_tensor(repaired, device=device)
+                gen_settings = dataclasses.replace(settings, initial_support="input")
+                start = None
+                context.logger.info("phase.classic: generation %d done, best run %d kept; the "
+                                    "others start again in its support (%d px, closed: %d)",
+                                    generation + 1, best, int(support[best].sum()),
+                                    int(repaired.sum()))
+            elif generation + 1 < len(schedules):
                 start = torch.as_tensor(breed(x, support, ranked[0]), device=device)
                 context.logger.info("phase.classic: generation %d done, best run %d",
                                     generation + 1, ranked[0])
@@ -354,6 +420,7 @@ class Classic(Stage):
             "iterations": sum(parse(t).n_iterations() for t in schedules),
             "generations": len(schedules),
             "best_run": ranked[0], "averaged_runs": chosen,
+            "generation_best": generation_best,
             "ranked_by": "llk_free" if np.isfinite(llk_free[:, -1]).all() else "llk",
             "run_status": status,
             "run_attempts": [int(a) for a in attempts],

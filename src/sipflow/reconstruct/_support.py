@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 
 from ..physics import farfield, inverse_farfield
@@ -224,3 +225,37 @@ def free_pixel_mask(mask: torch.Tensor, fraction: float, radius: float, generato
     points = points[((points >= 0) & (points < sizes)).all(dim=1)]
     free[tuple(points.T)] = True
     return free & mask
+
+
+def closed_support(support: np.ndarray, radius: int) -> np.ndarray:
+    """A support closed by `radius` one-pixel steps, with its enclosed holes filled.
+
+    A beamstop hides the low spatial frequencies that fill the inside of an object;
+    its reconstruction is then dim there and shrinkwrap carves a hole, or a notch
+    open to the outside, that no later iteration fills. The closing bridges notches
+    narrower than ``2 * radius`` and the fill removes holes of any size, so a run
+    started in this support can fill them (the free LLK decides whether it did).
+
+    Parameters
+    ----------
+    support : numpy.ndarray, bool, (*spatial)
+    radius : int
+        Closing radius [pixels]; 0: only fill the holes.
+
+    Returns
+    -------
+    numpy.ndarray, bool, (*spatial)
+        A superset of `support`.
+    """
+    from scipy import ndimage
+
+    support = np.asarray(support, bool)
+    out = support
+    if radius > 0:
+        cross = ndimage.generate_binary_structure(support.ndim, 1)
+        pad = 2 * radius  # room to dilate at the edges of the array
+        big = np.pad(support, pad)
+        closed = ndimage.binary_erosion(ndimage.binary_dilation(big, cross, radius),
+                                        cross, radius)
+        out = support | closed[tuple(slice(pad, -pad) for _ in range(support.ndim))]
+    return ndimage.binary_fill_holes(out)
