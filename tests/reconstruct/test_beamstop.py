@@ -16,6 +16,7 @@ import pytest
 import sipflow
 from sipflow import schema
 from sipflow.reconstruct import Classic
+from sipflow.reconstruct._support import closed_support
 from sipflow.symmetry import align
 from sipflow.testing import simulated_dataset
 
@@ -126,8 +127,6 @@ def test_a_hidden_centre_starts_runs_from_circles_when_the_autocorrelation_is_to
 def test_closed_support_bridges_notches_and_fills_holes():
     """The repair of a 'support' generation: a ring becomes a disc, a notch narrower than
     twice the radius closes, a wider one stays open, nothing is removed, in 2-D and 3-D."""
-    from sipflow.reconstruct._support import closed_support
-
     y, x = np.mgrid[-32:32, -32:32]
     r = np.hypot(y, x)
     ring = (r <= 20) & (r >= 8)
@@ -153,10 +152,37 @@ def test_a_support_generation_fills_the_centre_a_beamstop_hid():
     out = sipflow.run_pipeline("cdi", ds, seed=3, device="cpu")
     pc = out.attrs["phase_classic"]
     truth = out[schema.OBJ_TRUE].values.astype(np.complex128)
-    carried = pc["generation_best"][0]  # the first generation's best, carried on
+    carried = pc["generation_best"][0]  # the first generation's best, kept as it was
     first = align(truth, out[schema.OBJ_RUNS].values[carried].astype(np.complex128)).error
     error, iou = _score(out)
     assert first > 0.3, first
     assert error < 0.1 and iou > 0.9, (error, iou)
     assert pc["best_run"] != carried
     assert pc["final_llk_free"][pc["best_run"]] < 0.5 * pc["final_llk_free"][carried]
+
+
+def test_a_support_generation_keeps_the_best_run_as_it_was():
+    """The first generation's best run is not iterated again (more HIO with wide
+    shrinkwraps made a solved set worse): it comes out bit for bit, with constant LLK
+    rows; the other runs are new starts inside its closed support."""
+    ds = sipflow.run_pipeline({"stages": ["prep.standard"]},
+                              simulated_dataset((64, 64), photons=1e8, seed=0), seed=0,
+                              device="cpu")
+    params = {"runs": 3, "schedule": "(sup * HIO**20)**3 * ER**20", "restarts": 0}
+    one = Classic()(ds, params, sipflow.Context(seed=1, device="cpu"))
+    two = Classic()(ds, {**params, "generations": 2, "generation_start": "support",
+                         "generation_schedules": ["HIO**30 * ER**20"]},
+                    sipflow.Context(seed=1, device="cpu"))
+    best = one.attrs["phase_classic"]["best_run"]
+    assert two.attrs["phase_classic"]["generation_best"][0] == best
+    np.testing.assert_array_equal(two[schema.OBJ_RUNS].values[best],
+                                  one[schema.OBJ_RUNS].values[best])
+    np.testing.assert_array_equal(two[schema.SUPPORT_RUNS].values[best],
+                                  one[schema.SUPPORT_RUNS].values[best])
+    row = two[schema.LLK_FREE].values[best]
+    assert np.all(row == one[schema.LLK_FREE].values[best, -1])
+    repaired = closed_support(one[schema.SUPPORT_RUNS].values[best], 4)
+    for r in set(range(3)) - {best}:
+        assert not np.array_equal(two[schema.OBJ_RUNS].values[r], one[schema.OBJ_RUNS].values[r])
+        # a new start inside the repaired support: HIO 30 + ER 20 with no shrinkwrap
+        assert (two[schema.SUPPORT_RUNS].values[r] == repaired).all()

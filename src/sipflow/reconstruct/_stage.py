@@ -169,10 +169,10 @@ def _with_carried(result: tuple, carried: dict, todo: list[int], runs: int) -> t
     x, support, llk, llk_free, outside, status, llk_its, kernel = result
     b = carried["run"]
 
-    def full(new, old, fill=None):
+    def full(new: np.ndarray, kept) -> np.ndarray:
         out = np.empty((runs, *new.shape[1:]), dtype=new.dtype)
         out[todo] = new
-        out[b] = old if fill is None else fill
+        out[b] = kept
         return out
 
     if kernel is not None or carried["kernel"] is not None:
