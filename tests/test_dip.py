@@ -99,23 +99,31 @@ def test_noiseless_recovery_with_a_known_support(name, seeds, bound):
         assert np.isfinite(out[schema.ERROR].values).any()
 
 
-@pytest.mark.parametrize("rule", ["wmv", "free_llk"])
-def test_early_stopping_on_a_noisy_problem_returns_a_better_iterate_than_the_last(rule):
+def test_early_stopping_on_a_noisy_problem_returns_a_better_iterate_than_the_last():
     """Low counts, known support: the prior fits the object, then the noise (error rises).
 
-    When written: error 0.088 at step 100, 0.118 at step 1500; wmv selected step 665
-    (0.111) and stopped at 965; free_llk selected step 60 (0.093) and stopped at 360.
+    Measured with the free-pixel islands kept 3 px off q = 0: the error is 0.068 at step
+    100 and 0.106 from step 800 on. free_llk (the default) selected step 120 (0.069) and
+    stopped at 420 (0.097). ES-WMV's output variance kept falling while the noise was
+    fitted: it selected step 833 (0.1063) and stopped at 1133 (0.1062), so it stops by its
+    rule but gains nothing here (with the earlier islands it picked 0.111, last step
+    0.118). This is why 'auto' uses the free LLK whenever there are free pixels.
     """
     ds = simulated_dataset((32, 32), photons=1e4, seed=1)
     ds = ds.assign(support=ds[schema.SUPPORT_TRUE])
-    out = get_registry().stage("phase.double_dip")()(
-        ds, {"iterations": 1500, "init": "random", "early_stopping": rule, "patience": 300})
-    attrs = out.attrs["phase_double_dip"]
-    selected, stopped = attrs["selected_iteration"][0], attrs["stopped_iteration"][0]
-    assert attrs["stopped_early"] == [True] and selected < stopped < 1500
-    assert stopped == selected + 300 or rule == "free_llk"  # free LLK is checked every 10
-    last = float(out[schema.ERROR].sel({schema.ITER: stopped}).values[0])
-    assert _error(ds, out) < last, (_error(ds, out), last)
+    chosen = {}
+    for rule in ("free_llk", "wmv"):
+        out = get_registry().stage("phase.double_dip")()(
+            ds, {"iterations": 1500, "init": "random", "early_stopping": rule, "patience": 300})
+        attrs = out.attrs["phase_double_dip"]
+        selected, stopped = attrs["selected_iteration"][0], attrs["stopped_iteration"][0]
+        assert attrs["stopped_early"] == [True] and selected < stopped < 1500, (rule, attrs)
+        assert stopped == selected + 300 or rule == "free_llk"  # free LLK is checked every 10
+        last = float(out[schema.ERROR].sel({schema.ITER: stopped}).values[0])
+        chosen[rule] = _error(ds, out)
+        if rule == "free_llk":
+            assert chosen[rule] < 0.9 * last, (chosen[rule], last)
+    assert chosen["free_llk"] < 0.9 * chosen["wmv"], chosen
 
 
 def test_warm_start_begins_at_the_classical_error_and_improves_on_it():
