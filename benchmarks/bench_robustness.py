@@ -13,7 +13,9 @@ random starts) is computed and the table reports:
   the truth (relative error modulo phase, translation and twin, ``sipflow.symmetry``);
 - ``IoU``: median overlap of the selected object's support (amplitude > 10 % of its
   maximum, aligned) with the true one, over all sets (failed sets count as 0);
-- ``s / set``: median wall time of one set.
+- ``s / set``: median wall time of one set;
+- ``run sets``: mean number of run sets computed per set (``phase.classic``'s
+  ``set_retries``: a set whose best free LLK stays high is computed again).
 
 A first table says what the data can determine at all, per object (seed 0's layout):
 the truth's support size, the share of the truth's power on unmeasured pixels, and how
@@ -79,6 +81,7 @@ def one_set(template: str | dict, sim: Simulation) -> dict[str, float]:
     except sipflow.SipflowError as exc:
         runs = int(str(exc).count("run "))
         return {"kept": 0, "runs": max(runs, 1), "starts": max(runs, 1), "error": np.inf,
+                "sets": np.nan,
                 "iou": 0.0, "wall": time.perf_counter() - t0}
     wall = time.perf_counter() - t0
     pc = out.attrs["phase_classic"]
@@ -88,6 +91,7 @@ def one_set(template: str | dict, sim: Simulation) -> dict[str, float]:
     st, sr = amp_t > 0.1 * amp_t.max(), amp_r > 0.1 * amp_r.max()
     iou = float((st & sr).sum() / max((st | sr).sum(), 1))
     return {"kept": sum(s == "ok" for s in pc["run_status"]), "runs": len(pc["run_status"]),
+            "sets": pc.get("run_sets", 1),
             "starts": sum(pc.get("run_attempts", [1] * len(pc["run_status"]))),
             "error": a.error, "iou": iou, "wall": wall}
 
@@ -123,8 +127,9 @@ def main() -> None:
         print(f"| {name} | {d['support']} | {d['hidden']:.0%} | {d['n99']} | {d['n90']} | "
               f"{d['top']:.5f} |", flush=True)
     print()
-    print("| template | object | photons | runs kept | per start | sets solved | IoU | s / set |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| template | object | photons | runs kept | per start | sets solved | IoU | s / set | "
+          "run sets |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for template in args.templates:
         for name in args.objects:
             if template in REAL_ONLY and OBJECTS[name]["phase_amplitude"] != 0:
@@ -140,7 +145,8 @@ def main() -> None:
                 iou = statistics.median(r["iou"] for r in rows)
                 wall = statistics.median(r["wall"] for r in rows)
                 print(f"| {template} | {name} | {photons:.0e} | {kept:.0%} | {per_start:.0%} | "
-                      f"{len(solved) / len(rows):.0%} | {iou:.2f} | {wall:.1f} |", flush=True)
+                      f"{len(solved) / len(rows):.0%} | {iou:.2f} | {wall:.1f} | "
+                      f"{np.nanmean([r['sets'] for r in rows]):.1f} |", flush=True)
 
 
 if __name__ == "__main__":

@@ -44,6 +44,15 @@ class ClassicParams(StageParams):
     generation_closing: int = Field(
         4, ge=0, le=64, description="'support' generations: morphological closing radius "
                                     "of the best support [pixels, one-pixel steps].")
+    set_retries: int = Field(
+        0, ge=0, le=10, description="When the selected run's free LLK (its LLK when no pixel "
+        "is held out) is above set_retry_llk_free, compute the whole run set again (every "
+        "generation) from fresh random starts, up to this many more times; the set with "
+        "the lowest free LLK is kept. Behind a large beamstop a set of random starts can "
+        "miss the object entirely (free LLK 13-180 against 1.1-1.3 for a solved run).")
+    set_retry_llk_free: float = Field(
+        3.0, gt=0, description="Free LLK above which a run set is computed again "
+        "(set_retries); about 1 means the held-out pixels are predicted to the noise.")
     beta: float = Field(0.9, gt=0, lt=1, description="Feedback parameter of HIO and RAAR.")
     positivity: bool = Field(False, description="Keep max(Re, 0) inside the support (for "
                                                 "real, non-negative objects).")
@@ -281,42 +290,28 @@ class Classic(Stage):
         scale = 0.1 * float(x0.abs().pow(2).mean().sqrt())
         return (x0[None] + scale * noise * (x0.abs()[None] > 0)).to(context.device)
 
-    def run(self, ds: xr.Dataset, params: ClassicParams, context: Context) -> xr.Dataset:
+    def _one_set(self, set_index: int, intensity, valid, free, settings, schedules: list[str],
+                 given_support, start, source: str, params: ClassicParams,
+                 context: Context) -> dict:
+        """One run set: every generation of `schedules`, failed runs restarted.
+
+        Set 0 uses the run seeds of :func:`run_seeds`; a retried set ``k`` the seeds of
+        generation ``g + 64 k`` (at most 50 generations), so no start repeats.
+        """
         import torch
 
         from . import _support
-        from ._engine import EngineSettings
-        from ._runs import average_runs, breed, prtf
+        from ._runs import breed
 
-        counts, mask = checked_counts(ds, stage=self.name)
-        source = ds.attrs.get("source", "input")
-        ndim = counts.ndim
-        dtype = _torch_dtype(context.dtype)
         device = context.device
-        intensity = torch.as_tensor(counts, dtype=dtype, device=device)
-        valid = torch.as_tensor(mask, device=device)
-        given_support = None
-        if params.initial_support == "input":
-            if schema.SUPPORT not in ds or ds[schema.SUPPORT].shape != counts.shape:
-                raise DataError(f"{source}: initial_support 'input' needs a 'support' variable "
-                                f"of shape {counts.shape}")
-            given_support = torch.as_tensor(np.asarray(ds[schema.SUPPORT].values, bool),
-                                            device=device)
-        free = _support.free_pixel_mask(valid, params.free_fraction, params.free_radius,
-                               context.generator())
-        settings = EngineSettings.from_params(params, ndim)
-        schedules = [params.schedule] + [
-            (params.generation_schedules or [])[g - 1]
-            if params.generation_schedules and g - 1 < len(params.generation_schedules)
-            else params.schedule for g in range(1, params.generations)]
-        start = self._initial_object(ds, params, counts.shape, source, context)
+        gen_settings = settings
         gen_settings = settings
         carried: dict | None = None  # a 'support' generation's best run, kept as it was
         generation_best: list[int] = []
         attempts = np.ones(params.runs, dtype=int)
         for generation, text in enumerate(schedules):
             plan = parse(text)
-            seeds = run_seeds(context.seed, generation, params.runs)
+            seeds = run_seeds(context.seed, generation + 64 * set_index, params.runs)
             todo = [r for r in range(params.runs) if carried is None or r != carried["run"]]
             result = self._attempt(
                 intensity, valid, plan, [seeds[r] for r in todo], gen_settings, free,
@@ -332,7 +327,7 @@ class Classic(Stage):
                     break
                 context.logger.info("phase.classic: restarting %d failed run(s) (round %d of "
                                     "%d)", len(failed), attempt, params.restarts)
-                fresh = run_seeds(context.seed, generation, params.runs, attempt)
+                fresh = run_seeds(context.seed, generation + 64 * set_index, params.runs, attempt)
                 # a run that failed from the input object starts again at random
                 from_input = generation == 0 and params.initial_object == "input"
                 again = self._attempt(
@@ -380,6 +375,67 @@ class Classic(Stage):
                 context.logger.info("phase.classic: generation %d done, best run %d",
                                     generation + 1, ranked[0])
 
+        score = llk_free[:, -1] if np.isfinite(llk_free[:, -1]).all() else llk[:, -1]
+        return {"result": (x, support, llk, llk_free, outside, status, llk_its, kernel),
+                "ranked": ranked, "ok": ok, "attempts": attempts,
+                "generation_best": generation_best, "score": float(score[ranked[0]])}
+
+    def run(self, ds: xr.Dataset, params: ClassicParams, context: Context) -> xr.Dataset:
+        import torch
+
+        from . import _support
+        from ._engine import EngineSettings
+        from ._runs import average_runs, prtf
+
+        counts, mask = checked_counts(ds, stage=self.name)
+        source = ds.attrs.get("source", "input")
+        ndim = counts.ndim
+        dtype = _torch_dtype(context.dtype)
+        device = context.device
+        intensity = torch.as_tensor(counts, dtype=dtype, device=device)
+        valid = torch.as_tensor(mask, device=device)
+        given_support = None
+        if params.initial_support == "input":
+            if schema.SUPPORT not in ds or ds[schema.SUPPORT].shape != counts.shape:
+                raise DataError(f"{source}: initial_support 'input' needs a 'support' variable "
+                                f"of shape {counts.shape}")
+            given_support = torch.as_tensor(np.asarray(ds[schema.SUPPORT].values, bool),
+                                            device=device)
+        free = _support.free_pixel_mask(valid, params.free_fraction, params.free_radius,
+                               context.generator())
+        settings = EngineSettings.from_params(params, ndim)
+        schedules = [params.schedule] + [
+            (params.generation_schedules or [])[g - 1]
+            if params.generation_schedules and g - 1 < len(params.generation_schedules)
+            else params.schedule for g in range(1, params.generations)]
+        start = self._initial_object(ds, params, counts.shape, source, context)
+        best_set: dict | None = None
+        set_scores: list[float | None] = []
+        for set_index in range(params.set_retries + 1):
+            try:
+                one = self._one_set(set_index, intensity, valid, free, settings, schedules,
+                                    given_support, start if set_index == 0 else None,
+                                    source, params, context)
+            except ReconstructionError as exc:
+                if best_set is None:
+                    raise
+                context.logger.warning("phase.classic: run set %d failed (%s); the set "
+                                       "before it is kept", set_index + 1, exc)
+                set_scores.append(None)  # every run of it failed
+                break
+            set_scores.append(one["score"])
+            if best_set is None or one["score"] < best_set["score"]:
+                best_set = one | {"index": set_index}
+            if params.set_retries == 0 or one["score"] <= params.set_retry_llk_free:
+                break
+            if set_index < params.set_retries:
+                context.logger.info("phase.classic: run set %d's best free LLK is %.3g (above "
+                                    "%.3g): another set from fresh random starts (%d of %d)",
+                                    set_index + 1, one["score"], params.set_retry_llk_free,
+                                    set_index + 1, params.set_retries)
+        x, support, llk, llk_free, outside, status, llk_its, kernel = best_set["result"]
+        ranked, ok, attempts = best_set["ranked"], best_set["ok"], best_set["attempts"]
+        generation_best = best_set["generation_best"]
         chosen = ranked[: params.keep_best]
         if len(chosen) > 1:
             obj, obj_support = average_runs(x[chosen], support[chosen])
@@ -421,6 +477,8 @@ class Classic(Stage):
             "generations": len(schedules),
             "best_run": ranked[0], "averaged_runs": chosen,
             "generation_best": generation_best,
+            "run_sets": len(set_scores), "run_set_kept": best_set["index"],
+            "run_set_llk_free": set_scores,
             "ranked_by": "llk_free" if np.isfinite(llk_free[:, -1]).all() else "llk",
             "run_status": status,
             "run_attempts": [int(a) for a in attempts],
