@@ -64,6 +64,11 @@ def summary_rows(ds: xr.Dataset) -> list[tuple[str, str]]:
             rows.append(("success rate", f"{pc['success_rate']:.0%} of {starts} random starts"
                                          + (f" ({restarts} restart{'s' * (restarts > 1)})"
                                             if restarts else "")))
+        if pc.get("run_sets", 1) > 1:  # set_retries: the set missed the object, again
+            scores = ", ".join("failed" if v is None else f"{v:.3g}"
+                               for v in pc["run_set_llk_free"])
+            rows.append(("run sets", f"{pc['run_sets']} computed, set {pc['run_set_kept'] + 1} "
+                                     f"kept (best free LLK of each: {scores})"))
         for r, status in enumerate(pc["run_status"]):
             if status != "ok":
                 rows.append((f"run {r}", status))

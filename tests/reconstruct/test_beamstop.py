@@ -19,6 +19,7 @@ from sipflow.errors import PipelineError
 from sipflow.pipeline import Pipeline
 from sipflow.reconstruct import Classic
 from sipflow.reconstruct._support import closed_support
+from sipflow.report import summary_rows
 from sipflow.symmetry import align
 from sipflow.testing import simulated_dataset
 
@@ -239,3 +240,6 @@ def test_a_retried_run_set_rescues_a_set_that_missed_the_object():
     assert pc["run_set_llk_free"][0] > 3.0 >= pc["run_set_llk_free"][1]
     assert align(truth, once[schema.OBJ].values.astype(np.complex128)).error > 0.2
     assert align(truth, again[schema.OBJ].values.astype(np.complex128)).error < 0.05
+    rows = dict(summary_rows(again))
+    assert rows["run sets"].startswith("2 computed, set 2 kept (best free LLK of each: 8.9"), rows
+    assert "run sets" not in dict(summary_rows(once))
