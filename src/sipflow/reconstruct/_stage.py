@@ -305,7 +305,6 @@ class Classic(Stage):
 
         device = context.device
         gen_settings = settings
-        gen_settings = settings
         carried: dict | None = None  # a 'support' generation's best run, kept as it was
         generation_best: list[int] = []
         attempts = np.ones(params.runs, dtype=int)
@@ -419,8 +418,8 @@ class Classic(Stage):
             except ReconstructionError as exc:
                 if best_set is None:
                     raise
-                context.logger.warning("phase.classic: run set %d failed (%s); the set "
-                                       "before it is kept", set_index + 1, exc)
+                context.logger.warning("phase.classic: run set %d failed (%s); the best "
+                                       "earlier set is kept", set_index + 1, exc)
                 set_scores.append(None)  # every run of it failed
                 break
             set_scores.append(one["score"])
