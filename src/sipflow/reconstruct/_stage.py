@@ -374,7 +374,6 @@ class Classic(Stage):
                 context.logger.info("phase.classic: generation %d done, best run %d",
                                     generation + 1, ranked[0])
 
-        score = llk_free[:, -1] if np.isfinite(llk_free[:, -1]).all() else llk[:, -1]
         return {"result": (x, support, llk, llk_free, outside, status, llk_its, kernel),
                 "ranked": ranked, "ok": ok, "attempts": attempts,
                 "generation_best": generation_best, "score": float(score[ranked[0]])}
@@ -425,7 +424,7 @@ class Classic(Stage):
             set_scores.append(one["score"])
             if best_set is None or one["score"] < best_set["score"]:
                 best_set = one | {"index": set_index}
-            if params.set_retries == 0 or one["score"] <= params.set_retry_llk_free:
+            if one["score"] <= params.set_retry_llk_free:
                 break
             if set_index < params.set_retries:
                 context.logger.info("phase.classic: run set %d's best free LLK is %.3g (above "
