@@ -4,7 +4,8 @@ Simulated far-field CDI (``sipflow.simulate``) with a beamstop hiding the centra
 speckle, a detector gap and dead pixels, at several photon counts. Each method runs
 on the same preprocessed data with its **default parameters**:
 
-- ``classic``: ``phase.classic`` as in the ``default`` template (4 runs, best by free LLK);
+- ``classic``: ``phase.classic`` with its own defaults (4 runs of ER/HIO with shrinkwrap,
+  best by free LLK; the ``default`` template's recipe until 2026-12-02);
 - ``dip`` / ``double_dip``: ``phase.dip`` / ``phase.double_dip`` with their defaults alone
   on the preprocessed data: the stage runs ``phase.classic`` first (``init: classic``) and
   starts from its object (the wall time includes it);

@@ -210,14 +210,18 @@ def test_every_run_failing_is_a_clear_error():
 @pytest.mark.parametrize("seed", [0, 1, 3])
 def test_default_template_accepts_nearly_every_run_on_demo_data(seed):
     """The demo's data (128², 1e9 photons, beamstop r = 2 px) through the `default`
-    template: all or all but one of its 4 runs accepted, and the object recovered. Before
+    template: all or all but one of its 8 runs accepted, and the object recovered. Before
     the beamstop-aware initial support and Friedel centring, 2 of these 3 seeds failed
-    every run (support exploded or power outside the support)."""
+    every run (support exploded or power outside the support). The tighter shrinkwrap of
+    the present template (thresholds up to 0.3) fails 1-3 of 8 first starts here, which
+    the restarts replace (measured: 5, 7 and 5 of 8 at their first start)."""
     ds = simulated_dataset((128, 128), photons=1e9, beamstop=2, seed=seed)
     out = sipflow.run_pipeline("default", ds, seed=seed)
     pc = out.attrs["phase_classic"]
-    # accepted at their first start, not thanks to the restarts
+    assert len(pc["run_status"]) == 8
+    assert sum(s == "ok" for s in pc["run_status"]) >= 7, pc["run_status"]
+    # most are accepted at their first start, not only thanks to the restarts
     first = [s == "ok" and a == 1 for s, a in zip(pc["run_status"], pc["run_attempts"],
                                                    strict=True)]
-    assert sum(first) >= 3, (pc["run_status"], pc["run_attempts"])
+    assert sum(first) >= 4, (pc["run_status"], pc["run_attempts"])
     assert out.attrs["metrics"]["error"] < 0.05

@@ -31,7 +31,7 @@ class DipParams(StageParams):
         "'previous' when the dataset has an obj, else 'classic'.")
     classic_params: dict[str, Any] = Field(
         default_factory=dict, description="init 'classic': parameters of the phase.classic "
-        "start (its defaults otherwise: 4 runs of the default template's recipe).")
+        "start (its defaults otherwise: phase.classic's own, 4 runs of ER/HIO with shrinkwrap).")
     loss: Literal["poisson", "amplitude", "intensity"] = Field(
         "poisson", description="Fitted-pixel loss: Poisson NLL, amplitude L2 "
         "(2 (sqrt(I) - |Fx|)^2) or variance-weighted intensity L2 ((I - |Fx|^2)^2 / 2(I+1)); "
