@@ -27,11 +27,10 @@ import platform
 import time
 
 import numpy as np
-from bench_robustness import OBJECTS, dataset
+from bench_robustness import OBJECTS, dataset, realistic
 
 import sipflow
 from sipflow import schema
-from sipflow.simulate import Simulation
 from sipflow.symmetry import align
 
 #: the first generation of the cdi template
@@ -69,9 +68,7 @@ def main() -> None:
         good = runs = solved = starts = 0
         walls = []
         for seed in range(args.seeds):
-            sim = Simulation(shape=(args.size, args.size), photons=args.photons,
-                             beamstop=args.beamstop, gaps=3, dead_pixels=0.02,
-                             centre_offset=(3, -4), seed=seed, **OBJECTS[args.object])
+            sim = realistic(args.object, args.size, args.photons, args.beamstop, seed)
             pipe = {"stages": [{"use": "prep.standard", "with": {"centre": "auto"}},
                                {"use": "phase.classic", "with": params}]}
             t0 = time.perf_counter()

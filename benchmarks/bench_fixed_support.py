@@ -20,13 +20,12 @@ import argparse
 import platform
 
 import numpy as np
-from bench_robustness import OBJECTS, dataset
+from bench_robustness import OBJECTS, dataset, realistic
 from scipy import ndimage
 
 import sipflow
 from sipflow import schema
 from sipflow.reconstruct import Classic
-from sipflow.simulate import Simulation
 from sipflow.symmetry import align
 
 PARAMS = {"schedule": "HIO**600 * ER**300", "runs": 2, "initial_support": "input",
@@ -51,9 +50,7 @@ def main() -> None:
     print("|---|---|" + "---|" * len(args.grow))
     for name in args.objects:
         for seed in range(args.seeds):
-            sim = Simulation(shape=(args.size, args.size), photons=args.photons,
-                             beamstop=args.beamstop, gaps=3, dead_pixels=0.02,
-                             centre_offset=(3, -4), seed=seed, **OBJECTS[name])
+            sim = realistic(name, args.size, args.photons, args.beamstop, seed)
             prep = sipflow.run_pipeline({"stages": ["prep.standard"]}, dataset(sim),
                                         seed=seed, device="cpu")
             amp = np.abs(prep[schema.OBJ_TRUE].values)

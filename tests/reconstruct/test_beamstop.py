@@ -82,7 +82,7 @@ def test_default_template_finds_the_exact_support_of_a_lithograph_behind_three_s
     """The reported case, without assuming a real object. With a complex object the
     support is the only constraint on the hidden low frequencies: the true support grown
     by one pixel leaves an error of 0.08-0.13, and a blur of 0.7 px with a threshold of 0.1-0.2
-    of the maximum found exactly that support in every run (error 0.11-0.17; the earlier
+    of the maximum found exactly that support in every run (error 0.09-0.17; the earlier
     `default` recipe collapsed every run to 40 % of the object, error > 1). The final
     blur of 0.4 px and thresholds of 0.15-0.3 find the exact support."""
     out = sipflow.run_pipeline("default", _lithograph(1, 10.0), seed=1, device="cpu")
