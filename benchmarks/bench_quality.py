@@ -4,11 +4,12 @@ Simulated far-field CDI (``sipflow.simulate``) with a beamstop hiding the centra
 speckle, a detector gap and dead pixels, at several photon counts. Each method runs
 on the same preprocessed data with its **default parameters**:
 
-- ``classic``: ``phase.classic`` with its own defaults (4 runs of ER/HIO with shrinkwrap,
-  best by free LLK; the ``default`` template's recipe until 2026-12-02);
+- ``classic``: ``phase.classic`` as the ``default`` template runs it (8 starts of HIO then
+  ER with a tight shrinkwrap, a second generation, set retries; best by free LLK); until
+  2026-12-02 its own defaults, 4 runs of ER/HIO with shrinkwrap);
 - ``dip`` / ``double_dip``: ``phase.dip`` / ``phase.double_dip`` with their defaults alone
-  on the preprocessed data: the stage runs ``phase.classic`` first (``init: classic``) and
-  starts from its object (the wall time includes it);
+  on the preprocessed data: the stage runs the same ``phase.classic`` first (``init:
+  classic``) and starts from its object (the wall time includes it);
 - ``dip:random`` / ``double_dip:random``: the same from random networks (``init: random``,
   autocorrelation support with shrinkwrap), no classical start;
 - ``classic→double_dip``: the ``dip`` template, double DIP after a separate
@@ -47,6 +48,7 @@ from sipflow.analyse._fom import rfactor, truth_metrics
 from sipflow.physics import FarField, free_llk
 from sipflow.plugins import get_registry
 from sipflow.stage import Context
+from sipflow.templates import stage_params
 from sipflow.testing import simulated_dataset
 
 #: a compact crystal with a strain-like phase, a non-convex shape with a hole, a weak-phase
@@ -77,7 +79,8 @@ def run_method(method: str, prep: xr.Dataset, seed: int, classic: xr.Dataset | N
     context = Context(seed=seed)
     t0 = time.perf_counter()
     if method == "classic":
-        out = registry.stage("phase.classic")()(prep, {"runs": 4}, context)
+        out = registry.stage("phase.classic")()(prep, stage_params("default", "phase.classic"),
+                                                context)
     elif method == "classic→double_dip":
         assert classic is not None
         out = registry.stage("phase.double_dip")()(classic, None, context)

@@ -175,19 +175,23 @@ def test_an_accurate_previous_object_is_followed_closely_before_the_data_fit():
 def test_with_no_earlier_stage_the_default_start_is_the_classical_engine():
     """One stage, default start: phase.classic inside, then the deep prior from its object.
 
-    When written: classical 0.052, deep prior 0.017 (as after the dip template's
-    phase.classic, which it reproduces: same seed, same classical answer)."""
+    The classical start is the default template's recipe with classic_params over it
+    (here 2 runs instead of 8), the same as a phase.classic stage with those parameters:
+    same seed, same classical answer. When written: classical 0.064, deep prior 0.017."""
+    from sipflow.templates import stage_params
+
     ds = simulated_dataset((48, 48), photons=1e6, seed=3, beamstop=1.5)
     prep = get_registry().stage("prep.standard")()(ds)
-    classic_params = {"runs": 2}
     out = get_registry().stage("phase.double_dip")()(
-        prep, {"iterations": 300, "classic_params": classic_params}, sipflow.Context(seed=0))
+        prep, {"iterations": 300, "classic_params": {"runs": 2}}, sipflow.Context(seed=0))
     attrs = out.attrs["phase_double_dip"]
     assert attrs["init"] == "classic" and attrs["support"] == "previous"
     assert attrs["free_mask_from"] == "dataset", "the classical free pixels are reused"
     assert len(out.attrs["phase_classic"]["run_status"]) == 2
-    classic = get_registry().stage("phase.classic")()(prep, classic_params,
-                                                      sipflow.Context(seed=0))
+    assert out.attrs["phase_classic"]["generations"] == 2, "the default template's recipe"
+    recipe = {**stage_params("default", "phase.classic"), "runs": 2}
+    assert recipe["generations"] == 2, "the default template's recipe"
+    classic = get_registry().stage("phase.classic")()(prep, recipe, sipflow.Context(seed=0))
     start = _error(ds, classic)
     assert (out.attrs["phase_classic"]["final_llk_free"]
             == classic.attrs["phase_classic"]["final_llk_free"]), "the same classical start"
@@ -284,3 +288,7 @@ def test_dip_template_loads():
     pipe = Pipeline.load("dip")
     assert [s.stage.name for s in pipe.steps] == ["prep.standard", "phase.classic",
                                                  "phase.double_dip", "analyse.metrics"]
+    from sipflow.templates import stage_params
+
+    assert stage_params("dip", "phase.classic") == stage_params("default", "phase.classic"), (
+        "the dip template's classical start is what phase.double_dip runs by itself")

@@ -31,7 +31,8 @@ class DipParams(StageParams):
         "'previous' when the dataset has an obj, else 'classic'.")
     classic_params: dict[str, Any] = Field(
         default_factory=dict, description="init 'classic': parameters of the phase.classic "
-        "start (its defaults otherwise: phase.classic's own, 4 runs of ER/HIO with shrinkwrap).")
+        "start, over the default template's (8 starts of HIO then ER with a tight "
+        "shrinkwrap, a second generation, set retries).")
     loss: Literal["poisson", "amplitude", "intensity"] = Field(
         "poisson", description="Fitted-pixel loss: Poisson NLL, amplitude L2 "
         "(2 (sqrt(I) - |Fx|)^2) or variance-weighted intensity L2 ((I - |Fx|^2)^2 / 2(I+1)); "
@@ -114,9 +115,11 @@ class DipParams(StageParams):
             from pydantic import ValidationError
 
             from ..reconstruct import ClassicParams
+            from ..templates import stage_params
 
             try:
-                ClassicParams(**self.classic_params)
+                ClassicParams(**{**stage_params("default", "phase.classic"),
+                                 **self.classic_params})
             except ValidationError as exc:
                 bad = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}"
                                 for e in exc.errors())
@@ -247,8 +250,10 @@ class _DeepPrior(Stage):
             init = "previous" if schema.OBJ in ds else "classic"
         if init == "classic":  # the classical engine's answer is the start, as after it
             from ..reconstruct import Classic
+            from ..templates import stage_params
 
-            ds = Classic()(ds, params.classic_params, context)
+            recipe = {**stage_params("default", "phase.classic"), **params.classic_params}
+            ds = Classic()(ds, recipe, context)
         x0 = None
         if init in ("previous", "classic"):
             if schema.OBJ not in ds:
