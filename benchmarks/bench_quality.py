@@ -28,7 +28,8 @@ Usage::
         [--photons 1e9 1e7 1e6 1e5] [--objects crystal hole weak] [--methods ...]
 
 ``--quick``: one seed, photons 1e9 and 1e5, the three objects, at 64², without
-``phase.dip`` (under 15 min on a 2-core CPU). A method ``stage:init`` runs a deep-prior
+``phase.dip`` and the random starts (under 15 min on a 2-core CPU; name them with
+``--methods`` to add them). A method ``stage:init`` runs a deep-prior
 stage with that ``init``.
 """
 
@@ -59,6 +60,7 @@ OBJECTS = {
     "weak": {"kind": "blob", "extent": 0.4, "phase_amplitude": 0.3},
 }
 METHODS = ["classic", "dip", "double_dip", "double_dip:random"]
+QUICK_METHODS = ["classic", "double_dip"]
 
 
 def first_below(out: xr.Dataset, target: float) -> int | None:
@@ -111,12 +113,14 @@ def main() -> None:
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--photons", nargs="+", type=float, default=[1e9, 1e7, 1e6, 1e5])
     p.add_argument("--objects", nargs="+", default=list(OBJECTS))
-    p.add_argument("--methods", nargs="+", default=METHODS)
+    p.add_argument("--methods", nargs="+", default=None,
+                   help=f"default: {' '.join(METHODS)} (--quick: {' '.join(QUICK_METHODS)})")
     p.add_argument("--beamstop", type=float, default=2.0, help="radius [pixels]")
     args = p.parse_args()
     if args.quick:
         args.seeds, args.photons = 1, [1e9, 1e5]
-        args.methods = [m for m in args.methods if not m.startswith("dip")]
+    if args.methods is None:
+        args.methods = QUICK_METHODS if args.quick else METHODS
     torch.set_num_threads(max(1, torch.get_num_threads()))
     start = time.perf_counter()
     print(f"# {platform.machine()} CPU, torch threads {torch.get_num_threads()}, "

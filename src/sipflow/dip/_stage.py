@@ -436,7 +436,8 @@ class Dip(_DeepPrior):
     ``phase.classic`` (the dataset's ``free_mask`` when an earlier stage made one).
     The returned iterate is chosen by early stopping (the free-LLK minimum by default,
     or the variance of the outputs). The start is an earlier stage's object when the
-    dataset has one, else ``phase.classic``'s (``init: classic``, run inside the stage);
+    dataset has one, else ``phase.classic``'s (``init: classic``, run inside the stage
+    with the ``default`` template's recipe and ``classic_params`` over it);
     ``init: random`` starts from the random networks alone. After a warm start, the
     previous object is kept unless the deep prior predicts the free pixels better and
     the mean of its fitted and free LLK is lower (:func:`previous_is_better`). Output: the schema of
