@@ -5,8 +5,8 @@ speckle, a detector gap and dead pixels, at several photon counts. Each method r
 on the same preprocessed data with its **default parameters**:
 
 - ``classic``: ``phase.classic`` as the ``default`` template runs it (8 starts of HIO then
-  ER with a tight shrinkwrap, a second generation, set retries; best by free LLK); until
-  2026-12-02 its own defaults, 4 runs of ER/HIO with shrinkwrap);
+  ER with a tight shrinkwrap, a second generation, set retries; best by free LLK; until
+  the 2026-12-02 afternoon, its own defaults with 4 runs of ER/HIO and shrinkwrap);
 - ``dip`` / ``double_dip``: ``phase.dip`` / ``phase.double_dip`` with their defaults alone
   on the preprocessed data: the stage runs the same ``phase.classic`` first (``init:
   classic``) and starts from its object (the wall time includes it);
