@@ -22,6 +22,7 @@ from sipflow.plugins import get_registry
 from sipflow.priors import ExponentialVariance, SkipNet, WindowedVariance, noise_input, seeded
 from sipflow.report import summary_rows
 from sipflow.symmetry import align
+from sipflow.templates import stage_params
 from sipflow.testing import simulated_dataset
 
 FAST = {"iterations": 40, "window": 10, "patience": 20, "warm_iterations": 10}
@@ -178,8 +179,6 @@ def test_with_no_earlier_stage_the_default_start_is_the_classical_engine():
     The classical start is the default template's recipe with classic_params over it
     (here 2 runs instead of 8), the same as a phase.classic stage with those parameters:
     same seed, same classical answer. When written: classical 0.064, deep prior 0.017."""
-    from sipflow.templates import stage_params
-
     ds = simulated_dataset((48, 48), photons=1e6, seed=3, beamstop=1.5)
     prep = get_registry().stage("prep.standard")()(ds)
     out = get_registry().stage("phase.double_dip")()(
@@ -288,7 +287,5 @@ def test_dip_template_loads():
     pipe = Pipeline.load("dip")
     assert [s.stage.name for s in pipe.steps] == ["prep.standard", "phase.classic",
                                                  "phase.double_dip", "analyse.metrics"]
-    from sipflow.templates import stage_params
-
     assert stage_params("dip", "phase.classic") == stage_params("default", "phase.classic"), (
         "the dip template's classical start is what phase.double_dip runs by itself")

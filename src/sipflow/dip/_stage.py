@@ -115,16 +115,21 @@ class DipParams(StageParams):
             from pydantic import ValidationError
 
             from ..reconstruct import ClassicParams
-            from ..templates import stage_params
 
             try:
-                ClassicParams(**{**stage_params("default", "phase.classic"),
-                                 **self.classic_params})
+                ClassicParams(**self.classic_recipe())
             except ValidationError as exc:
                 bad = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}"
                                 for e in exc.errors())
                 raise ValueError(f"classic_params are not phase.classic's: {bad}") from None
         return self
+
+    def classic_recipe(self) -> dict[str, Any]:
+        """Parameters of the ``init: classic`` start: the ``default`` template's
+        ``phase.classic`` with ``classic_params`` over them."""
+        from ..templates import stage_params
+
+        return {**stage_params("default", "phase.classic"), **self.classic_params}
 
 
 class DoubleDipParams(DipParams):
@@ -250,10 +255,8 @@ class _DeepPrior(Stage):
             init = "previous" if schema.OBJ in ds else "classic"
         if init == "classic":  # the classical engine's answer is the start, as after it
             from ..reconstruct import Classic
-            from ..templates import stage_params
 
-            recipe = {**stage_params("default", "phase.classic"), **params.classic_params}
-            ds = Classic()(ds, recipe, context)
+            ds = Classic()(ds, params.classic_recipe(), context)
         x0 = None
         if init in ("previous", "classic"):
             if schema.OBJ not in ds:
