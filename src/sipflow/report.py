@@ -69,6 +69,11 @@ def summary_rows(ds: xr.Dataset) -> list[tuple[str, str]]:
                                for v in pc["run_set_llk_free"])
             rows.append(("run sets", f"{pc['run_sets']} computed, set {pc['run_set_kept'] + 1} "
                                      f"kept (best free LLK of each: {scores})"))
+        positive = pc.get("run_positivity", [])
+        if len(set(positive)) > 1:  # run_variants: both hypotheses were tried
+            chosen = "real, non-negative" if pc["best_run_positivity"] else "complex"
+            rows.append(("object model", f"{chosen} (best run; {sum(positive)} of "
+                                         f"{len(positive)} runs assumed positivity)"))
         for r, status in enumerate(pc["run_status"]):
             if status != "ok":
                 rows.append((f"run {r}", status))

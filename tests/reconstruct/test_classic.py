@@ -146,6 +146,60 @@ def test_batched_runs_equal_the_same_runs_one_by_one():
         assert (batch.support[r] == alone.support[0]).all()
 
 
+def test_run_variants_give_each_run_its_own_positivity_and_threshold():
+    """A batch whose runs alternate between two variants computes each run as it would
+    be computed alone with that variant's settings (mixed batches take another code
+    path than uniform ones)."""
+    import dataclasses
+
+    import torch
+
+    from sipflow.reconstruct import ClassicParams, EngineSettings, iterate, parse
+    from sipflow.reconstruct._stage import run_seeds
+
+    ds = simulated_dataset((48, 48), photons=1e8, seed=2, phase_amplitude=0.0)
+    i = torch.as_tensor(ds["intensity"].values)
+    m = torch.as_tensor(ds["mask"].values)
+    plan = parse("(sup * HIO**20)**3 * ER**20")
+    params = ClassicParams(runs=4, shrinkwrap_threshold=(0.15, 0.3), run_variants=[
+        {"positivity": True, "shrinkwrap_threshold": 0.1}, {}])
+    positive, thresholds = params.per_run()
+    assert positive == [True, False, True, False]
+    assert thresholds == [0.1, (0.15, 0.3), 0.1, (0.15, 0.3)]
+    seeds = run_seeds(3, 0, 4)
+    base = EngineSettings.from_params(params, ndim=2)
+
+    def result(s, settings, **per_run):
+        gen = iterate(i, m, plan, s, settings, **per_run)
+        while True:
+            try:
+                next(gen)
+            except StopIteration as stop:
+                return stop.value
+
+    batch = result(seeds, base, positive=positive, shrink_thresholds=thresholds)
+    for r, s in enumerate(seeds):
+        alone = result([s], dataclasses.replace(base, positivity=positive[r],
+                                                shrinkwrap_threshold=thresholds[r]))
+        np.testing.assert_allclose(batch.x[r].numpy(), alone.x[0].numpy(), rtol=0,
+                                   atol=1e-4 * float(alone.x.abs().max()))
+        assert (batch.support[r] == alone.support[0]).all()
+        if positive[r]:  # real and non-negative inside the support
+            inside = batch.x[r][batch.support[r]]
+            assert float(inside.imag.abs().max()) == 0 and float(inside.real.min()) >= 0
+
+
+def test_run_variants_are_checked_when_the_pipeline_loads():
+    from sipflow.errors import PipelineError
+    from sipflow.pipeline import Pipeline
+
+    for bad, word in (({"positivty": True}, "positivty"),
+                      ({"shrinkwrap_threshold": 12}, "shrinkwrap_threshold")):
+        with pytest.raises(PipelineError, match=word):
+            Pipeline.load({"stages": [{"use": "phase.classic",
+                                       "with": {"run_variants": [bad]}}]})
+
+
 def test_positivity_for_a_real_object():
     out = _run(simulated_dataset((64, 64), photons=None, seed=9, phase_amplitude=0.0),
                schedule=RECIPE.format(A="HIO"), positivity=True)

@@ -234,6 +234,10 @@ class _Loop:
     column: dict[int, int]
     #: each run's shrinkwrap threshold, (runs,)
     shrink_threshold: torch.Tensor
+    #: which runs keep their object real and non-negative, (runs,) bool, and the same
+    #: flags on the host (deciding the code path without waiting for the device)
+    positive: torch.Tensor
+    positive_flags: tuple[bool, ...]
 
     @property
     def dims(self) -> tuple[int, ...]:
@@ -281,9 +285,10 @@ def _projection_update(loop: _Loop, group: _Group, step: _Step) -> None:
     """ER / HIO / RAAR: modulus projection, then the algorithm's update (see ``update``)."""
     want_llk = step.iteration in loop.column
     d, calc = loop.project(group.x, with_calc=want_llk, kernel_f=group.kernel_f)
-    if loop.settings.positivity:
+    flags = loop.positive_flags[group.sl]
+    if any(flags):
         group.x = update(step.op, group.x, d, group.support, loop.settings.beta,
-                         positivity=True)
+                         positivity=True if all(flags) else loop.positive[group.sl])
     else:
         if step.op not in group.factors:
             group.factors.clear()  # one algorithm's factors at a time
@@ -380,7 +385,8 @@ def shrinkwrap_thresholds(threshold: float | tuple[float, float], seeds: Sequenc
 def iterate(intensity: torch.Tensor, mask: torch.Tensor, plan: Plan, seeds: Sequence[int],
             settings: EngineSettings, *, stage: str = "phase.classic",
             free: torch.Tensor | None = None, initial_support: torch.Tensor | None = None,
-            start: torch.Tensor | None = None,
+            start: torch.Tensor | None = None, positive: Sequence[bool] | None = None,
+            shrink_thresholds: Sequence[float | tuple[float, float]] | None = None,
             ) -> Generator[ProgressRecord, None, EngineResult]:
     """Run `plan` on ``len(seeds)`` independent starts at once (the batch dimension).
 
@@ -405,6 +411,12 @@ def iterate(intensity: torch.Tensor, mask: torch.Tensor, plan: Plan, seeds: Sequ
     start : torch.Tensor, complex, (runs, *spatial), optional
         Centred starting objects (e.g. bred from an earlier generation); their
         supports start from a shrinkwrap of the start.
+    positive : sequence of bool, optional
+        Per run: keep the object real and non-negative inside its support (default:
+        ``settings.positivity`` for every run).
+    shrink_thresholds : sequence of float or (float, float), optional
+        Per run: its shrinkwrap threshold, or a range to draw it from (default:
+        ``settings.shrinkwrap_threshold`` for every run).
 
     Yields
     ------
@@ -435,10 +447,16 @@ def iterate(intensity: torch.Tensor, mask: torch.Tensor, plan: Plan, seeds: Sequ
 
     gens = [torch.Generator(device=device).manual_seed(int(s)) for s in seeds]
     lo, hi = settings.support_threshold
-    thresholds = torch.stack([lo + (hi - lo) * torch.rand((), generator=g, device=device,
-                                                          dtype=rdtype) for g in gens])
-    shrink_threshold = shrinkwrap_thresholds(settings.shrinkwrap_threshold, seeds, device,
-                                             rdtype)
+    ac_thresholds = torch.stack([lo + (hi - lo) * torch.rand((), generator=g, device=device,
+                                                             dtype=rdtype) for g in gens])
+    per_run = ([settings.shrinkwrap_threshold] * runs if shrink_thresholds is None
+               else list(shrink_thresholds))
+    positive = [settings.positivity] * runs if positive is None else list(positive)
+    if len(per_run) != runs or len(positive) != runs:
+        raise ValueError(f"{len(positive)} positivity flags and {len(per_run)} thresholds "
+                         f"for {runs} runs")
+    shrink_threshold = torch.cat([shrinkwrap_thresholds(t, [s], device, rdtype)
+                                  for t, s in zip(per_run, seeds, strict=True)])
     if start is not None:
         x = torch.fft.ifftshift(start.to(device=device, dtype=cdtype), dim=dims)
         support = shrinkwrap(x, torch.ones_like(x, dtype=torch.bool), settings.sigma_start,
@@ -453,7 +471,7 @@ def iterate(intensity: torch.Tensor, mask: torch.Tensor, plan: Plan, seeds: Sequ
             base = shaped_support(shape, settings.initial_support, settings.support_size, device)
             support = base.expand(runs, *shape).clone()
         else:
-            support = autocorrelation_support(obs, valid, thresholds, ndim)
+            support = autocorrelation_support(obs, valid, ac_thresholds, ndim)
             if not bool(measured.reshape(-1)[0]):
                 # q = 0 hidden (a beamstop): the autocorrelation loses its central peak;
                 # filled, it serves a beamstop of about one speckle, but with a larger
@@ -490,7 +508,9 @@ def iterate(intensity: torch.Tensor, mask: torch.Tensor, plan: Plan, seeds: Sequ
     column = {k: j for j, k in enumerate(llk_its)}
 
     loop = _Loop(settings, ndim, rdtype, size, project, score, obs, valid, alive, status,
-                 llk, llk_free, column, shrink_threshold)
+                 llk, llk_free, column, shrink_threshold,
+                 torch.as_tensor(positive, dtype=torch.bool, device=device),
+                 tuple(bool(p) for p in positive))
 
     kernels: torch.Tensor | None = None  # (runs, *spatial) once a psf step ran
     kernel_on = [False] * runs

@@ -144,7 +144,7 @@ def apply_update(d: torch.Tensor, x: torch.Tensor, a: torch.Tensor,
 
 
 def update(name: str, x: torch.Tensor, d: torch.Tensor, support: torch.Tensor, beta: float,
-           positivity: bool) -> torch.Tensor:
+           positivity: bool | torch.Tensor) -> torch.Tensor:
     """One ER / HIO / RAAR update from the current `x` and its projection `d`.
 
     ============  ==========  ==========================
@@ -163,9 +163,13 @@ def update(name: str, x: torch.Tensor, d: torch.Tensor, support: torch.Tensor, b
     parts of the object negative, their feedback grows without bound into bright spikes,
     and shrinkwrap collapses onto them — measured on every run of a simulated pattern
     with a 3-speckle beamstop.) Without `positivity` the loop runs the same update as
-    :func:`update_factors` / :func:`apply_update`.
+    :func:`update_factors` / :func:`apply_update`. `positivity` may also be a bool
+    tensor of shape (runs,), one flag per run of a batch `x` (runs, *spatial).
     """
-    if positivity:
+    if isinstance(positivity, torch.Tensor):
+        inside = support & positivity.reshape((-1,) + (1,) * (support.ndim - 1))
+        d = cwhere(inside, torch.complex(d.real.clamp_min(0), torch.zeros_like(d.real)), d)
+    elif positivity:
         d = cwhere(support, torch.complex(d.real.clamp_min(0), torch.zeros_like(d.real)), d)
     if name == "ER":
         return cwhere(support, d, 0.0)

@@ -7,7 +7,7 @@ from typing import Literal
 
 import numpy as np
 import xarray as xr
-from pydantic import Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from .. import schema
 from ..errors import Cancelled, DataError, PipelineError, ReconstructionError
@@ -15,6 +15,31 @@ from ..hookspecs import hookimpl
 from ..preprocess import checked_counts
 from ..stage import Context, Stage, StageParams
 from ._plan import parse
+
+
+class RunVariant(BaseModel):
+    """Parameters one run of ``phase.classic`` overrides (unset: the stage's)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    positivity: bool | None = Field(None, description="Keep max(Re, 0) inside the support.")
+    shrinkwrap_threshold: float | tuple[float, float] | None = Field(
+        None, description="The run's shrinkwrap threshold, or a range to draw it from.")
+
+    @field_validator("shrinkwrap_threshold")
+    @classmethod
+    def _valid_threshold(cls, v):
+        return None if v is None else valid_threshold(v)
+
+
+def valid_threshold(v: float | tuple[float, float]) -> float | tuple[float, float]:
+    """A shrinkwrap threshold in (0, 10), or a range [low, high] of such values."""
+    values = v if isinstance(v, tuple | list) else (v,)
+    if not all(0 < float(t) < 10 for t in values):
+        raise ValueError(f"must be in (0, 10), got {v}")
+    if len(values) == 2 and values[0] > values[1]:
+        raise ValueError(f"a range [low, high] needs low <= high, got {list(v)}")
+    return v
 
 
 class ClassicParams(StageParams):
@@ -56,6 +81,12 @@ class ClassicParams(StageParams):
     beta: float = Field(0.9, gt=0, lt=1, description="Feedback parameter of HIO and RAAR.")
     positivity: bool = Field(False, description="Keep max(Re, 0) inside the support (for "
                                                 "real, non-negative objects).")
+    run_variants: list[RunVariant] = Field(
+        [], description="Per-run overrides, cycled over the runs: run r uses "
+        "run_variants[r % len(run_variants)], in every generation. E.g. [{positivity: true, "
+        "shrinkwrap_threshold: 0.1}, {}]: every other run assumes a real, non-negative "
+        "object, the free LLK ranks them all, so the held-out data decide between the two "
+        "hypotheses ([]: every run uses the stage's parameters).")
     initial_support: Literal["auto", "circle", "box", "input"] = Field(
         "auto", description="'auto': autocorrelation thresholded per run in support_threshold "
                             "(see support_radius when q = 0 is hidden); 'circle'/'box' "
@@ -116,12 +147,7 @@ class ClassicParams(StageParams):
     @field_validator("shrinkwrap_threshold")
     @classmethod
     def _valid_threshold(cls, v: float | tuple[float, float]) -> float | tuple[float, float]:
-        values = v if isinstance(v, tuple | list) else (v,)
-        if not all(0 < float(t) < 10 for t in values):
-            raise ValueError(f"must be in (0, 10), got {v}")
-        if len(values) == 2 and values[0] > values[1]:
-            raise ValueError(f"a range [low, high] needs low <= high, got {list(v)}")
-        return v
+        return valid_threshold(v)
 
     @field_validator("schedule")
     @classmethod
@@ -153,6 +179,14 @@ class ClassicParams(StageParams):
         if self.keep_best > self.runs:
             raise ValueError(f"keep_best ({self.keep_best}) cannot exceed runs ({self.runs})")
         return self
+
+    def per_run(self) -> tuple[list[bool], list[float | tuple[float, float]]]:
+        """Each run's positivity and shrinkwrap threshold (with ``run_variants`` applied)."""
+        variants = self.run_variants or [RunVariant()]
+        chosen = [variants[r % len(variants)] for r in range(self.runs)]
+        return ([self.positivity if v.positivity is None else v.positivity for v in chosen],
+                [self.shrinkwrap_threshold if v.shrinkwrap_threshold is None
+                 else v.shrinkwrap_threshold for v in chosen])
 
 
 def _torch_dtype(name: str):
@@ -233,17 +267,20 @@ class Classic(Stage):
         per_run = n * (2 * itemsize * 3 + 2)  # x, result copy, centred copy; support
         return int(params.runs * per_run + n * itemsize * 16)
 
-    def _attempt(self, intensity, valid, plan, seeds, settings, free, given_support, start,
-                 params: ClassicParams, context: Context) -> tuple:
+    def _attempt(self, intensity, valid, plan, seeds, variants, settings, free, given_support,
+                 start, params: ClassicParams, context: Context) -> tuple:
         """Run `plan` on ``len(seeds)`` starts; numpy results and each run's status.
 
+        `variants` are the runs' ``(positivity, shrinkwrap threshold)`` pairs.
         Returns ``(x, support, llk, llk_free, outside, status, llk_iterations)``; a run
         with more than ``max_outside`` of its power outside its support is rejected.
         """
         from ._engine import iterate
 
         gen = iterate(intensity, valid, plan, seeds, settings, stage=self.name, free=free,
-                      initial_support=given_support, start=start)
+                      initial_support=given_support, start=start,
+                      positive=[p for p, _ in variants],
+                      shrink_thresholds=[t for _, t in variants])
         while True:
             try:
                 record = next(gen)
@@ -305,6 +342,8 @@ class Classic(Stage):
 
         device = context.device
         gen_settings = settings
+        # each run's (positivity, shrinkwrap threshold): run_variants cycled over the runs
+        variants = list(zip(*params.per_run(), strict=True))
         carried: dict | None = None  # a 'support' generation's best run, kept as it was
         generation_best: list[int] = []
         attempts = np.ones(params.runs, dtype=int)
@@ -313,7 +352,8 @@ class Classic(Stage):
             seeds = run_seeds(context.seed, generation + 64 * set_index, params.runs)
             todo = [r for r in range(params.runs) if carried is None or r != carried["run"]]
             result = self._attempt(
-                intensity, valid, plan, [seeds[r] for r in todo], gen_settings, free,
+                intensity, valid, plan, [seeds[r] for r in todo], [variants[r] for r in todo],
+                gen_settings, free,
                 given_support, None if start is None else start[todo], params, context)
             if carried is not None:
                 result = _with_carried(result, carried, todo, params.runs)
@@ -330,7 +370,8 @@ class Classic(Stage):
                 # a run that failed from the input object starts again at random
                 from_input = generation == 0 and params.initial_object == "input"
                 again = self._attempt(
-                    intensity, valid, plan, [fresh[r] for r in failed], gen_settings, free,
+                    intensity, valid, plan, [fresh[r] for r in failed],
+                    [variants[r] for r in failed], gen_settings, free,
                     given_support, None if start is None or from_input else start[failed],
                     params, context)
                 for kept, new in zip((x, support, llk, llk_free, outside), again[:5],
@@ -468,6 +509,7 @@ class Classic(Stage):
                                  schema.RUN: np.arange(params.runs), "q_shell": shells})
         below = np.nonzero(prtf_values[1:] < 1 / np.e)[0]
         rank_of = {r: i for i, r in enumerate(ranked)}
+        positive = params.per_run()[0]
         out.attrs["phase_classic"] = {
             "plans": [str(parse(t)) for t in schedules],
             "plan": str(parse(schedules[-1])),
@@ -479,6 +521,8 @@ class Classic(Stage):
             "run_set_llk_free": set_scores,
             "ranked_by": "llk_free" if np.isfinite(llk_free[:, -1]).all() else "llk",
             "run_status": status,
+            "run_positivity": positive,
+            "best_run_positivity": positive[ranked[0]],
             "run_attempts": [int(a) for a in attempts],
             "runs_accepted": int(ok.sum()),
             "success_rate": float(ok.sum() / attempts.sum()),
