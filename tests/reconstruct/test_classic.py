@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 import sipflow
-from sipflow.errors import ReconstructionError
+from sipflow.errors import PipelineError, ReconstructionError
+from sipflow.pipeline import Pipeline
 from sipflow.reconstruct import Classic
 from sipflow.reconstruct._runs import align_to
 from sipflow.testing import simulated_dataset
@@ -190,9 +191,6 @@ def test_run_variants_give_each_run_its_own_positivity_and_threshold():
 
 
 def test_run_variants_are_checked_when_the_pipeline_loads():
-    from sipflow.errors import PipelineError
-    from sipflow.pipeline import Pipeline
-
     for bad, word in (({"positivty": True}, "positivty"),
                       ({"shrinkwrap_threshold": 12}, "shrinkwrap_threshold")):
         with pytest.raises(PipelineError, match=word):

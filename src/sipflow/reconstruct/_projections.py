@@ -166,11 +166,12 @@ def update(name: str, x: torch.Tensor, d: torch.Tensor, support: torch.Tensor, b
     :func:`update_factors` / :func:`apply_update`. `positivity` may also be a bool
     tensor of shape (runs,), one flag per run of a batch `x` (runs, *spatial).
     """
-    if isinstance(positivity, torch.Tensor):
+    if isinstance(positivity, torch.Tensor):  # per run: only those runs' supports
         inside = support & positivity.reshape((-1,) + (1,) * (support.ndim - 1))
+    else:
+        inside = support if positivity else None
+    if inside is not None:
         d = cwhere(inside, torch.complex(d.real.clamp_min(0), torch.zeros_like(d.real)), d)
-    elif positivity:
-        d = cwhere(support, torch.complex(d.real.clamp_min(0), torch.zeros_like(d.real)), d)
     if name == "ER":
         return cwhere(support, d, 0.0)
     if name == "HIO":
