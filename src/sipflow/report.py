@@ -74,6 +74,10 @@ def summary_rows(ds: xr.Dataset) -> list[tuple[str, str]]:
             chosen = "real, non-negative" if pc["best_run_positivity"] else "complex"
             rows.append(("object model", f"{chosen} (best run; {sum(positive)} of "
                                          f"{len(positive)} runs assumed positivity)"))
+        averaged = pc.get("averaged_runs", [])
+        if len(averaged) > 1:  # keep_best: the result is an aligned average
+            rows.append(("averaged", f"runs {', '.join(str(r) for r in averaged)} (aligned "
+                                     "to the best)"))
         for r, status in enumerate(pc["run_status"]):
             if status != "ok":
                 rows.append((f"run {r}", status))

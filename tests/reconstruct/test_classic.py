@@ -214,6 +214,42 @@ def test_best_runs_averaged_and_prtf():
     assert np.nanmax(prtf) == pytest.approx(1.0) and np.nanmin(prtf[:20]) > 0.5
 
 
+def test_failed_runs_leave_the_ranking_on_the_free_llk():
+    """A restart batch whose runs all fail again stops early, so those runs have no final
+    LLK (NaN). The free LLK must still rank the accepted runs and be the set's score:
+    when runs of `default` failed that way (its positivity runs on a complex object), the
+    ranking fell back to the LLK of the fitted pixels, and a stalled set (error 0.21,
+    free LLK 2.0) scored 1.43 and escaped set_retries."""
+    ds = simulated_dataset((64, 64), photons=1e8, seed=8)
+    params = {"runs": 4, "restarts": 1, "schedule": "(sup * HIO**40)**6 * ER**50",
+              # every other run collapses at its first shrinkwrap (threshold 9 x the maximum)
+              "run_variants": [{"shrinkwrap_threshold": 9.0}, {}]}
+    out = Classic()(ds, params, sipflow.Context(seed=0))
+    pc = out.attrs["phase_classic"]
+    assert [s.startswith("support collapsed") for s in pc["run_status"]] == [True, False] * 2
+    assert np.isnan([pc["final_llk_free"][r] for r in (0, 2)]).all()  # the case at hand
+    assert pc["ranked_by"] == "llk_free"
+    free = pc["final_llk_free"]
+    assert pc["best_run"] == min((1, 3), key=lambda r: free[r])
+    assert pc["run_set_llk_free"] == [pytest.approx(free[pc["best_run"]])]
+    assert [pc["run_rank"][r] for r in (0, 2)] == [None, None]
+
+
+def test_average_within_keeps_only_the_runs_that_fit_as_well_as_the_best():
+    ds = simulated_dataset((64, 64), photons=1e8, seed=8)
+    params = {"runs": 4, "keep_best": 4, "schedule": "(sup * HIO**40)**6 * ER**50"}
+    ctx = {"seed": 0}
+    free = Classic()(ds, params, sipflow.Context(**ctx)).attrs["phase_classic"]
+    final, best = free["final_llk_free"], free["best_run"]
+    for within in (1e-9, 0.02, 100.0):
+        out = Classic()(ds, {**params, "average_within": within}, sipflow.Context(**ctx))
+        chosen = out.attrs["phase_classic"]["averaged_runs"]
+        expected = [r for r in np.argsort(final) if final[r] <= final[best] + within]
+        assert chosen == expected, (within, final)
+    with pytest.raises(PipelineError, match="average_within"):
+        Pipeline.load({"stages": [{"use": "phase.classic", "with": {"average_within": 0}}]})
+
+
 def test_generations_breed_the_best():
     out = _run(simulated_dataset((64, 64), photons=1e8, seed=7), generations=2,
                generation_schedules=["(sup * HIO**40)**4 * ER**100"])

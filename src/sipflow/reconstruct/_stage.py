@@ -54,6 +54,11 @@ class ClassicParams(StageParams):
                                                     "one batched tensor.")
     keep_best: int = Field(1, ge=1, description="Average this many best-ranked runs after "
                                                 "aligning them (1: the best run alone).")
+    average_within: float | None = Field(
+        None, gt=0, description="Of the keep_best best-ranked runs, average only those whose "
+        "free LLK is at most this much above the best run's (None: all keep_best). The runs "
+        "that fit the held-out pixels as well as the best differ from it mostly by noise, "
+        "which their average reduces; a run that found a worse solution is left out.")
     generations: int = Field(1, ge=1, le=50, description="Generations of runs; each later one "
                              "starts from the runs of the previous one bred with its best "
                              "(cohere's sqrt_ab).")
@@ -342,6 +347,7 @@ class Classic(Stage):
 
         device = context.device
         gen_settings = settings
+        has_free = bool(free.any())
         # each run's (positivity, shrinkwrap threshold): run_variants cycled over the runs
         variants = list(zip(*params.per_run(), strict=True))
         carried: dict | None = None  # a 'support' generation's best run, kept as it was
@@ -391,8 +397,11 @@ class Classic(Stage):
                     + ": " + "; ".join(f"run {i}: {s}" for i, s in enumerate(status))
                     + ". Try another shrinkwrap_threshold, support_threshold or "
                       "support_radius.")
-            score = llk_free[:, -1] if np.isfinite(llk_free[:, -1]).all() else llk[:, -1]
-            ranked = [int(r) for r in np.argsort(np.where(ok, score, np.inf)) if ok[r]]
+            # the free LLK ranks every accepted run (a failed run's is NaN: it stopped
+            # early); the LLK only when no pixel is held out
+            score = np.where(ok, llk_free[:, -1] if has_free else llk[:, -1], np.nan)
+            ranked = [int(r) for r in np.argsort(np.where(np.isfinite(score), score, np.inf))
+                      if np.isfinite(score[r])] or [int(r) for r in np.flatnonzero(ok)]
             generation_best.append(ranked[0])
             if generation + 1 < len(schedules) and params.generation_start == "support":
                 # the best run is kept as it is; the others start at random in its
@@ -476,6 +485,10 @@ class Classic(Stage):
         ranked, ok, attempts = best_set["ranked"], best_set["ok"], best_set["attempts"]
         generation_best = best_set["generation_best"]
         chosen = ranked[: params.keep_best]
+        if params.average_within is not None:
+            final = (llk_free if bool(free.any()) else llk)[:, -1]
+            chosen = [r for r in chosen
+                      if final[r] <= final[chosen[0]] + params.average_within]
         if len(chosen) > 1:
             obj, obj_support = average_runs(x[chosen], support[chosen])
             obj = obj.astype(x.dtype)
@@ -519,7 +532,7 @@ class Classic(Stage):
             "generation_best": generation_best,
             "run_sets": len(set_scores), "run_set_kept": best_set["index"],
             "run_set_llk_free": set_scores,
-            "ranked_by": "llk_free" if np.isfinite(llk_free[:, -1]).all() else "llk",
+            "ranked_by": "llk_free" if bool(free.any()) else "llk",
             "run_status": status,
             "run_positivity": positive,
             "best_run_positivity": positive[ranked[0]],
