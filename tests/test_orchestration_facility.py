@@ -29,10 +29,12 @@ QUICK = {"stages": [
                                       "runs": 2}},
     {"use": "analyse.metrics"}]}
 #: a phase stage of several seconds, so that a worker can be killed in the middle of it
+#: a phase stage of about 5 s at 128² on 2 cores (the kill tests need it running for a
+#: few seconds; with 4 runs and half the iterations it took 1 s and could finish first)
 LONG = {"stages": [
     {"use": "prep.standard"},
-    {"use": "phase.classic", "with": {"schedule": "(sup * ER**5 * HIO**40)**30 * ER**300",
-                                      "runs": 4}},
+    {"use": "phase.classic", "with": {"schedule": "(sup * ER**5 * HIO**40)**60 * ER**300",
+                                      "runs": 16}},
     {"use": "analyse.metrics"}]}
 
 

@@ -248,6 +248,10 @@ def test_average_within_keeps_only_the_runs_that_fit_as_well_as_the_best():
         assert chosen == expected, (within, final)
     with pytest.raises(PipelineError, match="average_within"):
         Pipeline.load({"stages": [{"use": "phase.classic", "with": {"average_within": 0}}]})
+    # with average_within, keep_best is an upper bound: a template's keep_best stays valid
+    # when a user asks for fewer runs
+    Pipeline.load({"stages": [{"use": "phase.classic", "with": {
+        "runs": 2, "keep_best": 4, "average_within": 0.1}}]})
 
 
 def test_generations_breed_the_best():

@@ -56,7 +56,8 @@ class ClassicParams(StageParams):
                                                 "aligning them (1: the best run alone).")
     average_within: float | None = Field(
         None, gt=0, description="Of the keep_best best-ranked runs, average only those whose "
-        "free LLK is at most this much above the best run's (None: all keep_best). The runs "
+        "free LLK is at most this much above the best run's (None: all keep_best, which "
+        "must not exceed runs; set: keep_best is an upper bound). The runs "
         "that fit the held-out pixels as well as the best differ from it mostly by noise, "
         "which their average reduces; a run that found a worse solution is left out.")
     generations: int = Field(1, ge=1, le=50, description="Generations of runs; each later one "
@@ -181,7 +182,9 @@ class ClassicParams(StageParams):
         lo, hi = self.support_radius
         if not 0 < lo <= hi <= 0.5:
             raise ValueError("support_radius must satisfy 0 < low <= high <= 0.5")
-        if self.keep_best > self.runs:
+        if self.keep_best > self.runs and self.average_within is None:
+            # with average_within, keep_best is an upper bound (a template's value stays
+            # valid when a user asks for fewer runs)
             raise ValueError(f"keep_best ({self.keep_best}) cannot exceed runs ({self.runs})")
         return self
 
