@@ -28,9 +28,8 @@ QUICK = {"stages": [
     {"use": "phase.classic", "with": {"schedule": "(sup * ER**5 * HIO**20)**6 * ER**30",
                                       "runs": 2}},
     {"use": "analyse.metrics"}]}
-#: a phase stage of several seconds, so that a worker can be killed in the middle of it
-#: a phase stage of about 5 s at 128² on 2 cores (the kill tests need it running for a
-#: few seconds; with 4 runs and half the iterations it took 1 s and could finish first)
+#: a phase stage of about 5 s at 128² on 2 cores, so that a worker can be killed in the
+#: middle of it (with 4 runs and half the iterations it took 1 s and could finish first)
 LONG = {"stages": [
     {"use": "prep.standard"},
     {"use": "phase.classic", "with": {"schedule": "(sup * ER**5 * HIO**40)**60 * ER**300",

@@ -239,8 +239,8 @@ def test_average_within_keeps_only_the_runs_that_fit_as_well_as_the_best():
     ds = simulated_dataset((64, 64), photons=1e8, seed=8)
     params = {"runs": 4, "keep_best": 4, "schedule": "(sup * HIO**40)**6 * ER**50"}
     ctx = {"seed": 0}
-    free = Classic()(ds, params, sipflow.Context(**ctx)).attrs["phase_classic"]
-    final, best = free["final_llk_free"], free["best_run"]
+    pc = Classic()(ds, params, sipflow.Context(**ctx)).attrs["phase_classic"]
+    final, best = pc["final_llk_free"], pc["best_run"]
     for within in (1e-9, 0.02, 100.0):
         out = Classic()(ds, {**params, "average_within": within}, sipflow.Context(**ctx))
         chosen = out.attrs["phase_classic"]["averaged_runs"]

@@ -400,11 +400,11 @@ class Classic(Stage):
                     + ": " + "; ".join(f"run {i}: {s}" for i, s in enumerate(status))
                     + ". Try another shrinkwrap_threshold, support_threshold or "
                       "support_radius.")
-            # the free LLK ranks every accepted run (a failed run's is NaN: it stopped
-            # early); the LLK only when no pixel is held out
-            score = np.where(ok, llk_free[:, -1] if has_free else llk[:, -1], np.nan)
-            ranked = [int(r) for r in np.argsort(np.where(np.isfinite(score), score, np.inf))
-                      if np.isfinite(score[r])] or [int(r) for r in np.flatnonzero(ok)]
+            # the free LLK ranks the accepted runs (a failed run's may be NaN: a restart
+            # batch whose runs all failed again stopped early); the LLK only when no
+            # pixel is held out
+            score = (llk_free if has_free else llk)[:, -1]
+            ranked = [int(r) for r in np.argsort(np.where(ok, score, np.inf)) if ok[r]]
             generation_best.append(ranked[0])
             if generation + 1 < len(schedules) and params.generation_start == "support":
                 # the best run is kept as it is; the others start at random in its
@@ -429,7 +429,8 @@ class Classic(Stage):
 
         return {"result": (x, support, llk, llk_free, outside, status, llk_its, kernel),
                 "ranked": ranked, "ok": ok, "attempts": attempts,
-                "generation_best": generation_best, "score": float(score[ranked[0]])}
+                "generation_best": generation_best, "scores": score,
+                "score": float(score[ranked[0]])}
 
     def run(self, ds: xr.Dataset, params: ClassicParams, context: Context) -> xr.Dataset:
         import torch
@@ -488,10 +489,10 @@ class Classic(Stage):
         ranked, ok, attempts = best_set["ranked"], best_set["ok"], best_set["attempts"]
         generation_best = best_set["generation_best"]
         chosen = ranked[: params.keep_best]
-        if params.average_within is not None:
-            final = (llk_free if bool(free.any()) else llk)[:, -1]
+        if params.average_within is not None:  # by the score that ranked them
+            scores = best_set["scores"]
             chosen = [r for r in chosen
-                      if final[r] <= final[chosen[0]] + params.average_within]
+                      if scores[r] <= scores[chosen[0]] + params.average_within]
         if len(chosen) > 1:
             obj, obj_support = average_runs(x[chosen], support[chosen])
             obj = obj.astype(x.dtype)
