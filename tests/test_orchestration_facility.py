@@ -19,7 +19,7 @@ from test_watch import _write_slowly
 
 from sipflow.cli import main
 from sipflow.io import is_complete, open_result
-from sipflow.orchestration._deploy import _children_of
+from sipflow.orchestration._workers import _children_of
 from sipflow.simulate import Simulation, write_scan
 
 pytestmark = [pytest.mark.prefect, pytest.mark.slow]
@@ -68,7 +68,7 @@ def facility(tmp_path_factory):
     """``sipflow serve`` in a subprocess: its own server, pool, deployments, one worker."""
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    from sipflow.orchestration._deploy import descendants
+    from sipflow.orchestration._workers import descendants
 
     home = tmp_path_factory.mktemp("facility")
     port = _free_port()
@@ -156,7 +156,7 @@ def test_worker_killed_mid_stage_then_the_rerun_reuses_finished_stages(facility,
     from prefect.deployments import run_deployment
 
     from sipflow.orchestration import SCAN_DEPLOYMENT, run_scan_deployment
-    from sipflow.orchestration._deploy import descendants
+    from sipflow.orchestration._workers import descendants
 
     scan = _scans(tmp_path / "in", 1, shape=(128, 128))[0]
     out = tmp_path / "r.zarr"
@@ -265,7 +265,7 @@ def test_a_worker_killed_alone_leaves_its_scan_to_finish_under_serve(facility, t
     from prefect.deployments import run_deployment
 
     from sipflow.orchestration import SCAN_DEPLOYMENT
-    from sipflow.orchestration._deploy import descendants
+    from sipflow.orchestration._workers import descendants
 
     scan = _scans(tmp_path / "in", 1, shape=(128, 128))[0]
     out = tmp_path / "r.zarr"

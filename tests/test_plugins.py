@@ -121,3 +121,51 @@ def test_reader_protocol_is_what_readers_follow():
 
     assert isinstance(HDF5Reader(), Reader)
     assert {"dataset", "mask"} <= set(HDF5Reader.options)
+
+
+def test_an_isolated_registry_validates_and_runs_its_own_constraint_and_group(sipflow_plugins):
+    """Pipeline.load(text, registry=reg) checks constraint and group names against `reg`.
+
+    The constraint and group here exist only in the isolated registry: the process-wide
+    one refuses the same text, and the run uses `reg` for the group (through Context).
+    """
+    import numpy as np
+    import xarray as xr
+    from sipflow_hotpixels import MirrorX, ZeroMeanPhase
+
+    import sipflow
+    from sipflow import hookimpl, schema
+    from sipflow.errors import PipelineError
+
+    class OnlyHereMirror(MirrorX):
+        name = "only_here_mirror"
+
+    class OnlyHereZeroPhase(ZeroMeanPhase):
+        name = "only_here_zero_phase"
+
+    class Plugin:
+        @hookimpl
+        def sipflow_constraints(self):
+            return [OnlyHereZeroPhase]
+
+        @hookimpl
+        def sipflow_symmetry_groups(self):
+            return [OnlyHereMirror()]
+
+    reg = sipflow_plugins(Plugin())
+    assert {"farfield", "sign", "only_here_mirror"} <= set(reg.groups)  # built-ins by hook too
+    constraint = ("stages: [{use: refine.constrained, with: {constraints: "
+                  "[support, only_here_zero_phase]}}]")
+    group = "stages: [{use: symmetry.canonicalize, with: {group: only_here_mirror}}]"
+    for text, name in ((constraint, "only_here_zero_phase"), (group, "only_here_mirror")):
+        assert sipflow.Pipeline.load(text, registry=reg).registry is reg
+        with pytest.raises(PipelineError, match=name):  # the process-wide one lacks it
+            sipflow.Pipeline.load(text)
+    # the stage run gets the pipeline's registry: the group is found there
+    canon = sipflow.Pipeline.load(group, registry=reg)
+    x = np.zeros((16, 16), np.complex64)
+    x[6:9, 2:5] = 1  # mass left of centre: the canonical form mirrors it
+    ds = xr.Dataset({schema.OBJ: (schema.real_dims(2), x)})
+    out = sipflow.run_pipeline(canon, ds, device="cpu", seed=0)
+    assert out.attrs["symmetry_canonicalize"]["group"] == "only_here_mirror"
+    assert out.attrs["symmetry_canonicalize"]["obj"]["element"] == {"mirrored": True}

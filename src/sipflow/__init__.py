@@ -14,8 +14,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
-
+from . import plugins as _plugins  # noqa: F401  (installs the default registry provider)
+from ._version import __version__
+from .contracts import Context, ProgressRecord, Stage, StageParams
 from .errors import (
     DataError,
     InputError,
@@ -26,7 +27,6 @@ from .errors import (
     SipflowError,
 )
 from .hookspecs import PLUGIN_API_VERSION, hookimpl
-from .stage import Context, ProgressRecord, Stage, StageParams
 
 if TYPE_CHECKING:  # pragma: no cover
     from ._api import run_pipeline

@@ -12,9 +12,10 @@ from typing import Any
 
 import xarray as xr
 
+from .contracts import Context, ProgressFn
+from .contracts._stage import _no_progress
 from .errors import PluginError, SipflowError
 from .pipeline import Pipeline, Step
-from .stage import Context, ProgressFn, _no_progress
 
 log = logging.getLogger("sipflow")
 
@@ -66,7 +67,7 @@ def base_provenance(pipeline: Pipeline, ds: xr.Dataset, device: str, seed: int,
     import numpy
     import torch
 
-    from . import __version__
+    from ._version import __version__
 
     return {
         "sipflow_version": __version__,
@@ -144,7 +145,7 @@ def load_input(data: xr.Dataset | str | Path, pipeline: Pipeline,
         return data
     from .io import load
 
-    return load(data, **(pipeline.input | load_options))
+    return load(data, registry=pipeline.registry, **(pipeline.input | load_options))
 
 
 def run_pipeline(pipeline: Pipeline | str | Path | dict, data: xr.Dataset | str | Path, *,
@@ -184,7 +185,8 @@ def run_pipeline(pipeline: Pipeline | str | Path | dict, data: xr.Dataset | str 
     t0 = time.perf_counter()
     for index, step in enumerate(pipeline.steps):
         ctx = Context(device=device, seed=stage_seed(seed, index), logger=log,
-                      progress=progress or _no_progress, dtype=dtype)
+                      progress=progress or _no_progress, dtype=dtype,
+                      registry=pipeline.registry)
         ds, record = run_step(step, ds, ctx)
         provenance["stages"].append(record)
     provenance["wall_s"] = round(time.perf_counter() - t0, 4)

@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from . import __version__
+from ._version import __version__
 from .errors import PipelineError, SipflowError
 
 
@@ -161,9 +161,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
     from ._resources import cpu_threads
+    from .contracts import Context
     from .learned import train
     from .report import print_table
-    from .stage import Context
     from .symmetry import get_group
 
     config = _train_config(args)

@@ -10,6 +10,9 @@ Anything else that escapes is a bug.
 
 from __future__ import annotations
 
+import difflib
+from typing import Any
+
 
 class SipflowError(Exception):
     """Base class of every error that the user can fix."""
@@ -58,3 +61,21 @@ class Cancelled(SipflowError):
     """The user stopped the run (a progress callback may raise it to stop a stage)."""
 
     exit_code = 130
+
+
+def unknown_choice(what: str, name: str, choices: Any) -> str:
+    """Message for an unknown name, with the nearest valid choices.
+
+    Parameters
+    ----------
+    what : str
+        What kind of name (``"stage"``, ``"constraint"``...).
+    name : str
+        What the user gave.
+    choices : iterable of str
+        The valid names.
+    """
+    choices = sorted(choices)
+    near = difflib.get_close_matches(name, choices, n=3, cutoff=0.5)
+    hint = f" Did you mean {', '.join(map(repr, near))}?" if near else ""
+    return f"unknown {what} {name!r}.{hint} Valid {what}s: {', '.join(choices) or 'none'}."

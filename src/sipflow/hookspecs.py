@@ -21,10 +21,7 @@ from typing import TYPE_CHECKING
 import pluggy
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .io import Reader
-    from .refine import Constraint
-    from .stage import Stage
-    from .symmetry import AmbiguityGroup
+    from .contracts import AmbiguityGroup, Constraint, Reader, Stage
 
 #: Version of this plugin API. Incremented only when a hook changes incompatibly.
 PLUGIN_API_VERSION = 1
@@ -93,7 +90,7 @@ def sipflow_pipeline_templates() -> Mapping[str, Path]:
 def sipflow_constraints() -> Sequence[type[Constraint]]:
     """Return the constraints this plugin offers to ``refine.constrained``.
 
-    Each is a subclass of :class:`sipflow.refine.Constraint` with a unique ``name``,
+    Each is a subclass of :class:`sipflow.contracts.Constraint` with a unique ``name``,
     a ``kind`` (``"inequality"``: values ≤ 0, ``"equality"``: values = 0, or ``"set"``:
     bounds or fixed entries applied exactly to the variable), a ``Params`` model and the
     torch function of the object that gives its values (see that class).
@@ -114,9 +111,9 @@ def sipflow_constraints() -> Sequence[type[Constraint]]:
 def sipflow_symmetry_groups() -> Sequence[AmbiguityGroup]:
     """Return ambiguity groups (e.g. a crystal's point group) for sipflow to use by name.
 
-    Each is an object following :class:`sipflow.symmetry.AmbiguityGroup`: a ``name``,
+    Each is an object following :class:`sipflow.contracts.AmbiguityGroup`: a ``name``,
     a one-line ``description`` and ``apply(x, element)``, ``canonical(x)`` (returning a
-    :class:`sipflow.symmetry.CanonicalForm` with a confidence, near-ties reported),
+    :class:`sipflow.contracts.CanonicalForm` with a confidence, near-ties reported),
     ``align(reference, x)`` and ``error(estimate, truth)``. The defining property,
     which a plugin should test as sipflow tests its own groups: ``canonical(g · x).x ==
     canonical(x).x`` for every element ``g``.
@@ -124,11 +121,12 @@ def sipflow_symmetry_groups() -> Sequence[AmbiguityGroup]:
     Returns
     -------
     sequence of group objects
-        Names must be unique and differ from the built-in ``farfield`` and ``sign``.
+        Names must be unique; the built-in ``farfield`` and ``sign`` are registered
+        through this hook too.
 
     When it is called
     -----------------
     Once, when the registry is built; ``symmetry.canonicalize`` (``group:``) and
     ``sipflow train`` (``--group``) look groups up by name with
-    :func:`sipflow.symmetry.get_group`.
+    :func:`sipflow.symmetry.get_group` in the registry of the run.
     """

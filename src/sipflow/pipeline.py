@@ -25,9 +25,9 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
+from .contracts import Stage, StageParams
 from .errors import PipelineError
 from .plugins import Registry, get_registry, unknown_choice
-from .stage import Stage, StageParams
 
 _TOP_KEYS = {"name", "description", "input", "stages"}
 _STEP_KEYS = {"use", "with"}
@@ -56,6 +56,9 @@ class Pipeline:
     description: str = ""
     input: dict[str, Any] = field(default_factory=dict)
     origin: str = "<memory>"
+    #: the plugins it was validated against (None: the process-wide registry); stages
+    #: of a run get it in their Context
+    registry: Registry | None = field(default=None, compare=False, repr=False)
 
     @classmethod
     def load(cls, source: Pipeline | str | Path | dict, registry: Registry | None = None
@@ -63,11 +66,12 @@ class Pipeline:
         """Read and validate a pipeline from a template name, a file, YAML text or a dict."""
         if isinstance(source, Pipeline):
             return source
+        explicit = registry
         registry = registry or get_registry()
         origin = "<memory>"
         if isinstance(source, dict):
             return cls.from_dict(source, yaml.safe_dump(source, sort_keys=False), origin,
-                                 registry)
+                                 registry, explicit)
         text: str
         if isinstance(source, Path) or (isinstance(source, str) and "\n" not in source and (
                 source.endswith((".yaml", ".yml")) or Path(source).is_file())):
@@ -91,10 +95,15 @@ class Pipeline:
             where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
             raise PipelineError(f"{origin}: invalid YAML{where}: "
                                 f"{getattr(exc, 'problem', exc)}") from None
-        return cls.from_dict(data, text, origin, registry)
+        return cls.from_dict(data, text, origin, registry, explicit)
 
     @classmethod
-    def from_dict(cls, data: Any, text: str, origin: str, registry: Registry) -> Pipeline:
+    def from_dict(cls, data: Any, text: str, origin: str, registry: Registry,
+                  explicit: Registry | None = None) -> Pipeline:
+        """Validate a parsed pipeline `data` (its YAML `text`, read from `origin`).
+
+        `explicit` is kept as :attr:`registry` (None when the process-wide one was used).
+        """
         if not isinstance(data, dict):
             raise PipelineError(f"{origin}: a pipeline is a mapping with a 'stages' list, got "
                                 f"{type(data).__name__}")
@@ -122,7 +131,8 @@ class Pipeline:
             except PipelineError as exc:
                 raise PipelineError(f"{origin}: stage {i}: {exc}") from None
             steps.append(Step(stage, validate_params(stage, raw.get("with") or {},
-                                                     f"{origin}: stage {i} ({stage.name})")))
+                                                     f"{origin}: stage {i} ({stage.name})",
+                                                     registry)))
         inp = data.get("input") or {}
         if not isinstance(inp, dict):
             raise PipelineError(f"{origin}: 'input' must be a mapping of reader options")
@@ -133,14 +143,28 @@ class Pipeline:
                 unknown_choice("reader option", k, known) for k in unknown))
         return cls(name=str(data.get("name", "pipeline")), steps=tuple(steps), text=text,
                    description=str(data.get("description", "")).strip(), input=dict(inp),
-                   origin=origin)
+                   origin=origin, registry=explicit)
 
     def spec(self) -> list[dict[str, Any]]:
         return [s.spec() for s in self.steps]
 
 
-def validate_params(stage: type[Stage], values: Any, where: str) -> StageParams:
-    """Validate `values` against ``stage.Params`` with messages that name the parameter."""
+def validate_params(stage: type[Stage], values: Any, where: str, registry: Registry | None = None
+                    ) -> StageParams:
+    """Validate `values` against ``stage.Params`` with messages that name the parameter.
+
+    Parameters
+    ----------
+    stage : Stage subclass
+    values : dict
+        The step's ``with:`` mapping.
+    where : str
+        Prefix of the messages (file, stage number and name).
+    registry : Registry, optional
+        Given to validators as pydantic's validation context (``info.context["registry"]``),
+        so that names of constraints and groups are checked against the plugins of this
+        pipeline; default: the process-wide registry.
+    """
     if not isinstance(values, dict):
         raise PipelineError(f"{where}: 'with' must be a mapping of parameters, got {values!r}")
     fields = stage.Params.model_fields
@@ -149,7 +173,7 @@ def validate_params(stage: type[Stage], values: Any, where: str) -> StageParams:
         raise PipelineError(f"{where}: " + "; ".join(
             unknown_choice("parameter", k, fields) for k in unknown))
     try:
-        return stage.Params(**values)
+        return stage.Params.model_validate(values, context={"registry": registry})
     except ValidationError as exc:
         problems = []
         for err in exc.errors():

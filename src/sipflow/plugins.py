@@ -15,7 +15,6 @@ SIPFLOW_DISABLE_PLUGINS
 
 from __future__ import annotations
 
-import difflib
 import importlib
 import os
 from dataclasses import dataclass, field
@@ -27,12 +26,12 @@ from typing import TYPE_CHECKING, Any
 import pluggy
 
 from . import hookspecs
-from .errors import PipelineError, PluginError
+from ._version import __version__
+from .contracts import Constraint, Stage, check_group, set_default_registry_provider
+from .errors import PipelineError, PluginError, unknown_choice
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .io import Reader
-    from .refine import Constraint
-    from .stage import Stage
+    from .contracts import Reader
 
 ENTRY_POINT_GROUP = "sipflow"
 
@@ -80,7 +79,7 @@ class Registry:
     reader_owners: dict[int, str] = field(default_factory=dict)
     #: constraints of ``refine.constrained``, by name
     constraints: dict[str, type[Constraint]] = field(default_factory=dict)
-    #: symmetry groups of plugins, by name (the built-in ones live in sipflow.symmetry)
+    #: symmetry groups by name (the built-in ones come through the hook too)
     groups: dict[str, Any] = field(default_factory=dict)
 
     def reader_plugin(self, reader: Reader) -> str:
@@ -113,14 +112,6 @@ class Registry:
             raise PipelineError(unknown_choice("constraint", name, self.constraints)) from None
 
 
-def unknown_choice(what: str, name: str, choices: Any) -> str:
-    """Message for an unknown name, with the nearest valid choices."""
-    choices = sorted(choices)
-    near = difflib.get_close_matches(name, choices, n=3, cutoff=0.5)
-    hint = f" Did you mean {', '.join(map(repr, near))}?" if near else ""
-    return f"unknown {what} {name!r}.{hint} Valid {what}s: {', '.join(choices) or 'none'}."
-
-
 def _env_list(name: str) -> set[str] | None:
     value = os.environ.get(name)
     if value is None:
@@ -146,9 +137,6 @@ def _collect(pm: pluggy.PluginManager, info: PluginInfo,
              reader_owners: dict[int, str], constraints: dict[str, type[Constraint]],
              groups: dict[str, Any]) -> None:
     """Call this plugin's hooks and merge what it returns; raise on a bad result."""
-    from .refine import Constraint
-    from .stage import Stage
-
     for result in _hook_results(pm, "sipflow_stages", info.name):
         for cls in result or ():
             if not (isinstance(cls, type) and issubclass(cls, Stage)) or not cls.name:
@@ -186,15 +174,16 @@ def _collect(pm: pluggy.PluginManager, info: PluginInfo,
                                   f"{info.name!r})")
             constraints[cls.name] = cls
             info.constraints.append(cls.name)
-    from .symmetry import check_group
-
     for result in _hook_results(pm, "sipflow_symmetry_groups", info.name):
         for group in result or ():
             group = check_group(group, info.name)
             if group.name in groups:
-                raise PluginError(f"symmetry group {group.name!r} is provided twice (second "
-                                  f"time by {info.name!r})")
+                first = owners[f"group {group.name}"]
+                builtin = " (built in)" if first.startswith("sipflow.") else ""
+                raise PluginError(f"symmetry group {group.name!r} is provided by both "
+                                  f"{first!r}{builtin} and {info.name!r}; choose another name")
             groups[group.name] = group
+            owners[f"group {group.name}"] = info.name
             info.groups.append(group.name)
 
 
@@ -208,8 +197,6 @@ def build_registry(load_entry_points: bool = True, extra: tuple[object, ...] = (
     extra : tuple of objects
         Plugin modules or objects registered after the others (used by tests).
     """
-    from . import __version__
-
     pm = pluggy.PluginManager(ENTRY_POINT_GROUP)
     pm.add_hookspecs(hookspecs)
     plugins: list[PluginInfo] = []
@@ -273,3 +260,6 @@ def build_registry(load_entry_points: bool = True, extra: tuple[object, ...] = (
 def get_registry() -> Registry:
     """The process-wide registry (built on first use)."""
     return build_registry(load_entry_points=True)
+
+
+set_default_registry_provider(get_registry)

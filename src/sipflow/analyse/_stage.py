@@ -7,8 +7,8 @@ import xarray as xr
 from pydantic import Field
 
 from .. import physics, schema
+from ..contracts import Context, Stage, StageParams
 from ..hookspecs import hookimpl
-from ..stage import Context, Stage, StageParams
 from ._fom import data_metrics, truth_metrics
 
 #: a mode with at least this share of its power on unmeasured pixels is not determined

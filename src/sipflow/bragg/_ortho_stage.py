@@ -9,9 +9,9 @@ import xarray as xr
 from pydantic import BaseModel, ConfigDict, Field
 
 from .. import schema
+from ..contracts import Context, Stage, StageParams
 from ..errors import DataError
 from ..hookspecs import hookimpl
-from ..stage import Context, Stage, StageParams
 from ._geometry import Geometry, lab_grid, orthogonalize, transfer_matrix
 
 #: dims of the detector-frame (oblique) copies kept beside the lab-frame object

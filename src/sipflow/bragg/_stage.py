@@ -7,9 +7,9 @@ import xarray as xr
 from pydantic import Field, field_validator
 
 from .. import schema
+from ..contracts import Context, Stage, StageParams
 from ..errors import DataError
 from ..hookspecs import hookimpl
-from ..stage import Context, Stage, StageParams
 from ._strain import strain_from_object
 
 

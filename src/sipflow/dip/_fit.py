@@ -21,10 +21,10 @@ import torch
 from torch import nn
 
 from .._resources import rebalance_threads
+from ..contracts import ProgressRecord
 from ..errors import Cancelled
 from ..physics import NLL, FarField
 from ..priors import ExponentialVariance, SkipNet, WindowedVariance, noise_input, seeded
-from ..stage import ProgressRecord
 
 Variant = Literal["complex", "amplitude_phase", "real_imag", "object_support", "positive"]
 #: loss name -> NLL of :mod:`sipflow.physics`

@@ -12,10 +12,10 @@ import xarray as xr
 from pydantic import Field, model_validator
 
 from .. import schema
+from ..contracts import Context, Stage, StageParams
 from ..errors import DataError, ReconstructionError
 from ..hookspecs import hookimpl
 from ..preprocess import checked_counts, measurement_coherence
-from ..stage import Context, Stage, StageParams
 
 
 class DipParams(StageParams):

@@ -8,7 +8,7 @@ _EXPORTS = {
     "load": "._load",
     "check_writable": "._zarr", "is_complete": "._zarr", "open_result": "._zarr",
     "save": "._zarr", "store_state": "._zarr", "verify_store": "._zarr",
-    "OutputLock": "._fs", "Reader": "._readers", "export_vti": "._vti",
+    "OutputLock": "._fs", "Reader": "..contracts", "export_vti": "._vti",
 }
 __getattr__ = lazy_exports(__name__, _EXPORTS)
 __all__ = sorted(_EXPORTS)

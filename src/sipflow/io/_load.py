@@ -9,7 +9,8 @@ from typing import Any
 
 import xarray as xr
 
-from ..errors import InputError, PluginError, ResourceError, SipflowError
+from ..contracts import registry_of
+from ..errors import InputError, PluginError, ResourceError, SipflowError, unknown_choice
 
 log = logging.getLogger("sipflow")
 
@@ -34,10 +35,8 @@ def load(path: str | Path, *, reader: str | None = None, registry: Any = None,
     xarray.Dataset
         With at least ``intensity``; see :mod:`sipflow.schema`.
     """
-    from ..plugins import get_registry, unknown_choice
-
     path = Path(path)
-    registry = registry or get_registry()
+    registry = registry_of({"registry": registry})
     readers = registry.readers
     if reader is not None:
         chosen = [r for r in readers if r.name == reader]

@@ -14,10 +14,10 @@ on one canonical representative per orbit (:mod:`sipflow.symmetry`) fixes it.
 """
 
 from . import _gaussian as gaussian
-from ._checkpoint import LearnedModel, load_checkpoint
+from ._checkpoint import LearnedModel
+from ._format import CHECKPOINT_FORMAT, load_checkpoint
 from ._model import LearnedInverse, features, object_scale
 from ._train import (
-    CHECKPOINT_FORMAT,
     Pairs,
     TrainConfig,
     TrainResult,

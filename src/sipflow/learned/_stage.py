@@ -9,11 +9,11 @@ import xarray as xr
 from pydantic import Field
 
 from .. import schema
+from ..contracts import Context, Stage, StageParams
 from ..errors import DataError, PipelineError
 from ..hookspecs import hookimpl
 from ..io import sha256_file
 from ..preprocess import checked_counts
-from ..stage import Context, Stage, StageParams
 
 
 class LearnedParams(StageParams):
@@ -49,7 +49,7 @@ class Learned(Stage):
     @classmethod
     def preflight(cls, params: LearnedParams, shape: tuple[int, ...]) -> None:
         """The model is named and is a sipflow model (read before any work starts)."""
-        from ._checkpoint import load_checkpoint
+        from ._format import load_checkpoint
 
         cls._require_model(params)
         load_checkpoint(params.model)

@@ -29,11 +29,9 @@ from ..physics import FarField
 from ..priors import seeded
 from ..simulate import SHAPES, make_object
 from ..symmetry import get_group
+from ._format import CHECKPOINT_FORMAT, CHECKPOINT_VERSION, load_checkpoint
 from ._model import LearnedInverse, features, from_complex, object_scale, to_complex
 
-#: written in every checkpoint; a file without it (or with another) is refused
-CHECKPOINT_FORMAT = "sipflow.learned.farfield"
-CHECKPOINT_VERSION = 1
 #: the training configuration fields that may change when a training resumes
 RESUMABLE = ("epochs",)
 
@@ -202,7 +200,7 @@ def checkpoint_dict(config: TrainConfig, net: torch.nn.Module,
                     optimizer: torch.optim.Optimizer | None, epoch: int,
                     history: dict[str, list[float]]) -> dict[str, Any]:
     """The checkpoint's content: plain values and tensors only (``weights_only`` loads it)."""
-    from .. import __version__
+    from .._version import __version__
 
     return {"format": CHECKPOINT_FORMAT, "format_version": CHECKPOINT_VERSION,
             "sipflow_version": __version__, "config": config.model_dump(mode="json"),
@@ -237,7 +235,6 @@ def train(config: TrainConfig, out_dir: str | Path, *, overwrite: bool = False,
         The folder holds a model trained with another configuration (and not
         `overwrite`).
     """
-    from ._checkpoint import load_checkpoint
 
     out = Path(out_dir)
     try:

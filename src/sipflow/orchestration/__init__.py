@@ -4,18 +4,8 @@ Importing this package imports Prefect (slow); ``import sipflow`` never does.
 """
 
 from ..errors import OrchestrationError
-from ._deploy import (
-    SCAN_DEPLOYMENT,
-    SCANS_DEPLOYMENT,
-    deploy,
-    device_limit_name,
-    run_scan_deployment,
-    serve,
-    set_device_limit,
-    start_worker,
-    stop_worker,
-    wait_for_run,
-)
+from ._deploy import deploy, serve
+from ._limits import device_limit_name, set_device_limit
 from ._prefect import (
     EVENT_COMPLETED,
     EVENT_FAILED,
@@ -28,7 +18,9 @@ from ._prefect import (
     scan_events,
     set_progress_sink,
 )
+from ._runs import SCAN_DEPLOYMENT, SCANS_DEPLOYMENT, run_scan_deployment, wait_for_run
 from ._server import embedded_server, prefect_api, use_api
+from ._workers import start_worker, stop_worker
 
 __all__ = ["EVENT_COMPLETED", "EVENT_FAILED", "SCANS_DEPLOYMENT", "SCAN_DEPLOYMENT",
            "OrchestrationError", "dask_task_runner", "deploy", "device_limit_name",

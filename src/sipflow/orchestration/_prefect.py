@@ -6,7 +6,7 @@ code as the in-process engine) and writes its output store; tasks exchange
 paths, never arrays, and are submitted to the flow's task runner; the device
 (``auto``) is resolved in the task, where the stage runs. Heavy stages hold a slot
 of their device's global concurrency limit while they run (``sipflow-<host>-cuda<N>``,
-see :mod:`sipflow.orchestration._deploy`): with one slot per card, two reconstructions
+see :mod:`sipflow.orchestration._limits`): with one slot per card, two reconstructions
 never share a card. Stage tasks carry no run tags: Prefect 3.9 acquires a tag
 concurrency slot for every tagged task as it starts, which cost up to 2 s per stage
 here even with no limit defined (measured with ``benchmarks/bench_orchestration.py``).
@@ -42,11 +42,11 @@ from prefect.cache_policies import NONE
 from prefect.runtime import flow_run
 
 from .._api import base_provenance, run_step, stage_seed
+from ..contracts import Context, ProgressRecord
 from ..errors import OutputError, SipflowError
 from ..io import check_writable, is_complete, load, open_result, save
 from ..pipeline import Pipeline
-from ..stage import Context, ProgressRecord
-from ._deploy import device_slot
+from ._limits import device_slot
 
 #: where progress records of stage tasks go besides the run logger: a context variable,
 #: so each caller (and each concurrent flow run it starts) has its own
@@ -429,7 +429,7 @@ def _scan(path: str, pipeline: str, output: str, device: str, seed: int | None,
     `scan_deployment`, on whatever worker takes it); its outcome as a row."""
     t0 = time.perf_counter()
     if scan_deployment:
-        from ._deploy import run_scan_deployment
+        from ._runs import run_scan_deployment
 
         result = run_scan_deployment(path, output, pipeline, deployment=scan_deployment,
                                      device=device, seed=seed, dtype=dtype,

@@ -9,10 +9,10 @@ import xarray as xr
 from pydantic import Field, field_validator
 
 from .. import schema
+from ..contracts import Context, Stage, StageParams
 from ..errors import DataError
 from ..hookspecs import hookimpl
 from ..physics import centred_farfield, centred_inverse_farfield
-from ..stage import Context, Stage, StageParams
 from ._validate import checked_counts
 
 

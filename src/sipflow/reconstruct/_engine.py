@@ -16,10 +16,11 @@ import numpy as np
 import torch
 
 from .._resources import rebalance_threads
+from ..contracts import ProgressRecord
 from ..physics import gaussian_kernel, inverse_farfield, richardson_lucy_kernel
-from ..stage import ProgressRecord
 from ..symmetry import circular_centroid
 from ._memory import release_freed_memory, reuse_freed_memory
+from ._params import ClassicParams
 from ._plan import Plan
 from ._projections import (
     FourierModulus,
@@ -90,8 +91,6 @@ class EngineSettings:
         **engine_only
             ``progress_every``, ``preview_size``, ``batch_chunk``, ``chunk_bytes``.
         """
-        from ._stage import ClassicParams
-
         params = params if params is not None else ClassicParams()
         shared = {f.name for f in fields(cls)} & set(type(params).model_fields)
         values = {name: getattr(params, name) for name in shared}

@@ -5,6 +5,7 @@ are :mod:`sipflow.physics`. Plugins add constraints by returning :class:`Constra
 subclasses from the ``sipflow_constraints`` hook.
 """
 
-from ._constraints import Constraint, RefineProblem, phase_roughness, total_variation
+from ..contracts import Constraint
+from ._constraints import RefineProblem, phase_roughness, total_variation
 
 __all__ = ["Constraint", "RefineProblem", "phase_roughness", "total_variation"]

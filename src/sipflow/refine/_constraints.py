@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any
 
 import torch
 from pydantic import Field
 
+from ..contracts import Constraint, StageParams
 from ..hookspecs import hookimpl
 from ..optim import Variable
 from ..physics import FarField
-from ..stage import StageParams
 
 
 @dataclass(frozen=True)
@@ -37,62 +37,6 @@ class RefineProblem:
     counts: torch.Tensor
     valid: torch.Tensor
     model: FarField
-
-
-class Constraint:
-    """A constraint on the object, usable by name in a pipeline.
-
-    Subclasses set ``name``, ``kind``, ``Params`` and implement :meth:`values` (for
-    ``inequality`` / ``equality``) or :meth:`restrict` (for ``set``)::
-
-        class MaxPhase(Constraint):
-            '''|phase| ≤ limit inside the support.'''
-            name = "max_phase"
-            kind = "inequality"
-            Params = MaxPhaseParams          # a StageParams with `limit` [rad]
-
-            def values(self, x, params, problem):
-                return (torch.angle(x)[problem.support].abs() - params.limit)
-
-    and return ``[MaxPhase]`` from the ``sipflow_constraints`` hook.
-
-    Attributes
-    ----------
-    name : str
-    kind : {"inequality", "equality", "set"}
-        ``values(x) ≤ 0`` element-wise, ``values(x) = 0``, or an exact restriction of
-        the variable (bounds, fixed entries).
-    Params : type of StageParams
-    """
-
-    name: ClassVar[str] = ""
-    kind: ClassVar[str] = "inequality"
-    Params: ClassVar[type[StageParams]] = StageParams
-
-    def values(self, x: torch.Tensor, params: Any, problem: RefineProblem) -> torch.Tensor:
-        """Constraint values of object `x` (any shape; each element is one constraint)."""
-        raise NotImplementedError(f"constraint {self.name!r} of kind {self.kind!r} must "
-                                  "implement values()")
-
-    def smooth_values(self, x: torch.Tensor, params: Any, problem: RefineProblem
-                      ) -> torch.Tensor:
-        """A differentiable upper bound of :meth:`values` for the solver (default: the same)."""
-        return self.values(x, params, problem)
-
-    def has_smooth_form(self) -> bool:
-        return type(self).smooth_values is not Constraint.smooth_values
-
-    def scale(self, params: Any, problem: RefineProblem) -> float:
-        """Units of the violation: values are divided by this in the certificate."""
-        return 1.0
-
-    def restrict(self, variable: Variable, params: Any, problem: RefineProblem) -> Variable:
-        """For ``set`` constraints: the variable with its bounds or fixed entries."""
-        raise NotImplementedError(f"constraint {self.name!r} of kind 'set' must implement "
-                                  "restrict()")
-
-    def check(self, params: Any, problem: RefineProblem) -> None:
-        """Raise :class:`~sipflow.errors.PipelineError` when `params` cannot apply here."""
 
 
 def _budget(params: Any, start: float) -> float:

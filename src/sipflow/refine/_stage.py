@@ -7,13 +7,13 @@ from typing import Any, Literal
 import numpy as np
 import torch
 import xarray as xr
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, ValidationInfo, field_validator
 
 from .. import schema
-from ..errors import DataError
+from ..contracts import Context, Stage, StageParams, registry_of
+from ..errors import DataError, unknown_choice
 from ..hookspecs import hookimpl
 from ..preprocess import measurement_coherence
-from ..stage import Context, Stage, StageParams
 
 #: what the certificate attrs are called in a result
 CERTIFICATE_ATTR = "refine_certificate"
@@ -64,14 +64,10 @@ class ConstrainedParams(StageParams):
 
     @field_validator("constraints")
     @classmethod
-    def _known(cls, value: list[Any]) -> list[Any]:
-        from ..plugins import get_registry
-
-        registry = get_registry()
+    def _known(cls, value: list[Any], info: ValidationInfo) -> list[Any]:
+        registry = registry_of(info.context)
         for name, params in _constraint_entries(value):
             if name not in registry.constraints:
-                from ..plugins import unknown_choice
-
                 raise ValueError(unknown_choice("constraint", name, registry.constraints))
             try:
                 registry.constraints[name].Params(**params)
@@ -101,7 +97,6 @@ class Constrained(Stage):
     def run(self, ds: xr.Dataset, params: ConstrainedParams, context: Context) -> xr.Dataset:
         from ..optim import Problem, SolverOptions, Variable, penalty_adam, solve
         from ..physics import FarField, normalised_llk
-        from ..plugins import get_registry
         from ._constraints import RefineProblem
 
         source = ds.attrs.get("source", "the input")
@@ -139,7 +134,7 @@ class Constrained(Stage):
             return normalised_llk(model.intensity(v["x"]), counts_t, valid, ndim=ndim, dof=dof,
                                   kind="euclidean")
 
-        registry = get_registry()
+        registry = registry_of(context)
         variable = Variable("x", x0)
         inequalities, equalities, exact, scales, used = {}, {}, {}, {}, []
         for name, raw in _constraint_entries(params.constraints):
@@ -203,7 +198,7 @@ class Constrained(Stage):
 
 
 def _record(stage: str, outer: int, total: int, cert: Any):
-    from ..stage import ProgressRecord
+    from ..contracts import ProgressRecord
 
     return ProgressRecord(stage, outer, total, {"objective": cert.objective,
                                                 "violation": cert.max_violation,

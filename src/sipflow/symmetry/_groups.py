@@ -19,86 +19,18 @@ choice is a guess, and :attr:`CanonicalForm.ambiguous` says so.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, is_dataclass
-from typing import Any, Protocol, runtime_checkable
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
 
-from ..errors import PipelineError
+from ..contracts import AmbiguityGroup, CanonicalForm, default_registry
+from ..errors import PipelineError, unknown_choice
 from . import _farfield as ff
 
 #: below this confidence a canonical choice is reported as a near-tie
 SIGN_CONFIDENCE_THRESHOLD = 0.05
-
-
-@dataclass(frozen=True)
-class CanonicalForm:
-    """A canonical representative, whichever the group.
-
-    Attributes
-    ----------
-    x : array
-        ``element · input``, the representative (same type and shape as the input).
-    element : object
-        The group element applied (a frozen dataclass of the group).
-    confidence : float
-        How far the deciding test is from a tie (group-specific units, documented by
-        the group); below ``threshold`` the choice is a guess.
-    threshold : float
-    """
-
-    x: Any
-    element: Any
-    confidence: float
-    threshold: float
-
-    @property
-    def ambiguous(self) -> bool:
-        """True when the choice of representative is a near-tie (reported, never hidden)."""
-        return self.confidence < self.threshold
-
-    def element_dict(self) -> dict[str, Any]:
-        """The element as plain values (for attrs and JSON)."""
-        return element_dict(self.element)
-
-
-def element_dict(element: Any) -> dict[str, Any]:
-    """A group element (frozen dataclass) as a JSON-ready dict."""
-    if is_dataclass(element) and not isinstance(element, type):
-        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(element).items()}
-    return {"value": repr(element)}
-
-
-@runtime_checkable
-class AmbiguityGroup(Protocol):
-    """What a symmetry group offers to sipflow (implement it to register your own).
-
-    Attributes
-    ----------
-    name : str
-        What users type (``group: farfield``).
-    description : str
-        One line for listings.
-    """
-
-    name: str
-    description: str
-
-    def apply(self, x: Any, element: Any) -> Any:
-        """``element · x``."""
-
-    def canonical(self, x: Any) -> CanonicalForm:
-        """A representative of the orbit of `x`; ``canonical(g · x).x == canonical(x).x``."""
-
-    def align(self, reference: Any, x: Any) -> tuple[Any, Any]:
-        """``(g · x, g)`` with the element ``g`` minimising ``||reference - g · x||``."""
-
-    def error(self, estimate: Any, truth: Any) -> float:
-        """``min_g ||truth - g · estimate|| / ||truth||``."""
-
-    def random_element(self, rng: np.random.Generator, x: Any) -> Any:
-        """An element drawn at random, suited to `x` (training sets sample the orbit with it)."""
 
 
 class FarFieldGroup:
@@ -228,40 +160,32 @@ class SignGroup:
         return SignElement(int(rng.choice([-1, 1])))
 
 
-_BUILTIN: dict[str, AmbiguityGroup] = {"farfield": FarFieldGroup(), "sign": SignGroup()}
+#: the built-in groups, registered through the ``sipflow_symmetry_groups`` hook like a plugin's
+BUILTIN_GROUPS: tuple[AmbiguityGroup, ...] = (FarFieldGroup(), SignGroup())
 
 
-def available_groups() -> dict[str, AmbiguityGroup]:
-    """Every group by name: the built-in ones and those of installed plugins."""
-    from ..plugins import get_registry
+def available_groups(registry: Any = None) -> dict[str, AmbiguityGroup]:
+    """Every group by name: the built-in ones and those of installed plugins.
 
-    return {**_BUILTIN, **get_registry().groups}
+    Parameters
+    ----------
+    registry : sipflow.plugins.Registry, optional
+        Whose groups (default: :func:`sipflow.contracts.default_registry`).
+    """
+    return dict((registry or default_registry()).groups)
 
 
-def get_group(name: str) -> AmbiguityGroup:
-    """The group registered as `name`; a clear error listing the others otherwise."""
-    if name in _BUILTIN:
-        return _BUILTIN[name]
-    groups = available_groups()
+def get_group(name: str, registry: Any = None) -> AmbiguityGroup:
+    """The group registered as `name`; a clear error listing the others otherwise.
+
+    Parameters
+    ----------
+    name : str
+        What users type (``farfield``, ``sign``, a plugin's group).
+    registry : sipflow.plugins.Registry, optional
+        Where to look it up (default: :func:`sipflow.contracts.default_registry`).
+    """
+    groups = available_groups(registry)
     if name not in groups:
-        from ..plugins import unknown_choice
-
         raise PipelineError(unknown_choice("symmetry group", name, groups))
     return groups[name]
-
-
-def check_group(group: Any, owner: str) -> AmbiguityGroup:
-    """Validate what a plugin returned from ``sipflow_symmetry_groups``."""
-    from ..errors import PluginError
-
-    missing = [m for m in ("name", "description", "apply", "canonical", "align", "error",
-                           "random_element")
-               if not hasattr(group, m)]
-    if missing or not isinstance(getattr(group, "name", None), str):
-        raise PluginError(f"plugin {owner!r} returned {group!r} from sipflow_symmetry_groups; "
-                          f"it lacks {', '.join(missing) or 'a str name'} (see "
-                          "sipflow.symmetry.AmbiguityGroup)")
-    if group.name in _BUILTIN:
-        raise PluginError(f"plugin {owner!r} registers a symmetry group named {group.name!r}, "
-                          "which is built in; choose another name")
-    return group

@@ -6,11 +6,13 @@ from typing import Any
 
 import numpy as np
 import xarray as xr
-from pydantic import Field
+from pydantic import Field, ValidationInfo, field_validator
 
 from .. import schema
+from ..contracts import Context, Stage, StageParams, registry_of
+from ..errors import PipelineError
 from ..hookspecs import hookimpl
-from ..stage import Context, Stage, StageParams
+from ._groups import BUILTIN_GROUPS, get_group
 
 
 class CanonicalizeParams(StageParams):
@@ -18,6 +20,15 @@ class CanonicalizeParams(StageParams):
 
     group: str = Field("farfield", description="Ambiguity group (built in: farfield, sign; "
                        "plugins add more).")
+
+    @field_validator("group")
+    @classmethod
+    def _known(cls, value: str, info: ValidationInfo) -> str:
+        try:
+            get_group(value, registry_of(info.context))
+        except PipelineError as exc:  # an unknown name, with the valid ones
+            raise ValueError(str(exc)) from None
+        return value
     truth: bool = Field(True, description="Also bring obj_true (a simulation's truth) to its "
                         "canonical form, so that it displays like the result.")
 
@@ -53,9 +64,7 @@ class Canonicalize(Stage):
     produces = (schema.OBJ,)
 
     def run(self, ds: xr.Dataset, params: CanonicalizeParams, context: Context) -> xr.Dataset:
-        from . import get_group
-
-        group = get_group(params.group)
+        group = get_group(params.group, context.registry)
         out = ds.copy()
         record: dict[str, Any] = {"group": group.name}
         sup = (np.asarray(ds[schema.SUPPORT].values, bool)
@@ -106,3 +115,8 @@ class Canonicalize(Stage):
 @hookimpl
 def sipflow_stages():
     return [Canonicalize]
+
+
+@hookimpl
+def sipflow_symmetry_groups():
+    return list(BUILTIN_GROUPS)

@@ -21,7 +21,7 @@ import numpy as np
 import xarray as xr
 
 from .. import schema
-from ..stage import Context, Stage, StageParams
+from ..contracts import Context, Stage, StageParams
 
 
 def simulated_dataset(shape: tuple[int, ...] = (32, 32), *, photons: float | None = None,

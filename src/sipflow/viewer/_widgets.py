@@ -50,8 +50,8 @@ if TYPE_CHECKING:  # pragma: no cover
     import napari
     import xarray as xr
 
+    from ..contracts import ProgressRecord
     from ..pipeline import Pipeline
-    from ..stage import ProgressRecord
 
 log = logging.getLogger("sipflow")
 
