@@ -53,8 +53,10 @@ test: install-test system-deps
 	$(VENV)/bin/ruff check src tests plugins flows examples benchmarks
 	$(PY) -m pytest --durations=15
 
+## lint: ruff, and the package's layering (no import cycles, nothing imports upward).
 lint: install-test
 	$(VENV)/bin/ruff check src tests plugins flows examples benchmarks
+	$(PY) -m pytest -q -p no:cacheprovider tests/test_layers.py
 
 bench: install
 	$(PIP) install -q cohere-core   # benchmark-only: the APS reference implementation
