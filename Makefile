@@ -56,7 +56,7 @@ test: install-test system-deps
 ## lint: ruff, and the package's layering (no import cycles, nothing imports upward).
 lint: install-test
 	$(VENV)/bin/ruff check src tests plugins flows examples benchmarks
-	$(PY) -m pytest -q -p no:cacheprovider tests/test_layers.py
+	$(PY) -m pytest -q -p no:cacheprovider tests/test_architecture.py
 
 bench: install
 	$(PIP) install -q cohere-core   # benchmark-only: the APS reference implementation

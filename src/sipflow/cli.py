@@ -198,19 +198,19 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def _figures(out: Path) -> tuple[float, float]:
-    """(free LLK of the selected run, error against the truth) of a result store, NaN if absent."""
+    """(free LLK of the selected run, error against the truth) of a result store, NaN if absent.
+
+    Read from the :class:`~sipflow.contracts.PhaseRecord` every phase stage writes.
+    """
+    from .contracts import PhaseRecord
     from .io import open_result
 
     ds = open_result(out)
-    free = float("nan")
-    for key in ("phase_double_dip", "phase_dip", "phase_classic"):
-        info = ds.attrs.get(key)
-        if info and info.get("final_llk_free"):
-            value = info["final_llk_free"][info["best_run"]]
-            free = float("nan") if value is None else float(value)
-            break
+    record = PhaseRecord.from_attrs(ds.attrs)
+    free = record.best_llk_free if record is not None else None
     error = ds.attrs.get("metrics", {}).get("error")
-    return free, float("nan") if error is None else float(error)
+    return (float("nan") if free is None else float(free),
+            float("nan") if error is None else float(error))
 
 
 def _batch_row(scan: str, output: str, reason: str = "", wall_s: float = 0.0

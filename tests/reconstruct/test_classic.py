@@ -15,7 +15,7 @@ import sipflow
 from sipflow.errors import PipelineError, ReconstructionError
 from sipflow.pipeline import Pipeline
 from sipflow.reconstruct import Classic
-from sipflow.reconstruct._runs import align_to
+from sipflow.runset import align_to
 from sipflow.testing import simulated_dataset
 
 BOUND = {"HIO": 0.05, "RAAR": 0.1}

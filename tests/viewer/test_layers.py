@@ -163,10 +163,10 @@ def test_result_tables_and_text(result_stores):
     named = _results.convergence(ds, "A")
     assert named[0].label == "A run 0"
     headers, rows = _results.run_table(ds)
-    record = ds.attrs["phase_classic"]
+    record = ds.attrs["phase"]
     assert headers[:3] == ["run", "rank", "status"] and len(rows) == 2
-    assert rows[0][0] == str(record["run_rank"][0]) and rows[0][1] == "1"  # best first
-    assert rows[0][4] == format(record["final_llk_free"][record["run_rank"][0]], ".4g")
+    assert rows[0][0] == str(record["best_run"]) and rows[0][1] == "1"  # best first
+    assert rows[0][4] == format(record["final_llk_free"][record["best_run"]], ".4g")
     text = _results.provenance_text(ds)
     prov = ds.attrs["provenance"]
     assert f"seed: {prov['seed']}" in text and "phase.classic" in text

@@ -81,6 +81,33 @@ class Strain(Stage):
     Params = StrainParams
     requires = (schema.OBJ, schema.SUPPORT)
     produces = (schema.PHASE, schema.DISPLACEMENT, schema.STRAIN, schema.SURFACE)
+    record_attr = "bragg_strain"
+
+    @classmethod
+    def summary_rows(cls, ds: xr.Dataset) -> list[tuple[str, str]]:
+        """Crystal size, d spacing and strain statistics of ``attrs["bragg_strain"]``."""
+        rows: list[tuple[str, str]] = []
+        bs = ds.attrs.get("bragg_strain")
+        if bs and schema.SUPPORT in ds:
+            voxel = bs["voxel_size_nm"]
+            extent = ds.attrs.get("bragg_crystal_size_nm")  # face to face at half amplitude
+            how = "face to face at half amplitude"
+            if extent is None:  # an orthogonalisation that did not record it: voxels counted
+                extent = [(int(np.ptp(ix)) + 1) * v for ix, v in
+                          zip(np.nonzero(np.asarray(ds[schema.SUPPORT].values)), voxel,
+                              strict=True)]
+                how = "support's bounding box"
+            rows.append(("crystal size", " × ".join(f"{e:.0f}" for e in extent) + " nm"
+                         + f" ({', '.join(map(str, ds[schema.SUPPORT].dims))}, {how}; voxel "
+                           f"{voxel[0]:.3g} nm)"))
+            rows.append(("d spacing / |G|", f"{bs['d_spacing_nm']:.4f} nm / {bs['g_inv_nm']:.4g} "
+                                            "1/nm"))
+            rows.append(("RMS strain (interior)", f"{bs['strain_rms']:.3g} (mean "
+                                                  f"{bs['strain_mean']:.2g}, "
+                                                  f"{bs['interior_voxels']} voxels; "
+                                                  f"{bs['surface_voxels']} surface voxels "
+                                                  "flagged)"))
+        return rows
 
     def run(self, ds: xr.Dataset, params: StrainParams, context: Context) -> xr.Dataset:
         source = ds.attrs.get("source", "the input")

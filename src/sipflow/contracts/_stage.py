@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from pydantic import BaseModel, ConfigDict
 
 from ..errors import DataError
+from ._phase import PhaseRecord
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -153,6 +154,11 @@ class Stage(abc.ABC):
     heavy : bool
         True for compute-heavy stages; under Prefect they hold a slot of their device's
         concurrency limit while they run (two never share a card).
+    record_attr : str or None
+        The ``attrs`` key of the stage's own record (``"phase_classic"``), when it writes
+        one: summaries call :meth:`summary_rows` of every stage whose record a result
+        holds, in the order the records were written. A phase stage that writes the
+        common :class:`~sipflow.contracts.PhaseRecord` (``attrs["phase"]``) needs none.
     """
 
     name: ClassVar[str] = ""
@@ -161,6 +167,7 @@ class Stage(abc.ABC):
     requires: ClassVar[tuple[str, ...]] = ()
     produces: ClassVar[tuple[str, ...]] = ()
     heavy: ClassVar[bool] = False
+    record_attr: ClassVar[str | None] = None
 
     @classmethod
     def kind(cls) -> str:
@@ -199,6 +206,25 @@ class Stage(abc.ABC):
             Shape of the input ``intensity`` (before any preprocessing stage).
         """
         return None
+
+    @classmethod
+    def summary_rows(cls, ds: xr.Dataset) -> list[tuple[str, str]]:
+        """(quantity, value) rows this stage adds to a result's summary.
+
+        ``sipflow run``/``evaluate``, ``sipflow batch`` and the napari Result widget
+        show them. The default, for a phase stage, is the rows of its
+        :class:`~sipflow.contracts.PhaseRecord` (runs accepted, the best run's LLK and
+        free LLK); override to add your own, read from ``ds.attrs``.
+
+        Parameters
+        ----------
+        ds : xarray.Dataset
+            A result (its attrs hold the records of the stages that ran).
+        """
+        record = PhaseRecord.from_attrs(ds.attrs)
+        if cls.kind() == "phase" and record is not None and record.stage == cls.name:
+            return record.summary_rows()
+        return []
 
     @classmethod
     def summary(cls) -> str:

@@ -12,10 +12,12 @@ import xarray as xr
 from pydantic import Field, model_validator
 
 from .. import schema
-from ..contracts import Context, Stage, StageParams
+from ..contracts import PHASE_ATTR, Context, PhaseRecord, Stage, StageParams
 from ..errors import DataError, ReconstructionError
 from ..hookspecs import hookimpl
 from ..preprocess import checked_counts, measurement_coherence
+from ..runset import rank_runs
+from ._summary import deep_prior_rows
 
 
 class DipParams(StageParams):
@@ -193,6 +195,13 @@ class _DeepPrior(Stage):
                 schema.FREE_MASK)
     heavy = True
     attr = ""
+    #: what summaries call the stage
+    label = ""
+
+    @classmethod
+    def summary_rows(cls, ds: xr.Dataset) -> list[tuple[str, str]]:
+        """Variant, runs, the free and fitted LLK against the previous object."""
+        return deep_prior_rows(ds, cls.attr, cls.label)
 
     @abc.abstractmethod
     def variant(self, params: DipParams) -> str:
@@ -350,14 +359,12 @@ class _DeepPrior(Stage):
             ok = r.status == "ok" and np.isfinite(final_llk[-1]) and np.abs(x).max() > 0
             status.append(r.status if r.status != "ok" else ("ok" if ok else
                                                              "failed: empty object"))
-        good = [i for i, s in enumerate(status) if s == "ok"]
-        if not good:
+        ranked, _ = rank_runs(final_llk, final_free, status)  # free LLK where held out
+        if not ranked:
             raise ReconstructionError(
                 f"{ds.attrs.get('source', 'the input')}: {self.name}: every run failed: "
                 + "; ".join(f"run {i}: {s}" for i, s in enumerate(status))
                 + ". Try a smaller lr or another support.")
-        score = [final_free[i] if np.isfinite(final_free[i]) else final_llk[i] for i in good]
-        ranked = [good[i] for i in np.argsort(score)]
         best = ranked[0]
         obj, obj_support = xs[best], sups[best]
         # a warm start is judged against where it started, on the same held-out pixels
@@ -427,6 +434,11 @@ class _DeepPrior(Stage):
             "kept_previous": kept_reason is not None, "kept_previous_by": kept_reason,
             "free_pixels": int(free.sum()), "free_mask_from": free_origin,
         }
+        out.attrs[PHASE_ATTR] = PhaseRecord(
+            stage=self.name, best_run=int(best), ranked_by=out.attrs[self.attr]["ranked_by"],
+            run_status=list(status), run_rank=[rank_of.get(i) for i in range(len(results))],
+            final_llk=final_llk, final_llk_free=final_free,
+            averaged_runs=[] if kept_reason is not None else [int(best)]).to_attrs()
         return out
 
 
@@ -451,7 +463,8 @@ class Dip(_DeepPrior):
     name = "phase.dip"
     version = "1.0"
     Params = DipParams
-    attr = "phase_dip"
+    attr = record_attr = "phase_dip"
+    label = "DIP"
 
     def variant(self, params: DipParams) -> str:
         return "positive" if params.positivity else "complex"
@@ -471,7 +484,8 @@ class DoubleDip(_DeepPrior):
     name = "phase.double_dip"
     version = "1.0"
     Params = DoubleDipParams
-    attr = "phase_double_dip"
+    attr = record_attr = "phase_double_dip"
+    label = "double DIP"
 
     def variant(self, params: DoubleDipParams) -> str:  # type: ignore[override]
         return "positive" if params.positivity else params.variant

@@ -9,7 +9,7 @@ import xarray as xr
 from pydantic import Field
 
 from .. import schema
-from ..contracts import Context, Stage, StageParams
+from ..contracts import PHASE_ATTR, Context, PhaseRecord, Stage, StageParams
 from ..errors import DataError, PipelineError
 from ..hookspecs import hookimpl
 from ..io import sha256_file
@@ -93,6 +93,9 @@ class Learned(Stage):
             "validation_error": (model.history.get("val_error") or [float("nan")])[-1],
             "training": model.config.model_dump(mode="json"), "llk": llk,
         }
+        out.attrs[PHASE_ATTR] = PhaseRecord(
+            stage=self.name, best_run=0, ranked_by="llk", run_status=["ok"], run_rank=[0],
+            final_llk=[llk], final_llk_free=[], averaged_runs=[0]).to_attrs()
         context.logger.info("%s: %s (trained %d epochs, validation error %.3g): LLK %.4g",
                             self.name, path, model.epoch,
                             out.attrs["phase_learned"]["validation_error"], llk)

@@ -1,43 +1,11 @@
-"""Working with many runs: breeding generations, aligned averages, the PRTF (numpy)."""
+"""Working with many runs: breeding generations and the PRTF (numpy; averages: sipflow.runset)."""
 
 from __future__ import annotations
 
 import numpy as np
 
 from ..physics import centred_farfield
-from ..symmetry import align, apply
-
-
-def align_to(reference: np.ndarray, runs: np.ndarray, supports: np.ndarray
-             ) -> tuple[np.ndarray, np.ndarray]:
-    """Align every run (and its support) to `reference` over twin, translation and phase.
-
-    Parameters
-    ----------
-    reference : ndarray, complex, (*spatial)
-    runs : ndarray, complex, (k, *spatial)
-    supports : ndarray, bool, (k, *spatial)
-
-    Returns
-    -------
-    aligned : ndarray, complex, (k, *spatial)
-    aligned_supports : ndarray, bool, (k, *spatial)
-    """
-    objs, sups = [], []
-    alignments = align(np.asarray(reference, np.complex128), np.asarray(runs, np.complex128))
-    for a, sup in zip(alignments, supports, strict=True):
-        # the support follows its object's twin and translation (not the phase)
-        moved = apply(sup.astype(np.complex128), type(a.element)(0.0, a.element.shift,
-                                                                 a.element.twin))
-        objs.append(a.aligned)
-        sups.append(moved.real > 0.5)
-    return np.stack(objs).astype(runs.dtype), np.stack(sups)
-
-
-def average_runs(runs: np.ndarray, supports: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Mean of runs aligned to the first, and the majority vote of their supports."""
-    aligned, sups = align_to(runs[0], runs, supports)
-    return aligned.mean(axis=0), sups.mean(axis=0) > 0.5
+from ..runset import align_to
 
 
 def breed(runs: np.ndarray, supports: np.ndarray, best: int) -> np.ndarray:

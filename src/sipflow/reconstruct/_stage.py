@@ -8,12 +8,13 @@ import numpy as np
 import xarray as xr
 
 from .. import schema
-from ..contracts import Context, Stage
+from ..contracts import PHASE_ATTR, Context, PhaseRecord, Stage
 from ..errors import Cancelled, DataError, ReconstructionError
 from ..hookspecs import hookimpl
 from ..preprocess import checked_counts
 from ._params import ClassicParams
 from ._plan import parse
+from ._summary import classic_rows
 
 
 def _torch_dtype(name: str):
@@ -83,6 +84,12 @@ class Classic(Stage):
     produces = (schema.OBJ, schema.SUPPORT, schema.OBJ_RUNS, schema.SUPPORT_RUNS, schema.LLK,
                 schema.LLK_FREE, schema.PRTF, schema.FREE_MASK)
     heavy = True
+    record_attr = "phase_classic"
+
+    @classmethod
+    def summary_rows(cls, ds: xr.Dataset) -> list[tuple[str, str]]:
+        """Plan, runs, success rate, run sets, object model, averaged runs, support."""
+        return classic_rows(ds)
 
     @classmethod
     def estimate_memory(cls, params: ClassicParams, shape: tuple[int, ...], itemsize: int
@@ -254,9 +261,10 @@ class Classic(Stage):
     def run(self, ds: xr.Dataset, params: ClassicParams, context: Context) -> xr.Dataset:
         import torch
 
+        from ..runset import average_runs, select_runs
         from . import _support
         from ._engine import EngineSettings
-        from ._runs import average_runs, prtf
+        from ._runs import prtf
 
         counts, mask = checked_counts(ds, stage=self.name)
         source = ds.attrs.get("source", "input")
@@ -307,11 +315,9 @@ class Classic(Stage):
         x, support, llk, llk_free, outside, status, llk_its, kernel = best_set["result"]
         ranked, ok, attempts = best_set["ranked"], best_set["ok"], best_set["attempts"]
         generation_best = best_set["generation_best"]
-        chosen = ranked[: params.keep_best]
-        if params.average_within is not None:  # by the score that ranked them
-            scores = best_set["scores"]
-            chosen = [r for r in chosen
-                      if scores[r] <= scores[chosen[0]] + params.average_within]
+        # by the score that ranked them
+        chosen = select_runs(ranked, best_set["scores"], params.keep_best,
+                             params.average_within)
         if len(chosen) > 1:
             obj, obj_support = average_runs(x[chosen], support[chosen])
             obj = obj.astype(x.dtype)
@@ -346,7 +352,7 @@ class Classic(Stage):
         below = np.nonzero(prtf_values[1:] < 1 / np.e)[0]
         rank_of = {r: i for i, r in enumerate(ranked)}
         positive = params.per_run()[0]
-        out.attrs["phase_classic"] = {
+        out.attrs["phase_classic"] = pc = {
             "plans": [str(parse(t)) for t in schedules],
             "plan": str(parse(schedules[-1])),
             "iterations": sum(parse(t).n_iterations() for t in schedules),
@@ -371,6 +377,10 @@ class Classic(Stage):
             "free_pixels": int(free.sum()),
             "prtf_resolution_shell": int(below[0] + 1) if below.size else None,
         }
+        out.attrs[PHASE_ATTR] = PhaseRecord(
+            stage=self.name, best_run=int(ranked[0]), ranked_by=pc["ranked_by"],
+            run_status=list(status), run_rank=pc["run_rank"], final_llk=pc["final_llk"],
+            final_llk_free=pc["final_llk_free"], averaged_runs=list(chosen)).to_attrs()
         context.logger.info("phase.classic: %d runs x %d iterations, best run %d (LLK %.4g, "
                             "free LLK %.4g)", params.runs, parse(schedules[-1]).n_iterations(),
                             int(ranked[0]), float(llk[ranked[0], -1]),

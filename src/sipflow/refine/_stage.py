@@ -93,6 +93,23 @@ class Constrained(Stage):
     requires = (schema.INTENSITY, schema.OBJ, schema.SUPPORT)
     produces = (schema.OBJ,)
     heavy = True
+    record_attr = CERTIFICATE_ATTR
+
+    @classmethod
+    def summary_rows(cls, ds: xr.Dataset) -> list[tuple[str, str]]:
+        """The certificate's verdict, violation and KKT residual (and why, when not met)."""
+        rows: list[tuple[str, str]] = []
+        cert = ds.attrs.get(CERTIFICATE_ATTR)
+        if cert:
+            verdict = "certified" if cert["certified"] else "NOT certified"
+            rows.append(("refine certificate", f"{verdict} ({cert['status']})"))
+            sampled = (f" (sampled within {cert['sampling_radius']:.2g})"
+                       if cert.get("stationarity") == "sampled" else "")
+            rows.append(("refine violation / KKT", f"{cert['max_violation']:.3g} / "
+                                                   f"{cert['kkt_residual']:.3g}{sampled}"))
+            if not cert["certified"]:
+                rows.append(("refine reason", cert["reason"]))
+        return rows
 
     def run(self, ds: xr.Dataset, params: ConstrainedParams, context: Context) -> xr.Dataset:
         from ..optim import Problem, SolverOptions, Variable, penalty_adam, solve

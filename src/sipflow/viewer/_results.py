@@ -10,6 +10,7 @@ import numpy as np
 import xarray as xr
 
 from .. import schema
+from ..contracts import PhaseRecord
 
 #: convergence variables plotted when present, with their axis label
 CURVES = {schema.LLK: "LLK (normalised)", schema.LLK_FREE: "free LLK (normalised)",
@@ -63,28 +64,25 @@ def convergence(ds: xr.Dataset, name: str = "") -> list[Curve]:
 
 
 def run_table(ds: xr.Dataset) -> tuple[list[str], list[list[str]]]:
-    """Headers and rows of the run table: run, rank, status, final LLK, free LLK, outside.
+    """Headers and rows of the run table: run, rank, status, final LLK, final free LLK.
 
-    Built from the ``phase_classic`` record (or any stage record with ``run_status``) of
-    the result's attrs; empty when the result has no runs.
+    Built from the :class:`~sipflow.contracts.PhaseRecord` (``attrs["phase"]``) that every
+    phase stage writes, a plugin's too; best run first, unranked (failed) runs last.
+    Empty when the result has no runs.
     """
-    record = next((v for v in ds.attrs.values()
-                   if isinstance(v, dict) and "run_status" in v), None)
+    record = PhaseRecord.from_attrs(ds.attrs)
     if record is None:
         return [], []
-    headers = ["run", "rank", "status", "final LLK", "final free LLK", "outside support"]
-    status = list(record["run_status"])
-    ranks = list(record.get("run_rank") or [])
-    order = {int(r): i for i, r in enumerate(ranks)}
+    headers = ["run", "rank", "status", "final LLK", "final free LLK"]
 
-    def col(key: str, fmt: str) -> list[str]:
-        values = record.get(key) or [None] * len(status)
-        return [("—" if v is None or v != v else format(v, fmt)) for v in values]
+    def col(values: list[float | None]) -> list[str]:
+        values = values or [None] * record.runs
+        return ["—" if v is None else format(v, ".4g") for v in values]
 
-    llk, free, out = col("final_llk", ".4g"), col("final_llk_free", ".4g"), col(
-        "outside_fraction", ".2%")
-    rows = [[str(r), str(order[r] + 1) if r in order else "—", status[r], llk[r], free[r],
-             out[r]] for r in range(len(status))]
+    ranks = record.run_rank or [None] * record.runs
+    llk, free = col(record.final_llk), col(record.final_llk_free)
+    rows = [[str(r), "—" if ranks[r] is None else str(ranks[r] + 1), record.run_status[r],
+             llk[r], free[r]] for r in range(record.runs)]
     rows.sort(key=lambda row: (row[1] == "—", int(row[1]) if row[1] != "—" else 0))
     return headers, rows
 
