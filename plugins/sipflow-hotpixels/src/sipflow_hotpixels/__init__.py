@@ -1,7 +1,9 @@
 """Example sipflow plugin: ``prep.hot_pixels`` masks hot pixels the detector mask missed,
-the ``zero_mean_phase`` constraint of ``refine.constrained`` fixes the global phase, and
-the ``mirror_x`` symmetry group (a mirror plane, as in a crystal's point group) gives
-``symmetry.canonicalize`` and ``sipflow train`` another ambiguity to break."""
+the ``zero_mean_phase`` constraint of ``refine.constrained`` fixes the global phase, the
+``mirror_x`` symmetry group (a mirror plane, as in a crystal's point group) gives
+``symmetry.canonicalize`` and ``sipflow train`` another ambiguity to break, and
+``phase.shrinkwrap_hio`` (:mod:`._phase`) is a phase method that sipflow's summaries,
+batch tables and viewer show with no code of theirs naming it."""
 
 from __future__ import annotations
 
@@ -18,7 +20,10 @@ from sipflow.preprocess import checked_counts
 from sipflow.refine import Constraint
 from sipflow.symmetry import CanonicalForm
 
+from ._phase import ShrinkwrapHio
+
 __version__ = "0.1.0"
+__all__ = ["HotPixels", "MirrorX", "ShrinkwrapHio", "ZeroMeanPhase"]
 
 
 class HotPixelParams(StageParams):
@@ -139,7 +144,7 @@ def sipflow_constraints():
 
 @hookimpl
 def sipflow_stages():
-    return [HotPixels]
+    return [HotPixels, ShrinkwrapHio]
 
 
 @hookimpl
