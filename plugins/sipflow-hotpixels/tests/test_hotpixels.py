@@ -75,3 +75,12 @@ def test_mirror_group_canonical_form_is_invariant(sipflow_plugins):
         assert group.error(group.apply(x, sipflow_hotpixels.Mirror(True)), x) < 1e-12
     symmetric = np.ones((8, 9))
     assert group.canonical(symmetric).ambiguous
+
+
+def test_group_and_constraint_contracts():
+    from sipflow_hotpixels import MirrorX, ZeroMeanPhase
+
+    from sipflow.testing import assert_constraint_contract, assert_group_contract
+
+    assert_group_contract(MirrorX())
+    assert_constraint_contract(ZeroMeanPhase)

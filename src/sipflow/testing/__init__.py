@@ -8,134 +8,23 @@ A third-party stage gets the same checks as the built-ins::
     def test_contract():
         assert_stage_contract(MyStage)
 
+and groups, constraints and readers theirs: :func:`assert_group_contract`,
+:func:`assert_constraint_contract`, :func:`assert_reader_contract`.
+
 Fixtures (registered through the ``pytest11`` entry point): ``sipflow_dataset_2d``,
 ``sipflow_dataset_3d`` (small simulated datasets, noiseless, with truth) and
 ``sipflow_registry`` (a freshly built plugin registry).
 """
 
-from __future__ import annotations
+from ._contracts import (
+    assert_constraint_contract,
+    assert_group_contract,
+    assert_reader_contract,
+    refine_problem,
+)
+from ._datasets import simulated_dataset
+from ._stage import assert_outputs, assert_stage_contract
 
-from typing import Any
-
-import numpy as np
-import xarray as xr
-
-from .. import schema
-from ..contracts import Context, Stage, StageParams
-
-
-def simulated_dataset(shape: tuple[int, ...] = (32, 32), *, photons: float | None = None,
-                      kind: str | None = None, seed: int = 0, with_obj: bool = False,
-                      **sim_options: Any) -> xr.Dataset:
-    """A small in-memory dataset shaped like a reader's output (no file involved).
-
-    Parameters
-    ----------
-    shape : tuple of int
-        (rows, cols) or (frames, rows, cols) [pixels].
-    photons : float, optional
-        Total counts with Poisson noise; None for noiseless data.
-    kind : str, optional
-        Object shape (default ``blob`` in 2-D, ``crystal`` in 3-D).
-    with_obj : bool
-        Also set ``obj``/``support`` to the truth, for stages that need an object.
-    """
-    from ..simulate import Simulation, simulate
-
-    kind = kind or ("blob" if len(shape) == 2 else "crystal")
-    arrays = simulate(Simulation(shape=tuple(shape), kind=kind, photons=photons, seed=seed,
-                                 **sim_options))
-    ddims = schema.detector_dims(len(shape))
-    rdims = schema.real_dims(len(shape))
-    ds = xr.Dataset({
-        schema.INTENSITY: (ddims, arrays["intensity"].astype(np.float32)),
-        schema.MASK: (ddims, arrays["mask"]),
-        schema.OBJ_TRUE: (rdims, arrays["obj"]),
-        schema.SUPPORT_TRUE: (rdims, arrays["support"]),
-    }, attrs={"source": f"simulated {kind} {tuple(shape)}", "wavelength_m": 1.55e-10,
-              "energy_eV": 8000.0, "distance_m": 2.0, "pixel_size_m": 75e-6})
-    if with_obj:
-        ds[schema.OBJ] = ds[schema.OBJ_TRUE]
-        ds[schema.SUPPORT] = ds[schema.SUPPORT_TRUE]
-    return ds
-
-
-def _strip_timing(ds: xr.Dataset) -> xr.Dataset:
-    out = ds.copy()
-    out.attrs = {k: v for k, v in ds.attrs.items() if k != "provenance"}
-    return out
-
-
-def assert_outputs(stage: type[Stage], out: xr.Dataset, ndim: int) -> None:
-    """Check the variables `stage` declares in ``produces`` against :mod:`sipflow.schema`.
-
-    ``obj`` is complex with the real-space dimensions of `ndim` and no ``run``
-    dimension, ``support`` boolean on the same dimensions, ``obj_runs`` /
-    ``support_runs`` have ``run`` first, ``llk`` / ``llk_free`` are (run, iter).
-    """
-    rdims = schema.real_dims(ndim)
-    for name in stage.produces:
-        assert name in out, f"{stage.name}: declares {name!r} in produces but did not make it"
-    checks = {
-        schema.OBJ: (rdims, "c"), schema.SUPPORT: (rdims, "b"),
-        schema.OBJ_RUNS: ((schema.RUN, *rdims), "c"),
-        schema.SUPPORT_RUNS: ((schema.RUN, *rdims), "b"),
-        schema.LLK: ((schema.RUN, schema.ITER), "f"),
-        schema.LLK_FREE: ((schema.RUN, schema.ITER), "f"),
-        schema.LOSS: ((schema.RUN, schema.ITER), "f"),
-        schema.ES_VARIANCE: ((schema.RUN, schema.ITER), "f"),
-    }
-    for name, (dims, kind) in checks.items():
-        if name in stage.produces:
-            var = out[name]
-            assert var.dims == dims, f"{stage.name}: {name} has dims {var.dims}, expected {dims}"
-            assert var.dtype.kind == kind, f"{stage.name}: {name} has dtype {var.dtype}"
-            if kind in "cf":
-                assert np.isfinite(np.asarray(var.values)).any(), f"{stage.name}: {name} is NaN"
-    if schema.OBJ in out:
-        assert schema.RUN not in out[schema.OBJ].dims, f"{stage.name}: obj has a run dimension"
-
-
-def assert_stage_contract(stage: type[Stage], ds: xr.Dataset | None = None,
-                          params: dict[str, Any] | None = None) -> xr.Dataset:
-    """Check that `stage` honours the stage contract (docs/design.md, README); return its output.
-
-    Checks: a ``kind.method`` name and a version; a ``StageParams`` model whose
-    every field has a default and a description and which round-trips through
-    JSON; ``run`` returns a new Dataset, leaves its input untouched, gives
-    ``obj`` no ``run`` dimension, and is deterministic for a fixed seed on CPU.
-
-    Parameters
-    ----------
-    stage : Stage subclass
-    ds : xarray.Dataset, optional
-        Input; default a 32x32 simulated dataset (with ``obj`` when the stage needs it).
-    params : dict, optional
-        Parameters for the run (default: all defaults).
-    """
-    assert isinstance(stage, type) and issubclass(stage, Stage), f"{stage!r} is not a Stage"
-    assert stage.name and "." in stage.name, f"stage name {stage.name!r} is not 'kind.method'"
-    assert stage.name == stage.name.strip().lower(), f"stage name {stage.name!r} not lowercase"
-    assert isinstance(stage.version, str) and stage.version, f"{stage.name}: no version"
-    assert issubclass(stage.Params, StageParams), f"{stage.name}: Params must be StageParams"
-    for fname, field in stage.Params.model_fields.items():
-        assert not field.is_required(), f"{stage.name}: parameter {fname!r} has no default"
-        assert field.description, f"{stage.name}: parameter {fname!r} has no description"
-    p = stage.Params(**(params or {}))
-    again = stage.Params.model_validate_json(p.model_dump_json())
-    assert again == p, f"{stage.name}: parameters do not round-trip through JSON"
-    if ds is None:
-        ds = simulated_dataset(with_obj=schema.OBJ in stage.requires)
-    before = ds.copy(deep=True)
-    ctx = Context(device="cpu", seed=1234)
-    out = stage()(ds, p, ctx)
-    assert isinstance(out, xr.Dataset), f"{stage.name}: run returned {type(out).__name__}"
-    assert out is not ds, f"{stage.name}: run must return a new Dataset"
-    xr.testing.assert_identical(ds, before)
-    assert_outputs(stage, out, 2 if ds[schema.INTENSITY].ndim == 2 else 3)
-    second = stage()(ds, p, Context(device="cpu", seed=1234))
-    xr.testing.assert_identical(_strip_timing(out), _strip_timing(second))
-    return out
-
-
-__all__ = ["assert_outputs", "assert_stage_contract", "simulated_dataset"]
+__all__ = ["assert_constraint_contract", "assert_group_contract", "assert_outputs",
+           "assert_reader_contract", "assert_stage_contract", "refine_problem",
+           "simulated_dataset"]
