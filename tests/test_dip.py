@@ -291,3 +291,12 @@ def test_dip_template_loads():
                                                  "phase.double_dip", "analyse.metrics"]
     assert stage_params("dip", "phase.classic") == stage_params("default", "phase.classic"), (
         "the dip template's classical start is what phase.double_dip runs by itself")
+
+
+def test_the_classical_recipe_constant_is_the_default_template():
+    from sipflow.dip import DipParams
+    from sipflow.reconstruct import DEFAULT_RECIPE
+
+    assert stage_params("default", "phase.classic") == DEFAULT_RECIPE
+    recipe = DipParams(classic_params={"runs": 2}).classic_recipe()
+    assert recipe == {**DEFAULT_RECIPE, "runs": 2} and DEFAULT_RECIPE["runs"] == 8

@@ -128,10 +128,13 @@ class DipParams(StageParams):
 
     def classic_recipe(self) -> dict[str, Any]:
         """Parameters of the ``init: classic`` start: the ``default`` template's
-        ``phase.classic`` with ``classic_params`` over them."""
-        from ..templates import stage_params
+        ``phase.classic`` recipe (:data:`sipflow.reconstruct.DEFAULT_RECIPE`) with
+        ``classic_params`` over them."""
+        import copy
 
-        return {**stage_params("default", "phase.classic"), **self.classic_params}
+        from ..reconstruct import DEFAULT_RECIPE
+
+        return {**copy.deepcopy(DEFAULT_RECIPE), **self.classic_params}
 
 
 class DoubleDipParams(DipParams):

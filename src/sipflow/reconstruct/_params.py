@@ -189,3 +189,25 @@ class ClassicParams(StageParams):
         return ([self.positivity if v.positivity is None else v.positivity for v in chosen],
                 [self.shrinkwrap_threshold if v.shrinkwrap_threshold is None
                  else v.shrinkwrap_threshold for v in chosen])
+
+
+#: The classical recipe of the ``default`` template's ``phase.classic`` (HIO then ER with a
+#: tight shrinkwrap, half the runs assuming a real non-negative object, a second generation
+#: in the best run's support, set retries, the near-best runs averaged), as a constant:
+#: ``phase.double_dip``'s classical start uses it, and a test keeps ``default.yaml`` equal
+#: to it. Why each value: the comments of ``templates/default.yaml``.
+DEFAULT_RECIPE: dict = {
+    "schedule": "(sup * HIO**50)**12 * (sup * ER**50)**4",
+    "runs": 8,
+    "shrinkwrap_threshold": [0.15, 0.3],
+    "run_variants": [{"positivity": True, "shrinkwrap_threshold": 0.1}, {}],
+    "sigma_end": 0.4,
+    "support_threshold": [0.1, 0.5],
+    "generations": 2,
+    "generation_start": "support",
+    "generation_schedules": ["HIO**200 * (sup * HIO**50)**8 * (sup * ER**50)**4"],
+    "set_retries": 2,
+    "set_retry_llk_free": 1.8,
+    "keep_best": 4,
+    "average_within": 0.1,
+}
