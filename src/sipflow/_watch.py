@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from ._system import atomic_write
 
 log = logging.getLogger("sipflow")
 
@@ -82,9 +83,8 @@ class WatchState:
         return state
 
     def save(self) -> None:
-        tmp = self.path.with_name(f".{self.path.name}.partial")
-        tmp.write_text(json.dumps({"files": self.files}, indent=1, sort_keys=True))
-        os.replace(tmp, self.path)
+        text = json.dumps({"files": self.files}, indent=1, sort_keys=True)
+        atomic_write(self.path, lambda tmp: tmp.write_text(text))
 
     def pending(self, name: str, max_attempts: int) -> bool:
         entry = self.files.get(name)

@@ -18,20 +18,14 @@ import shutil
 from pathlib import Path
 from typing import ClassVar
 
+from .._system import libc
 from ..errors import OutputError
 
 _RENAME_NOREPLACE = 1
 _AT_FDCWD = -100
 
 
-def _libc():
-    try:
-        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-    except OSError:  # pragma: no cover - not glibc/musl
-        return None
-
-
-_LIBC = _libc()
+_LIBC = libc()
 
 
 def rename_noreplace(src: Path, dst: Path) -> None:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import csv
 import logging
 import math
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -24,6 +23,7 @@ import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from .._system import atomic_write
 from ..errors import DataError, OutputError, PipelineError
 from ..physics import FarField
 from ..priors import seeded
@@ -175,25 +175,24 @@ class TrainResult:
 
 
 def _atomic_save(obj: dict[str, Any], path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.partial-{os.getpid()}")
     try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
+        atomic_write(path, lambda tmp: torch.save(obj, tmp))
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
         raise OutputError(f"{path}: cannot write the checkpoint ({exc.strerror or exc}); the "
                           "previous checkpoint, if any, is unchanged") from exc
 
 
 def _write_history(history: dict[str, list[float]], path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.partial")
     keys = list(history)
-    with open(tmp, "w", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(keys)
-        for row in zip(*(history[k] for k in keys), strict=True):
-            w.writerow([f"{v:.6g}" if isinstance(v, float) else v for v in row])
-    os.replace(tmp, path)
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "w", newline="") as fh:
+            w = csv.writer(fh)
+            w.writerow(keys)
+            for row in zip(*(history[k] for k in keys), strict=True):
+                w.writerow([f"{v:.6g}" if isinstance(v, float) else v for v in row])
+
+    atomic_write(path, write)
 
 
 def checkpoint_dict(config: TrainConfig, net: torch.nn.Module,

@@ -15,8 +15,6 @@ SIPFLOW_PREFECT_STARTUP_S
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import ctypes.util
 import os
 import signal
 import socket
@@ -28,6 +26,7 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
+from .._system import libc
 from ..errors import OrchestrationError
 
 DEFAULT_STARTUP_S = 180.0
@@ -47,8 +46,8 @@ def startup_limit() -> float:
 
 def prctl(option: int, arg: int) -> int:
     """Linux ``prctl(option, arg)``; its return value (0 on success)."""
-    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-    return int(libc.prctl(option, arg, 0, 0, 0))
+    lib = libc()
+    return int(lib.prctl(option, arg, 0, 0, 0)) if lib is not None else -1
 
 
 def _die_with_parent() -> None:  # pragma: no cover - runs in the child before exec

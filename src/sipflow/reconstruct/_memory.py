@@ -27,6 +27,8 @@ import ctypes.util
 import os
 import sys
 
+from .._system import libc
+
 M_TRIM_THRESHOLD = -1
 M_MMAP_THRESHOLD = -3
 MMAP_THRESHOLD = 32 * 2**20
@@ -42,7 +44,7 @@ def _libc() -> ctypes.CDLL | None:
     lib = None
     if sys.platform.startswith("linux") and os.environ.get("SIPFLOW_MALLOC_TUNING", "1") != "0":
         try:
-            candidate = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+            candidate = libc()
             candidate.gnu_get_libc_version.restype = ctypes.c_char_p
             candidate.gnu_get_libc_version()  # glibc only: musl has no such symbol
             lib = candidate
