@@ -108,6 +108,17 @@ def select_runs(ranked: Sequence[int], scores: Sequence[float], keep_best: int =
     return chosen
 
 
+def run_seeds(seed: int, generation: int, runs: int, attempt: int = 0) -> list[int]:
+    """Seed of each run of a generation (run r is the same run in any batch size).
+
+    Every phase stage seeds its runs with it, so run r of a seed is reproducible.
+
+    ``attempt`` > 0 gives the seeds of the restarts of failed runs.
+    """
+    return [(seed * 7919 + generation * 104729 + r * 15485863 + attempt * 32452843) % 2**31
+            for r in range(runs)]
+
+
 def _final(curves: np.ndarray) -> np.ndarray:
     """Last finite value of each row (NaN for a row with none)."""
     out = np.full(curves.shape[0], np.nan)

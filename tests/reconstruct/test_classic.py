@@ -123,7 +123,7 @@ def test_batched_runs_equal_the_same_runs_one_by_one():
     import torch
 
     from sipflow.reconstruct import EngineSettings, iterate, parse
-    from sipflow.reconstruct._stage import run_seeds
+    from sipflow.runset import run_seeds
 
     ds = simulated_dataset((48, 48), photons=1e8, seed=2)
     i = torch.as_tensor(ds["intensity"].values)
@@ -156,7 +156,7 @@ def test_run_variants_give_each_run_its_own_positivity_and_threshold():
     import torch
 
     from sipflow.reconstruct import ClassicParams, EngineSettings, iterate, parse
-    from sipflow.reconstruct._stage import run_seeds
+    from sipflow.runset import run_seeds
 
     ds = simulated_dataset((48, 48), photons=1e8, seed=2, phase_amplitude=0.0)
     i = torch.as_tensor(ds["intensity"].values)

@@ -16,7 +16,7 @@ from ..contracts import PHASE_ATTR, Context, PhaseRecord, Stage, StageParams
 from ..errors import DataError, ReconstructionError
 from ..hookspecs import hookimpl
 from ..preprocess import checked_counts, measurement_coherence
-from ..runset import rank_runs
+from ..runset import rank_runs, run_seeds
 from ._summary import deep_prior_rows
 
 
@@ -322,12 +322,13 @@ class _DeepPrior(Stage):
                 if x0 is not None else None)
         results = []
         n_params, depth = 0, params.depth
+        seeds = run_seeds(context.seed, 0, params.runs)
         for r in range(params.runs):
             problem = Problem(counts_t, valid & ~free_t, free_t & valid,
                               torch.as_tensor(support, device=device), box,
                               FarField(ndim, coherence=measurement_coherence(ds, counts.shape)),
                               truth)
-            seed = (context.seed * 7919 + r * 15485863) % 2**31
+            seed = seeds[r]  # as phase.classic seeds its first generation
             gen = Generated(variant, ndim, problem.box_shape, spec, scale, seed, device)
             gen.autocast = params.mixed_precision and torch.device(device).type == "cuda"
             n_params = sum(p.numel() for p in gen.parameters())

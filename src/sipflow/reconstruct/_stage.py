@@ -12,6 +12,7 @@ from ..contracts import PHASE_ATTR, Context, PhaseRecord, Stage
 from ..errors import Cancelled, DataError, ReconstructionError
 from ..hookspecs import hookimpl
 from ..preprocess import checked_counts
+from ..runset import run_seeds
 from ._params import ClassicParams
 from ._plan import parse
 from ._summary import classic_rows
@@ -21,15 +22,6 @@ def _torch_dtype(name: str):
     import torch
 
     return {"float32": torch.float32, "float64": torch.float64}[name]
-
-
-def run_seeds(seed: int, generation: int, runs: int, attempt: int = 0) -> list[int]:
-    """Seed of each run of a generation (run r is the same run in any batch size).
-
-    ``attempt`` > 0 gives the seeds of the restarts of failed runs.
-    """
-    return [(seed * 7919 + generation * 104729 + r * 15485863 + attempt * 32452843) % 2**31
-            for r in range(runs)]
 
 
 def _with_carried(result: tuple, carried: dict, todo: list[int], runs: int) -> tuple:
