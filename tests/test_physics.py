@@ -138,3 +138,34 @@ def test_model_runs_on_cuda():
     assert i.is_cuda
     np.testing.assert_allclose(i.cpu().numpy(), FarField(ndim=2).intensity(x.cpu().numpy()),
                                rtol=1e-10)
+
+
+def test_measurement_from_a_dataset_checks_counts_and_keeps_held_out_pixels():
+    import torch
+
+    from sipflow import schema
+    from sipflow.errors import DataError
+    from sipflow.physics import Measurement
+    from sipflow.testing import simulated_dataset
+
+    ds = simulated_dataset((64, 64), photons=1e8, seed=1)
+    meas = Measurement.from_dataset(ds, stage="test")
+    assert meas.free_from == "none" and not meas.has_free and np.isnan(meas.free_llk(0))
+    truth = ds[schema.OBJ_TRUE].values
+    assert 0.9 < meas.llk(truth) < 1.1  # Poisson counts of the truth: ~1 per pixel
+    drawn = meas.hold_out(0.05, 2.0, torch.Generator().manual_seed(3))
+    again = meas.hold_out(0.05, 2.0, torch.Generator().manual_seed(3))
+    assert drawn.free_from == "new" and np.array_equal(drawn.free, again.free)
+    assert 0.02 < drawn.free.sum() / drawn.mask.sum() < 0.08
+    assert not (drawn.valid & drawn.free).any() and (drawn.free <= drawn.mask).all()
+    assert 0.8 < drawn.free_llk(truth) < 1.2
+    # a later stage sees the same held-out pixels, restricted to measured ones
+    later = ds.assign({schema.FREE_MASK: (ds[schema.INTENSITY].dims, drawn.free),
+                       schema.MASK: (ds[schema.INTENSITY].dims, ~drawn.free | drawn.mask)})
+    kept = Measurement.from_dataset(later, stage="test")
+    assert kept.free_from == "dataset" and np.array_equal(kept.free, drawn.free)
+    counts = ds[schema.INTENSITY].values.copy()
+    counts[0, 0] = -5.0
+    bad = ds.assign({schema.INTENSITY: (ds[schema.INTENSITY].dims, counts)})
+    with pytest.raises(DataError, match="negative"):
+        Measurement.from_dataset(bad, stage="test")

@@ -100,7 +100,7 @@ def test_free_pixels_stay_off_the_central_speckle_of_a_small_array():
     """
     import torch
 
-    from sipflow.reconstruct import free_pixel_mask
+    from sipflow.physics import free_pixel_mask
 
     ds = simulated_dataset((32, 32), photons=1e7)
     counts = ds["intensity"].values

@@ -15,7 +15,7 @@ from .. import schema
 from ..contracts import PHASE_ATTR, Context, PhaseRecord, Stage, StageParams
 from ..errors import DataError, ReconstructionError
 from ..hookspecs import hookimpl
-from ..preprocess import checked_counts, measurement_coherence
+from ..physics import Measurement
 from ..runset import rank_runs, run_seeds
 from ._summary import deep_prior_rows
 
@@ -255,11 +255,11 @@ class _DeepPrior(Stage):
         return support, kind
 
     def run(self, ds: xr.Dataset, params: DipParams, context: Context) -> xr.Dataset:
-        from ..physics import FarField
-        from ..reconstruct import free_pixel_mask, prtf
+        from ..reconstruct import prtf
         from ._fit import FitSettings, Generated, NetSpec, Problem, fit_run
 
-        counts, mask = checked_counts(ds, stage=self.name)
+        meas = Measurement.from_dataset(ds, stage=self.name)
+        counts, mask = meas.counts, meas.mask
         source = ds.attrs.get("source", "the input")
         ndim = counts.ndim
         init = params.init
@@ -285,15 +285,11 @@ class _DeepPrior(Stage):
         stopping = params.early_stopping
         lr = params.lr or (3e-3 if x0 is not None else 1e-2)
         device = context.device
-        if schema.FREE_MASK in ds and ds[schema.FREE_MASK].shape == counts.shape:
-            free = np.asarray(ds[schema.FREE_MASK].values, bool) & mask
-            free_origin = "dataset"
-        else:
-            free = free_pixel_mask(torch.as_tensor(mask), params.free_fraction,
-                                   params.free_radius, context.generator() if device == "cpu"
-                                   else torch.Generator().manual_seed(context.seed)
-                                   ).numpy()
-            free_origin = "new"
+        if meas.free_from != "dataset":  # an earlier stage's held-out pixels are kept
+            meas = meas.hold_out(params.free_fraction, params.free_radius,
+                                 context.generator() if device == "cpu"
+                                 else torch.Generator().manual_seed(context.seed))
+        free = meas.free
         if stopping == "auto":  # validation when there is some, else the output variance
             stopping = "free_llk" if free.any() else ("wmv" if ndim == 2 else "emv")
         box = _box(support)
@@ -326,7 +322,7 @@ class _DeepPrior(Stage):
         for r in range(params.runs):
             problem = Problem(counts_t, valid & ~free_t, free_t & valid,
                               torch.as_tensor(support, device=device), box,
-                              FarField(ndim, coherence=measurement_coherence(ds, counts.shape)),
+                              meas.model(),
                               truth)
             seed = seeds[r]  # as phase.classic seeds its first generation
             gen = Generated(variant, ndim, problem.box_shape, spec, scale, seed, device)
@@ -340,26 +336,20 @@ class _DeepPrior(Stage):
                                 "%.4g)", self.name, r, results[-1].stopped_iteration,
                                 results[-1].selected_iteration, results[-1].llk_free[-1]
                                 if results[-1].llk_free else float("nan"))
-        return self._output(ds, params, context.logger, counts, mask, free, free_origin,
-                            results, x0, init,
+        return self._output(ds, params, context.logger, meas, results, x0, init,
                             support_kind, shrink, stopping, lr, variant, (n_params, depth),
                             prtf)
 
-    def _output(self, ds, params, logger, counts, mask, free, free_origin, results, x0, init,
+    def _output(self, ds, params, logger, meas, results, x0, init,
                 support_kind, shrink, stopping, lr, variant, n_params, prtf) -> xr.Dataset:
-        from ..physics import FarField, free_llk, normalised_llk
-
-        ndim = counts.ndim
-        model = FarField(ndim, coherence=measurement_coherence(ds, counts.shape))
+        counts, mask, free, free_origin = meas.counts, meas.mask, meas.free, meas.free_from
+        ndim = meas.ndim
         xs = np.stack([r.x.cpu().numpy() for r in results]).astype(np.complex64)
         sups = np.stack([r.support.cpu().numpy() for r in results])
-        fit = mask & ~free
         final_llk, final_free, status = [], [], []
         for r, x in zip(results, xs, strict=True):
-            calc = model.intensity(x.astype(np.complex128))
-            final_llk.append(float(normalised_llk(calc, counts, fit)))
-            final_free.append(float(free_llk(calc, counts, free)) if free.any()
-                              else float("nan"))
+            final_llk.append(meas.llk(x))
+            final_free.append(meas.free_llk(x))
             ok = r.status == "ok" and np.isfinite(final_llk[-1]) and np.abs(x).max() > 0
             status.append(r.status if r.status != "ok" else ("ok" if ok else
                                                              "failed: empty object"))
@@ -374,9 +364,8 @@ class _DeepPrior(Stage):
         # a warm start is judged against where it started, on the same held-out pixels
         previous_score = previous_fit = kept_reason = None
         if x0 is not None:
-            calc0 = model.intensity(x0.astype(np.complex128))
-            previous_fit = float(normalised_llk(calc0, counts, fit))
-            previous_score = float(free_llk(calc0, counts, free)) if free.any() else None
+            previous_fit = meas.llk(x0)
+            previous_score = meas.free_llk(x0) if meas.has_free else None
             kept_reason = previous_is_better(previous_fit, previous_score, final_llk[best],
                                              final_free[best] if free.any() else None)
             if kept_reason is not None:

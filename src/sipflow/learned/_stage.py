@@ -13,7 +13,7 @@ from ..contracts import PHASE_ATTR, Context, PhaseRecord, Stage, StageParams
 from ..errors import DataError, PipelineError
 from ..hookspecs import hookimpl
 from ..io import sha256_file
-from ..preprocess import checked_counts
+from ..physics import Measurement
 
 
 class LearnedParams(StageParams):
@@ -61,11 +61,11 @@ class Learned(Stage):
                                 "and give it in the pipeline as 'with: {model: DIR/model.pt}'")
 
     def run(self, ds: xr.Dataset, params: LearnedParams, context: Context) -> xr.Dataset:
-        from ..physics import FarField, normalised_llk
         from ._checkpoint import LearnedModel
 
         self._require_model(params)
-        counts, mask = checked_counts(ds, stage=self.name)
+        meas = Measurement.from_dataset(ds, stage=self.name)
+        counts, mask = meas.counts, meas.mask
         source = ds.attrs.get("source", "the input")
         if counts.ndim != 2:
             raise DataError(f"{source}: {self.name}: learned models are 2-D; the intensity has "
@@ -74,8 +74,7 @@ class Learned(Stage):
         obj = model.reconstruct(counts, mask, source=source)
         amp = np.abs(obj)
         support = amp > params.support_threshold * max(float(amp.max()), 1e-30)
-        llk = float(normalised_llk(FarField(2).intensity(obj.astype(np.complex128)), counts,
-                                   mask))
+        llk = meas.llk(obj)
         rdims = schema.real_dims(2)
         out = schema.without_phase_results(ds)
         out[schema.OBJ] = (rdims, obj)

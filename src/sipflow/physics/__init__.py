@@ -4,7 +4,8 @@
 any device; numpy too); :mod:`the likelihoods <sipflow.physics._likelihood>` score
 expected against observed counts; :mod:`partial coherence <sipflow.physics._coherence>`
 is a kernel on the intensity with its Richardson–Lucy update;
-:func:`unmeasured_modes` counts the object modes a mask (a beamstop) leaves undetermined.
+:func:`unmeasured_modes` counts the object modes a mask (a beamstop) leaves undetermined;
+:class:`Measurement` is one scan's checked counts, mask, held-out pixels and coherence.
 The classical engine's fused loops, the simulator, the metrics and every
 optimisation-based stage use these definitions.
 """
@@ -31,28 +32,41 @@ from ._likelihood import (
     normalised_llk,
     poisson_nll,
 )
-from ._model import FarField, gaussian_coherence
+from ._measurement import (
+    Measurement,
+    checked_counts,
+    free_pixel_mask,
+    measurement_coherence,
+    warn_zero_frames,
+)
+from ._model import FarField, gaussian_coherence, gaussian_transfer
 from ._modes import UnmeasuredModes, unmeasured_modes
 
 __all__ = [
     "NLL",
     "FarField",
+    "Measurement",
     "UnmeasuredModes",
     "blur",
     "centred_farfield",
     "centred_inverse_farfield",
+    "checked_counts",
     "euclidean_nll",
     "farfield",
     "free_llk",
+    "free_pixel_mask",
     "gaussian_coherence",
     "gaussian_kernel",
     "gaussian_nll",
+    "gaussian_transfer",
     "inverse_farfield",
     "kernel_coherence",
     "kernel_width",
+    "measurement_coherence",
     "normalised_llk",
     "poisson_nll",
     "richardson_lucy_kernel",
     "spatial_dims",
     "unmeasured_modes",
+    "warn_zero_frames",
 ]

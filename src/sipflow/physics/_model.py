@@ -8,6 +8,7 @@ torch tensors on any device (differentiable) and on numpy arrays.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -30,6 +31,20 @@ def _to_torch(x: Any) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(x)) if _is_numpy(x) else x
 
 
+def gaussian_transfer(shape: tuple[int, ...], sigma: float, device, dtype) -> torch.Tensor:
+    """Fourier transfer function of a unit-sum Gaussian of width `sigma` [pixels].
+
+    Returns a real tensor of `shape` (unshifted frequency layout).
+    """
+    total = torch.zeros(shape, device=device, dtype=dtype)
+    for axis, n in enumerate(shape):
+        k = torch.fft.fftfreq(n, device=device, dtype=dtype)
+        view = [1] * len(shape)
+        view[axis] = n
+        total = total + (k**2).reshape(view)
+    return torch.exp(-2 * math.pi**2 * sigma**2 * total)
+
+
 def gaussian_coherence(sigma: float, ndim: int) -> Coherence:
     """Partial coherence as a Gaussian blur of the intensity, width `sigma` [detector pixels].
 
@@ -39,14 +54,8 @@ def gaussian_coherence(sigma: float, ndim: int) -> Coherence:
     """
     def blur(intensity: torch.Tensor) -> torch.Tensor:
         dims = spatial_dims(ndim)
-        shape = intensity.shape[-ndim:]
-        total = torch.zeros(shape, dtype=intensity.dtype, device=intensity.device)
-        for axis, n in enumerate(shape):
-            k = torch.fft.fftfreq(n, device=intensity.device, dtype=intensity.dtype)
-            view = [1] * ndim
-            view[axis] = n
-            total = total + (k**2).reshape(view)
-        transfer = torch.exp(-2 * torch.pi**2 * sigma**2 * total)
+        transfer = gaussian_transfer(tuple(intensity.shape[-ndim:]), sigma, intensity.device,
+                                     intensity.dtype)
         return torch.fft.ifftn(torch.fft.fftn(intensity, dim=dims) * transfer, dim=dims).real
 
     return blur

@@ -12,8 +12,7 @@ from .. import schema
 from ..contracts import Context, Stage, StageParams
 from ..errors import DataError
 from ..hookspecs import hookimpl
-from ..physics import centred_farfield, centred_inverse_farfield
-from ._validate import checked_counts
+from ..physics import centred_farfield, centred_inverse_farfield, checked_counts
 
 
 class StandardParams(StageParams):

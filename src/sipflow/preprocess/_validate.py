@@ -1,100 +1,12 @@
-"""Checks on detector counts, shared by every stage that consumes intensity."""
+"""The checks of :func:`sipflow.physics.checked_counts`, streamed over lazy frames before a run."""
 
 from __future__ import annotations
-
-import logging
 
 import numpy as np
 import xarray as xr
 
 from .. import schema
-from ..errors import DataError
-
-
-def _where(bad: np.ndarray, limit: int = 3) -> str:
-    idx = np.argwhere(bad)[:limit]
-    return ", ".join(str(tuple(int(v) for v in row)) for row in idx)
-
-
-def checked_counts(ds: xr.Dataset, *, stage: str, on_invalid: str = "error"
-                   ) -> tuple[np.ndarray, np.ndarray]:
-    """Intensity as float32 and the full-shape validity mask, after checking them.
-
-    Parameters
-    ----------
-    ds : xarray.Dataset
-        Has ``intensity`` (2-D or 3-D) and optionally ``mask``.
-    stage : str
-        Name of the calling stage, for messages.
-    on_invalid : {"error", "mask"}
-        What to do with NaN, Inf or negative counts on valid pixels: raise, or
-        mask them (their number is logged by the caller via the returned mask).
-
-    Returns
-    -------
-    intensity : ndarray, float32, detector shape
-    mask : ndarray, bool, detector shape (True = valid)
-
-    Raises
-    ------
-    DataError
-        For 1-D/4-D data, a mask of the wrong shape, invalid counts (with how
-        many and where), or no positive count on any valid pixel.
-    """
-    source = ds.attrs.get("source", "input dataset")
-    var = ds[schema.INTENSITY]
-    if var.ndim not in (2, 3):
-        raise DataError(f"{source}: intensity has shape {var.shape} ({var.ndim}-D); "
-                        f"stage {stage!r} expects 2-D (rows, cols) or 3-D (frames, rows, cols)")
-    raw = np.asarray(var.values)
-    mask = np.ones(raw.shape, dtype=bool)
-    if schema.MASK in ds:
-        m = np.asarray(ds[schema.MASK].values).astype(bool)
-        if m.shape != raw.shape[-m.ndim:] or m.ndim < 2:
-            raise DataError(f"{source}: mask has shape {m.shape}; expected the detector shape "
-                            f"{raw.shape[-2:]} or the intensity shape {raw.shape}")
-        mask &= np.broadcast_to(m, raw.shape)
-    if np.issubdtype(raw.dtype, np.integer):
-        # Eiger and friends flag saturated / dead pixels with the largest value of the dtype.
-        flagged = raw == np.iinfo(raw.dtype).max
-        mask &= ~flagged
-    counts = raw.astype(np.float32)
-    nonfinite = ~np.isfinite(counts) & mask
-    negative = (counts < 0) & mask
-    for bad, what in ((nonfinite, "NaN or Inf"), (negative, "negative")):
-        n = int(bad.sum())
-        if n and on_invalid == "error":
-            raise DataError(
-                f"{source}: intensity has {n} {what} count(s) on valid pixels, e.g. at "
-                f"{_where(bad)} (index order {var.dims}). Fix the data, add these pixels to the "
-                f"mask, or set on_invalid: mask in {stage!r}.")
-        mask &= ~bad
-    counts[~mask] = 0
-    warn_zero_frames(counts, source)
-    if not np.any(counts[mask] > 0):
-        raise DataError(f"{source}: intensity is zero on every valid pixel "
-                        f"({int(mask.sum())} of {mask.size}); nothing to reconstruct")
-    return counts, mask
-
-
-def warn_zero_frames(counts: np.ndarray, source: str) -> list[int]:
-    """Log a warning naming the frames of a 3-D stack that are zero everywhere.
-
-    Returns
-    -------
-    list of int
-        Indices of the empty frames.
-    """
-    if counts.ndim != 3:
-        return []
-    empty = [int(k) for k in np.nonzero(~np.any(counts != 0, axis=(1, 2)))[0]]
-    if empty:
-        shown = ", ".join(map(str, empty[:10])) + (" ..." if len(empty) > 10 else "")
-        logging.getLogger("sipflow").warning(
-            "%s: %d of %d frames of intensity are zero everywhere (frame %s); a detector "
-            "or shutter fault? They are used as measured zeros.", source, len(empty),
-            counts.shape[0], shown)
-    return empty
+from ..physics import checked_counts
 
 
 def precheck_counts(ds: xr.Dataset, *, stage: str, allow_invalid: bool = False) -> None:
@@ -138,18 +50,3 @@ def precheck_counts(ds: xr.Dataset, *, stage: str, allow_invalid: bool = False) 
         checked_counts(ds.load(), stage=stage)  # raises the stage's own message
 
 
-def measurement_coherence(ds: xr.Dataset, shape: tuple[int, ...]):
-    """The partial-coherence model an earlier stage estimated for these data, or None.
-
-    ``phase.classic`` with ``psf`` in its schedule stores the kernel as
-    ``coherence_kernel`` (centred, detector dims); the deep priors and refinement
-    then fit the same blurred model ``K ⊛ |F x|^2`` (``FarField(coherence=...)``).
-    """
-    import torch
-
-    from ..physics import kernel_coherence
-
-    if schema.COHERENCE_KERNEL not in ds or ds[schema.COHERENCE_KERNEL].shape != tuple(shape):
-        return None
-    kernel = torch.as_tensor(np.asarray(ds[schema.COHERENCE_KERNEL].values, np.float64))
-    return kernel_coherence(torch.fft.ifftshift(kernel))

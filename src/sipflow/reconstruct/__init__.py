@@ -7,7 +7,7 @@ _EXPORTS = {
     "EngineResult": "._engine", "EngineSettings": "._engine", "iterate": "._engine",
     "Classic": "._stage", "ClassicParams": "._params", "DEFAULT_RECIPE": "._params",
     # support and run tools that other phase stages reuse
-    "autocorrelation_support": "._support", "free_pixel_mask": "._support",
+    "autocorrelation_support": "._support",
     "morph": "._support", "shaped_support": "._support", "shrinkwrap": "._support",
     "prtf": "._runs",
 }

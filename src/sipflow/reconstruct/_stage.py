@@ -11,7 +11,7 @@ from .. import schema
 from ..contracts import PHASE_ATTR, Context, PhaseRecord, Stage
 from ..errors import Cancelled, DataError, ReconstructionError
 from ..hookspecs import hookimpl
-from ..preprocess import checked_counts
+from ..physics import Measurement
 from ..runset import run_seeds
 from ._params import ClassicParams
 from ._plan import parse
@@ -254,11 +254,11 @@ class Classic(Stage):
         import torch
 
         from ..runset import average_runs, select_runs
-        from . import _support
         from ._engine import EngineSettings
         from ._runs import prtf
 
-        counts, mask = checked_counts(ds, stage=self.name)
+        meas = Measurement.from_dataset(ds, stage=self.name)
+        counts, mask = meas.counts, meas.mask
         source = ds.attrs.get("source", "input")
         ndim = counts.ndim
         dtype = _torch_dtype(context.dtype)
@@ -272,8 +272,9 @@ class Classic(Stage):
                                 f"of shape {counts.shape}")
             given_support = torch.as_tensor(np.asarray(ds[schema.SUPPORT].values, bool),
                                             device=device)
-        free = _support.free_pixel_mask(valid, params.free_fraction, params.free_radius,
-                               context.generator())
+        # its own held-out pixels, drawn on the device (an earlier stage's are not kept)
+        meas = meas.hold_out(params.free_fraction, params.free_radius, context.generator())
+        free = torch.as_tensor(meas.free, device=device)
         settings = EngineSettings.from_params(params, ndim)
         schedules = [params.schedule] + [
             (params.generation_schedules or [])[g - 1]

@@ -2,27 +2,11 @@
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import torch
 
-from ..physics import farfield, inverse_farfield
+from ..physics import farfield, gaussian_transfer, inverse_farfield
 from ..symmetry import circular_centroid
-
-
-def gaussian_transfer(shape: tuple[int, ...], sigma: float, device, dtype) -> torch.Tensor:
-    """Fourier transfer function of a unit-sum Gaussian of width `sigma` [pixels].
-
-    Returns a real tensor of `shape` (unshifted frequency layout).
-    """
-    total = torch.zeros(shape, device=device, dtype=dtype)
-    for axis, n in enumerate(shape):
-        k = torch.fft.fftfreq(n, device=device, dtype=dtype)
-        view = [1] * len(shape)
-        view[axis] = n
-        total = total + (k**2).reshape(view)
-    return torch.exp(-2 * math.pi**2 * sigma**2 * total)
 
 
 def blur(amplitude: torch.Tensor, sigma: float, ndim: int) -> torch.Tensor:
@@ -177,61 +161,6 @@ def shaped_support(shape: tuple[int, ...], kind: str, size: float, device) -> to
     else:
         raise ValueError(f"unknown support shape {kind!r}")
     return torch.fft.ifftshift(inside, dim=tuple(range(len(shape))))
-
-
-def free_pixel_mask(mask: torch.Tensor, fraction: float, radius: float, generator: torch.Generator,
-                    min_q: float = 0.1, clearance: float = 3.0) -> torch.Tensor:
-    """Pixels held out for the free log-likelihood: small islands away from the centre.
-
-    Parameters
-    ----------
-    mask : torch.Tensor, bool, (*spatial), centred
-        Valid pixels.
-    fraction : float
-        Target share of valid pixels to hold out (e.g. 0.05).
-    radius : float
-        Island radius [pixels].
-    min_q : float
-        Islands start beyond this fraction of the half-size from q = 0, where the
-        few strongest pixels carry the most information.
-    clearance : float
-        Every island pixel also stays at least this far from q = 0 [pixels]. On small
-        arrays ``min_q`` alone lets an island reach the central speckle: at 32 x 32 one
-        island next to q = 0 held out a quarter of all counts, and every run's support
-        exploded because the lowest frequencies were left unconstrained.
-
-    Returns
-    -------
-    torch.Tensor, bool, centred, True on held-out (valid) pixels.
-    """
-    shape = mask.shape
-    ndim = len(shape)
-    device = mask.device
-    free = torch.zeros(shape, dtype=torch.bool, device=device)
-    if fraction <= 0:
-        return free
-    coords = torch.meshgrid(*[torch.arange(n, device=device) - n // 2 for n in shape],
-                            indexing="ij")
-    rq = torch.sqrt(sum((c / (n / 2)) ** 2 for c, n in zip(coords, shape, strict=True)))
-    distance = torch.sqrt(sum(c.to(torch.float32) ** 2 for c in coords))  # [pixels]
-    candidates = torch.nonzero(mask & (rq > min_q) & (rq < 0.95)
-                               & (distance >= radius + clearance))
-    if len(candidates) == 0:
-        return free
-    target = fraction * float(mask.sum())
-    island = math.pi * radius**2 if ndim == 2 else 4 / 3 * math.pi * radius**3
-    n_islands = max(1, int(target / island))
-    picks = candidates[torch.randint(len(candidates), (n_islands,), generator=generator,
-                                     device=device)]
-    r = math.ceil(radius)
-    offsets = torch.stack(torch.meshgrid(*[torch.arange(-r, r + 1, device=device)] * ndim,
-                                         indexing="ij"), dim=-1).reshape(-1, ndim)
-    offsets = offsets[(offsets.to(torch.float32) ** 2).sum(-1) <= radius**2]
-    points = (picks.unsqueeze(1) + offsets.unsqueeze(0)).reshape(-1, ndim)
-    sizes = torch.tensor(shape, device=device)
-    points = points[((points >= 0) & (points < sizes)).all(dim=1)]
-    free[tuple(points.T)] = True
-    return free & mask
 
 
 def closed_support(support: np.ndarray, radius: int) -> np.ndarray:

@@ -13,7 +13,7 @@ from .. import schema
 from ..contracts import Context, Stage, StageParams, registry_of
 from ..errors import DataError, unknown_choice
 from ..hookspecs import hookimpl
-from ..preprocess import measurement_coherence
+from ..physics import Measurement
 
 #: what the certificate attrs are called in a result
 CERTIFICATE_ATTR = "refine_certificate"
@@ -113,12 +113,13 @@ class Constrained(Stage):
 
     def run(self, ds: xr.Dataset, params: ConstrainedParams, context: Context) -> xr.Dataset:
         from ..optim import Problem, SolverOptions, Variable, penalty_adam, solve
-        from ..physics import FarField, normalised_llk
+        from ..physics import normalised_llk
         from ._constraints import RefineProblem
 
         source = ds.attrs.get("source", "the input")
         obj = np.asarray(ds[schema.OBJ].values)
-        counts = np.asarray(ds[schema.INTENSITY].values, np.float64)
+        meas = Measurement.from_dataset(ds, stage=self.name)
+        counts = meas.counts.astype(np.float64)
         if obj.shape != counts.shape:
             raise DataError(f"{source}: refine.constrained needs obj and intensity of the same "
                             f"shape (a far-field pair); got obj {obj.shape} and intensity "
@@ -126,18 +127,15 @@ class Constrained(Stage):
         support = np.asarray(ds[schema.SUPPORT].values, bool)
         if support.shape != obj.shape:
             raise DataError(f"{source}: support {support.shape} does not match obj {obj.shape}")
-        mask = (np.asarray(ds[schema.MASK].values, bool) if schema.MASK in ds
-                else np.ones(counts.shape, bool))
-        free = (np.asarray(ds[schema.FREE_MASK].values, bool) if schema.FREE_MASK in ds
-                else np.zeros(counts.shape, bool))
+        mask, free = meas.mask, meas.free
         dtype = torch.float64 if params.precision == "float64" else torch.float32
         cdtype = torch.complex128 if dtype == torch.float64 else torch.complex64
         device = context.device
         ndim = obj.ndim
-        model = FarField(ndim=ndim, coherence=measurement_coherence(ds, counts.shape))
+        model = meas.model()
         x0 = torch.as_tensor(obj, dtype=cdtype, device=device)
         counts_t = torch.as_tensor(counts, dtype=dtype, device=device)
-        valid_np = mask & ~free
+        valid_np = meas.valid
         valid = torch.as_tensor(valid_np, device=device)
         free_t = torch.as_tensor(free & mask, device=device)
         rp = RefineProblem(x0, torch.as_tensor(support, device=device), counts_t, valid, model)
