@@ -30,7 +30,7 @@ import torch
 
 from sipflow.optim import Problem, SolverOptions, Variable, penalty_adam, solve
 from sipflow.optim import certify as certify_answer
-from sipflow.optim._solver import _Packing
+from sipflow.optim._problem import _Packing
 
 
 def certify(problem: Problem, values: dict[str, torch.Tensor]) -> object:

@@ -30,16 +30,10 @@ point contains a vector within tolerance (``Certificate.stationarity == "sampled
 ``sampling_max_unknowns`` real unknowns) that end feasible but not stationary.
 """
 
-from ._solver import (
-    Certificate,
-    Problem,
-    Result,
-    SolverOptions,
-    Variable,
-    certify,
-    penalty_adam,
-    solve,
-)
+from ._certificate import certify
+from ._penalty import penalty_adam
+from ._problem import Certificate, Problem, Result, SolverOptions, Variable
+from ._solver import solve
 
 __all__ = ["Certificate", "Problem", "Result", "SolverOptions", "Variable", "certify",
            "penalty_adam", "solve"]
