@@ -1,0 +1,7 @@
+"""``python -m sipflow.cli``: the sipflow command."""
+
+import sys
+
+from ._main import main
+
+sys.exit(main())
