@@ -5,19 +5,10 @@ Importing this package imports Prefect (slow); ``import sipflow`` never does.
 
 from ..errors import OrchestrationError
 from ._deploy import deploy, serve
+from ._events import EVENT_COMPLETED, EVENT_FAILED, emit_scan_event, scan_events
 from ._limits import device_limit_name, set_device_limit
-from ._prefect import (
-    EVENT_COMPLETED,
-    EVENT_FAILED,
-    dask_task_runner,
-    emit_scan_event,
-    process_scan,
-    process_scans,
-    progress_to,
-    quiet_user_errors,
-    scan_events,
-    set_progress_sink,
-)
+from ._logging import progress_to, quiet_user_errors, set_progress_sink
+from ._prefect import dask_task_runner, process_scan, process_scans
 from ._runs import SCAN_DEPLOYMENT, SCANS_DEPLOYMENT, run_scan_deployment, wait_for_run
 from ._server import embedded_server, prefect_api, use_api
 from ._workers import start_worker, stop_worker

@@ -27,13 +27,10 @@ and also after a failure when no stage had finished (nothing to resume).
 from __future__ import annotations
 
 import contextlib
-import contextvars
 import hashlib
 import json
-import logging
 import shutil
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -42,96 +39,17 @@ from prefect.cache_policies import NONE
 from prefect.runtime import flow_run
 
 from .._api import base_provenance, run_step, stage_seed
-from ..contracts import Context, ProgressRecord
+from ..contracts import Context
 from ..errors import OutputError, SipflowError
 from ..io import check_writable, is_complete, load, open_result, save
 from ..pipeline import Pipeline
+from ._events import emit_scan_event
 from ._limits import device_slot
-
-#: where progress records of stage tasks go besides the run logger: a context variable,
-#: so each caller (and each concurrent flow run it starts) has its own
-_progress_sink: contextvars.ContextVar[Callable[[ProgressRecord], None] | None] = \
-    contextvars.ContextVar("sipflow_progress_sink", default=None)
-
-
-@contextlib.contextmanager
-def progress_to(fn: Callable[[ProgressRecord], None] | None):
-    """Inside the block, stage tasks run in this process send progress records to `fn`.
-
-    Tasks run by Prefect's thread pool inherit the caller's context; tasks on other
-    processes (Dask workers, deployments) report through their run logs only.
-    """
-    token = _progress_sink.set(fn)
-    try:
-        yield
-    finally:
-        _progress_sink.reset(token)
-
-
-def set_progress_sink(fn: Callable[[ProgressRecord], None] | None) -> None:
-    """Deprecated form of :func:`progress_to` (sets the sink in the current context)."""
-    _progress_sink.set(fn)
-
-
-class _UserErrorFilter(logging.Filter):
-    """Keep Prefect's failure records of sipflow's user errors to one line, or drop them.
-
-    A :class:`~sipflow.errors.SipflowError` is a message for the user, not a bug: its
-    traceback (tens of lines per task and flow) only hides the paragraph that says
-    what to fix.
-    """
-
-    def __init__(self, drop: bool) -> None:
-        super().__init__()
-        self.drop = drop
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        exc = record.exc_info[1] if record.exc_info else None
-        if isinstance(exc, SipflowError):
-            if self.drop:
-                return False
-            record.exc_info = None
-            record.exc_text = None
-        return True
-
-
-_LIBRARY_FILTER = _UserErrorFilter(drop=False)
-for _name in ("prefect.flow_runs", "prefect.task_runs"):
-    logging.getLogger(_name).addFilter(_LIBRARY_FILTER)
-
-
-@contextlib.contextmanager
-def quiet_user_errors():
-    """Inside the block, Prefect logs nothing about runs that failed with a user error.
-
-    The CLI uses it: it prints the error's paragraph itself, the same under every engine.
-    """
-    f = _UserErrorFilter(drop=True)
-    loggers = [logging.getLogger(n) for n in ("prefect.flow_runs", "prefect.task_runs")]
-    for lg in loggers:
-        lg.addFilter(f)
-    try:
-        yield
-    finally:
-        for lg in loggers:
-            lg.removeFilter(f)
+from ._logging import _progress
 
 
 def _key(*parts: Any) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:12]
-
-
-def _progress(logger: logging.Logger | logging.LoggerAdapter) -> Callable[[ProgressRecord], None]:
-    sink = _progress_sink.get()
-
-    def report(record: ProgressRecord) -> None:
-        metrics = ", ".join(f"{k}={v:.4g}" for k, v in record.metrics.items())
-        logger.info("%s: iteration %d/%d %s", record.stage, record.iteration, record.total,
-                    metrics)
-        if sink is not None:
-            sink(record)
-
-    return report
 
 
 def _transient(task: Any, task_run: Any, state: Any) -> bool:
@@ -229,62 +147,6 @@ def write_result(last: dict[str, Any], output: str, provenance: dict[str, Any],
     ds.attrs["provenance"] = provenance
     return str(save(ds, output, overwrite=overwrite,
                     inputs=(provenance["input"]["path"],) if provenance["input"]["path"] else ()))
-
-
-#: names of the events a finished scan emits (automations can trigger on them)
-EVENT_COMPLETED = "sipflow.scan.completed"
-EVENT_FAILED = "sipflow.scan.failed"
-
-
-def _numbers(values: dict[str, Any]) -> dict[str, float | int]:
-    return {k: v for k, v in values.items() if isinstance(v, int | float)
-            and not isinstance(v, bool)}
-
-
-def emit_scan_event(input_path: str, output: str, status: str, *,
-                    metrics: dict[str, Any] | None = None, reason: str = "",
-                    seed: int | None = None) -> None:
-    """Tell Prefect (and the facility's automations) that a scan is finished.
-
-    Event ``sipflow.scan.completed`` or ``sipflow.scan.failed``; resource
-    ``sipflow.scan.<input stem>`` with the input path; payload: result path, status,
-    the numeric figures of merit, the seed and, on failure, the reason. Never raises:
-    an event that cannot be sent must not fail the scan.
-    """
-    from prefect.events import emit_event
-
-    try:
-        emit_event(event=EVENT_COMPLETED if status == "completed" else EVENT_FAILED,
-                   resource={"prefect.resource.id": f"sipflow.scan.{Path(input_path).stem}",
-                             "prefect.resource.name": Path(input_path).name,
-                             "sipflow.input": str(input_path)},
-                   payload={"input": str(input_path), "output": str(output),
-                            "status": status, "metrics": _numbers(metrics or {}),
-                            "seed": seed, "reason": reason})
-    except Exception:  # pragma: no cover - the events client logs its own failures
-        logging.getLogger("sipflow").debug("could not emit the scan event", exc_info=True)
-
-
-def scan_events(limit: int = 50) -> list[dict[str, Any]]:
-    """The latest scan events the current Prefect API holds, newest first.
-
-    Each is ``{"event", "occurred", "resource", "payload"}`` (plain values), as an
-    automation or a facility dashboard sees them. Events are written by the server
-    shortly after they are sent.
-
-    Parameters
-    ----------
-    limit : int
-        At most this many (the API pages by 50 at most).
-    """
-    from prefect.client.orchestration import get_client
-    from prefect.events.filters import EventFilter, EventNameFilter
-
-    with get_client(sync_client=True) as client:
-        page = client.read_events(EventFilter(event=EventNameFilter(
-            name=[EVENT_COMPLETED, EVENT_FAILED])), limit=min(int(limit), 50))
-    return [{"event": e.event, "occurred": e.occurred.isoformat(),
-             "resource": dict(e.resource), "payload": dict(e.payload)} for e in page.events]
 
 
 def _run_name() -> str:
