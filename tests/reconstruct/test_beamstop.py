@@ -171,8 +171,9 @@ def test_a_hidden_centre_starts_runs_from_circles_when_the_autocorrelation_is_to
     measured, every run starts from the autocorrelation."""
     import torch
 
-    from sipflow.reconstruct._engine import EngineSettings, iterate
+    from sipflow.reconstruct._engine import iterate
     from sipflow.reconstruct._plan import parse
+    from sipflow.reconstruct._settings import EngineSettings
 
     ds = sipflow.run_pipeline({"stages": ["prep.standard"]}, _lithograph(0, 10.0), seed=0,
                               device="cpu")

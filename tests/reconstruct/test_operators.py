@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from sipflow.reconstruct import ClassicParams, EngineSettings, iterate, parse
-from sipflow.reconstruct._engine import OPERATORS
+from sipflow.reconstruct._operators import OPERATORS
 from sipflow.reconstruct._plan import ITERATION_OPS, OTHER_OPS
 from sipflow.testing import simulated_dataset
 
@@ -127,7 +127,7 @@ def test_initial_support_survives_a_beamstop():
 def test_a_shrinkwrap_threshold_range_draws_one_per_run_without_moving_the_runs_seeds():
     import pydantic
 
-    from sipflow.reconstruct._engine import shrinkwrap_thresholds
+    from sipflow.reconstruct._operators import shrinkwrap_thresholds
 
     fixed = shrinkwrap_thresholds(0.2, [1, 2, 3], "cpu", torch.float64)
     assert fixed.tolist() == [0.2, 0.2, 0.2]

@@ -4,7 +4,7 @@ from .._lazy import lazy_exports
 from ._plan import ER, HIO, RAAR, Op, Plan, Repeat, Seq, parse, sup
 
 _EXPORTS = {
-    "EngineResult": "._engine", "EngineSettings": "._engine", "iterate": "._engine",
+    "EngineResult": "._settings", "EngineSettings": "._settings", "iterate": "._engine",
     "Classic": "._stage", "ClassicParams": "._params", "DEFAULT_RECIPE": "._params",
     # support and run tools that other phase stages reuse
     "autocorrelation_support": "._support",

@@ -254,8 +254,8 @@ class Classic(Stage):
         import torch
 
         from ..runset import average_runs, select_runs
-        from ._engine import EngineSettings
         from ._runs import prtf
+        from ._settings import EngineSettings
 
         meas = Measurement.from_dataset(ds, stage=self.name)
         counts, mask = meas.counts, meas.mask
