@@ -113,3 +113,16 @@ def result_stores(viewer_scan, tmp_path_factory) -> list[Path]:
         ds = run_pipeline(VIEWER_PIPELINE, viewer_scan, device="cpu", seed=seed)
         stores.append(save(ds, d / f"blob_seed{seed}.zarr"))
     return stores
+
+
+def write_slowly(source, target, pieces=5, pause=0.4):
+    """Copy `source` to `target` in `pieces`, `pause` seconds apart (a detector still writing)."""
+    import time
+
+    data = source.read_bytes()
+    step = len(data) // pieces + 1
+    with open(target, "wb") as fh:
+        for k in range(0, len(data), step):
+            fh.write(data[k:k + step])
+            fh.flush()
+            time.sleep(pause)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from test_watch import _write_slowly
+from conftest import write_slowly
 
 from sipflow.cli import main
 from sipflow.io import is_complete, open_result
@@ -122,7 +122,7 @@ def test_watched_folder_through_the_deployment_once_each(facility, tmp_path, cap
     pipeline = tmp_path / "p.yaml"
     pipeline.write_text(yaml.safe_dump(QUICK))
     (incoming / scans[0].name).write_bytes(scans[0].read_bytes())
-    writer = threading.Thread(target=_write_slowly, args=(scans[1], incoming / scans[1].name))
+    writer = threading.Thread(target=write_slowly, args=(scans[1], incoming / scans[1].name))
     writer.start()  # the second scan arrives in pieces while the watcher looks
     watch = ["watch", str(incoming), "--pipeline", str(pipeline), "-o", str(out),
              "--deployment", SCAN_DEPLOYMENT, "--once", "--stable", "1", "--poll", "0.3",
@@ -227,7 +227,7 @@ def test_prefect_deploy_all_as_written_routes_scans_to_the_gpu_pool(facility, tm
 
     from sipflow.orchestration import start_worker, stop_worker, wait_for_run
 
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     env = os.environ | {"SIPFLOW_CHECKOUT": str(root), "PREFECT_LOGGING_LEVEL": "WARNING"}
     for pool in ("sipflow-gpu", "sipflow-cpu"):
         done = subprocess.run([sys.executable, "-m", "prefect", "work-pool", "create", pool,

@@ -8,9 +8,11 @@ import time
 
 import pytest
 import yaml
+from conftest import write_slowly
 
 from sipflow import _watch
-from sipflow.cli import _batch_one, main
+from sipflow.cli import main
+from sipflow.cli._facility import _batch_one
 from sipflow.io import open_result
 from sipflow.simulate import Simulation, write_scan
 
@@ -33,20 +35,10 @@ def setup(tmp_path):
     return incoming, out, pipeline, scans
 
 
-def _write_slowly(source, target, pieces=5, pause=0.4):
-    data = source.read_bytes()
-    step = len(data) // pieces + 1
-    with open(target, "wb") as fh:
-        for k in range(0, len(data), step):
-            fh.write(data[k:k + step])
-            fh.flush()
-            time.sleep(pause)
-
-
 def test_watch_processes_each_finished_scan_once_and_survives_a_restart(setup, capsys):
     incoming, out, pipeline, scans = setup
     (incoming / scans[0].name).write_bytes(scans[0].read_bytes())
-    writer = threading.Thread(target=_write_slowly, args=(scans[1], incoming / scans[1].name))
+    writer = threading.Thread(target=write_slowly, args=(scans[1], incoming / scans[1].name))
     writer.start()
     out.mkdir()
     calls = []
