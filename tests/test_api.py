@@ -52,3 +52,34 @@ def test_analysis_on_a_dataset_built_by_hand():
     ds = xr.Dataset({"obj": (("y", "x"), obj), "obj_true": (("y", "x"), obj * 1j)})
     out = sipflow.run_pipeline({"stages": ["analyse.metrics"]}, ds, seed=0)
     assert out.attrs["metrics"]["error"] < 1e-6
+
+
+def test_run_into_store_locks_the_output_and_writes_nothing_when_cancelled(tmp_path):
+    """The one in-process way to a store (CLI local engine, batch, watch, napari Run)."""
+    import subprocess
+    import sys
+
+    import pytest
+
+    from sipflow._api import run_into_store
+    from sipflow.errors import Cancelled, OutputError
+    from sipflow.testing import simulated_dataset
+
+    ds = simulated_dataset((32, 32), photons=1e8)
+    pipe = "stages: [{use: phase.classic, with: {schedule: 'ER**5', runs: 1}}]"
+    out = tmp_path / "r.zarr"
+    with pytest.raises(Cancelled):
+        run_into_store(pipe, ds, out, cancelled=lambda: True, device="cpu", seed=1)
+    assert not out.exists()
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from sipflow.io import OutputLock; "
+         f"OutputLock({str(out)!r}).acquire(); print('held', flush=True); time.sleep(60)"],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(OutputError, match="another sipflow process"):
+            run_into_store(pipe, ds, out, device="cpu", seed=1)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert run_into_store(pipe, ds, out, device="cpu", seed=1) == out and out.is_dir()

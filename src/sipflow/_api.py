@@ -193,3 +193,40 @@ def run_pipeline(pipeline: Pipeline | str | Path | dict, data: xr.Dataset | str 
     ds = ds.copy()
     ds.attrs = dict(ds.attrs) | {"provenance": provenance}
     return ds
+
+
+def run_into_store(pipeline: Pipeline | str | Path | dict, data: xr.Dataset | str | Path,
+                   output: str | Path, *, overwrite: bool = False,
+                   inputs: tuple[str | Path, ...] = (), cancelled: Any = None,
+                   **options: Any) -> Path:
+    """Run a pipeline in this process and write its result store, holding the output's lock.
+
+    The one way a scan becomes a store in this process (``sipflow run --engine local``,
+    ``sipflow batch``/``watch`` through it, the napari Run widget): the output is
+    locked for the whole run (a second run onto it fails at once), and the store
+    appears only complete.
+
+    Parameters
+    ----------
+    pipeline, data
+        As for :func:`run_pipeline`.
+    output : path
+        The Zarr store to write.
+    overwrite : bool
+        Replace an existing sipflow store.
+    inputs : tuple of path
+        Input files the output must not be (checked again when saving).
+    cancelled : callable() -> bool, optional
+        Checked after the run: True raises :class:`~sipflow.errors.Cancelled`, nothing
+        is written.
+    **options
+        Passed to :func:`run_pipeline` (``device``, ``seed``, ``progress``, ``dtype``).
+    """
+    from .errors import Cancelled
+    from .io import OutputLock, save
+
+    with OutputLock(output):
+        result = run_pipeline(pipeline, data, **options)
+        if cancelled is not None and cancelled():
+            raise Cancelled("run cancelled; nothing was written")
+        return save(result, output, overwrite=overwrite, inputs=inputs)

@@ -66,19 +66,19 @@ def _run(pipeline: str, input_path: str, output: str, *, engine: str, device: st
     engine and leaves nothing behind.
     """
     from .._api import preflight
-    from ..io import OutputLock, save
+    from ..io import OutputLock
 
     requested = device  # resolved again where each stage runs (a worker's own card)
     pipe, device, ds = preflight(pipeline, input_path, output, device=device,
                                  overwrite=overwrite, dtype=dtype,
                                  check_counts=engine != "local", **load_options)
-    with OutputLock(output), _Bar(progress) as bar:
-        if engine == "local":
-            from .._api import run_pipeline
+    if engine == "local":
+        from .._api import run_into_store
 
-            result = run_pipeline(pipe, ds, device=device, seed=seed, progress=bar,
-                                  dtype=dtype)
-            return save(result, output, overwrite=overwrite, inputs=(input_path,))
+        with _Bar(progress) as bar:
+            return run_into_store(pipe, ds, output, overwrite=overwrite, inputs=(input_path,),
+                                  device=device, seed=seed, progress=bar, dtype=dtype)
+    with OutputLock(output), _Bar(progress) as bar:
         _prefect_env()
         from ..orchestration import prefect_api, process_scan, progress_to, quiet_user_errors
 

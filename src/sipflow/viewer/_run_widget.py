@@ -355,8 +355,7 @@ class RunWidget(QWidget):
 
     def _work(self, pipeline: Pipeline, data: xr.Dataset, output: str, device: str) -> Path:
         """Worker thread: run, then save (the store appears only once complete)."""
-        from .._api import run_pipeline
-        from ..io import save
+        from .._api import run_into_store
 
         pipeline = _with_previews(pipeline, self.PREVIEW_EVERY)
 
@@ -365,10 +364,8 @@ class RunWidget(QWidget):
                 raise Cancelled("run cancelled in the viewer; nothing was written")
             self._bridge.progressed.emit(record)
 
-        ds = run_pipeline(pipeline, data, device=device, progress=progress)
-        if self._cancel.is_set():
-            raise Cancelled("run cancelled in the viewer; nothing was written")
-        return save(ds, output)
+        return run_into_store(pipeline, data, output, cancelled=self._cancel.is_set,
+                              device=device, progress=progress)
 
     def _on_progress(self, record: ProgressRecord) -> None:
         self.progress.setMaximum(max(record.total, 1))
