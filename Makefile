@@ -12,7 +12,7 @@ export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 # libraries that PyQt5's platform plugin needs beyond a base Debian image.
 XVFB_DEBS := xvfb libxcb-icccm4 libxcb-keysyms1 libxcb-xinerama0
 
-.PHONY: install install-test system-deps demo test lint bench clean
+.PHONY: install install-test system-deps demo test test-fast lint bench clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -48,10 +48,16 @@ install-test: $(VENV)/.installed-test
 demo: install
 	$(VENV)/bin/sipflow demo --out demo-output
 
-## test: install what the tests need and run the whole suite (real HDF5, Zarr, Prefect).
+## test: install what the tests need and run the whole suite (real HDF5, Zarr, Prefect),
+## the slowest tests listed and a junit report in test-reports/ (CI keeps both).
 test: install-test system-deps
 	$(VENV)/bin/ruff check src tests plugins flows examples benchmarks
-	$(PY) -m pytest --durations=15
+	mkdir -p test-reports
+	$(PY) -m pytest --durations=25 --junitxml=test-reports/junit.xml
+
+## test-fast: the quick loop while developing: no Prefect, no subprocess, no slow tests.
+test-fast: install-test
+	$(PY) -m pytest -q -m "not slow and not prefect and not subprocess" --durations=10
 
 ## lint: ruff, and the package's layering (no import cycles, nothing imports upward).
 lint: install-test
@@ -63,4 +69,4 @@ bench: install
 	$(PY) benchmarks/bench_hio.py
 
 clean:
-	rm -rf $(VENV) demo-output .pytest_cache .ruff_cache
+	rm -rf $(VENV) demo-output test-reports .pytest_cache .ruff_cache

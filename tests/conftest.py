@@ -32,6 +32,35 @@ stages:
 """
 
 
+#: what in a test's source (or its parameters) marks it ``prefect`` / ``subprocess``, so that
+#: ``make test-fast`` (``-m "not slow and not prefect and not subprocess"``) leaves it out
+_PREFECT_WORDS = ("prefect", "orchestration", "deployment", "serve")
+_SUBPROCESS_WORDS = ("subprocess", "Popen", "sys.executable", "ProcessPool", "multiprocessing",
+                     '"batch"', '"watch"', "os.fork", "dask")
+
+
+def _runs_the_cli_default_engine(src: str) -> bool:
+    """``main(["run", ...])`` without ``--engine local`` runs under Prefect (the default)."""
+    return '"run"' in src and '"local"' not in src
+
+
+def pytest_collection_modifyitems(config, items):
+    import inspect
+
+    for item in items:
+        try:
+            src = inspect.getsource(item.function)
+        except (OSError, TypeError):
+            src = ""
+        params = str(getattr(getattr(item, "callspec", None), "params", ""))
+        uses = set(getattr(item, "fixturenames", ()))
+        if ("prefect_server" in uses or "facility" in uses or "prefect" in params
+                or any(w in src for w in _PREFECT_WORDS) or _runs_the_cli_default_engine(src)):
+            item.add_marker(pytest.mark.prefect)
+        if any(w in src for w in _SUBPROCESS_WORDS) or "dask" in params:
+            item.add_marker(pytest.mark.subprocess)
+
+
 @pytest.fixture(scope="session")
 def prefect_server():
     """One private Prefect API server for the whole session (sipflow's embedded server).

@@ -53,6 +53,7 @@ def test_stage_contract(name, request):
 
 
 @pytest.mark.parametrize("name", sorted(get_registry().stages))
+@pytest.mark.slow
 def test_stage_works_on_3d(name, sipflow_dataset_3d, request):
     stage = get_registry().stages[name]
     ds = sipflow_dataset_3d.assign_attrs(BRAGG_GEOMETRY)

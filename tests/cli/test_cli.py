@@ -25,6 +25,7 @@ def fast_pipeline(tmp_path_factory):
     return p
 
 
+@pytest.mark.slow
 def test_simulate_run_evaluate(tmp_path, fast_pipeline):
     scan = tmp_path / "s.h5"
     out = sipflow("simulate", scan, "--shape", 64, 64, "--photons", "none", "--layout", "eiger",
@@ -61,6 +62,7 @@ def test_stages_and_plugins_listings():
     (lambda t, p: ["evaluate", t], "not a Zarr v3 store"),
     (lambda t, p: ["simulate", t / "x.h5", "--shape", 64], "--shape must be 2 or 3 sizes"),
 ])
+@pytest.mark.slow
 def test_user_errors(tmp_path, fast_pipeline, make_args, message):
     out = sipflow(*make_args(tmp_path, fast_pipeline))
     assert out.returncode == 2, out

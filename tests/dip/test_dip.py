@@ -88,6 +88,7 @@ def test_variance_ignores_a_global_phase():
     ("phase.double_dip", (1,), 0.03),
     ("phase.dip", (1,), 0.05),
 ])
+@pytest.mark.slow
 def test_noiseless_recovery_with_a_known_support(name, seeds, bound):
     for seed in seeds:
         ds = simulated_dataset((32, 32), photons=None, seed=seed)
@@ -100,6 +101,7 @@ def test_noiseless_recovery_with_a_known_support(name, seeds, bound):
         assert np.isfinite(out[schema.ERROR].values).any()
 
 
+@pytest.mark.slow
 def test_early_stopping_on_a_noisy_problem_returns_a_better_iterate_than_the_last():
     """Low counts, known support: the prior fits the object, then the noise (error rises).
 
@@ -127,6 +129,7 @@ def test_early_stopping_on_a_noisy_problem_returns_a_better_iterate_than_the_las
     assert chosen["free_llk"] < 0.9 * chosen["wmv"], chosen
 
 
+@pytest.mark.slow
 def test_warm_start_begins_at_the_classical_error_and_improves_on_it():
     """When written: classical 0.052; after the 50-step warm fit 0.107 (random networks:
     0.80); selected iterate 0.017 with a free LLK of 1.02 against the classical 1.73."""
@@ -150,6 +153,7 @@ def test_warm_start_begins_at_the_classical_error_and_improves_on_it():
     assert out.sizes[schema.RUN] == 1 and "phase_classic" in out.attrs
 
 
+@pytest.mark.slow
 def test_an_accurate_previous_object_is_followed_closely_before_the_data_fit():
     """warm_until: at high dose the warm fit goes on past warm_iterations until the
     generators predict the free pixels nearly as well as the previous object.

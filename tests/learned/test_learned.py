@@ -60,6 +60,7 @@ def far_field_models(tmp_path_factory):
                           out / str(broken)) for broken in (True, False)}
 
 
+@pytest.mark.slow
 def test_far_field_training_with_symmetry_breaking_beats_training_without(far_field_models):
     """Canonical targets give a far lower validation error (modulo the far-field group) than
     targets left anywhere on their orbit."""
@@ -140,6 +141,7 @@ def test_mismatched_or_foreign_checkpoints_are_refused(tiny_model, tmp_path):
         LearnedModel.load(edited)
 
 
+@pytest.mark.slow
 def test_learned_stage_output_and_warm_start_of_classic(far_field_models, tmp_path):
     from sipflow import load, run_pipeline
     from sipflow.pipeline import Pipeline

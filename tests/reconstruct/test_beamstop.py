@@ -41,6 +41,7 @@ def _score(out) -> tuple[float, float]:
     return a.error, float((st & sr).sum() / (st | sr).sum())
 
 
+@pytest.mark.slow
 def test_cdi_template_recovers_a_lithograph_behind_a_three_speckle_beamstop():
     """The case of the real-CDI report: a beamstop of radius 10 px (about three speckles)
     over a sharp, non-convex lithographed object. Before the positivity projection and
@@ -51,6 +52,7 @@ def test_cdi_template_recovers_a_lithograph_behind_a_three_speckle_beamstop():
     assert all(e < 0.1 and iou > 0.9 for e, iou in results), results
 
 
+@pytest.mark.slow
 def test_cdi_template_recovers_a_filled_hexagon_behind_a_one_speckle_beamstop():
     """A filled convex object sends ~80 % of its power into the central lobe that a
     3-px beamstop hides; from its loose autocorrelation support shrinkwrap collapsed in
@@ -62,6 +64,7 @@ def test_cdi_template_recovers_a_filled_hexagon_behind_a_one_speckle_beamstop():
     assert error < 0.1 and iou > 0.9, (error, iou)
 
 
+@pytest.mark.slow
 def test_default_template_recovers_a_lithograph_behind_a_one_speckle_beamstop():
     """Radius 3 px: the filled autocorrelation kept ~3 % of the array for an object whose
     autocorrelation covers 12 %, and no run survived; half the runs now start from
@@ -71,6 +74,7 @@ def test_default_template_recovers_a_lithograph_behind_a_one_speckle_beamstop():
     assert error < 0.1 and iou > 0.9, (error, iou)
 
 
+@pytest.mark.slow
 def test_default_template_recovers_a_complex_object_behind_a_one_speckle_beamstop():
     """A compact blob with a 1-rad phase: nothing but its support pins it (no positivity)."""
     ds = simulated_dataset((256, 256), kind="blob", extent=0.3, phase_amplitude=1.0,
@@ -79,6 +83,7 @@ def test_default_template_recovers_a_complex_object_behind_a_one_speckle_beamsto
     assert error < 0.1 and iou > 0.9, (error, iou)
 
 
+@pytest.mark.slow
 def test_default_template_finds_the_exact_support_of_a_lithograph_behind_three_speckles():
     """The reported case, without assuming a real object. With a complex object the
     support is the only constraint on the hidden low frequencies: the true support grown
@@ -98,6 +103,7 @@ def test_default_template_finds_the_exact_support_of_a_lithograph_behind_three_s
 
 @pytest.mark.parametrize(("kind", "phase", "beamstop", "seed", "positive"),
                          [("cells", 0.0, 10.0, 3, True), ("blob", 1.0, 3.0, 1, False)])
+@pytest.mark.slow
 def test_default_template_lets_the_free_llk_choose_positivity(kind, phase, beamstop, seed,
                                                              positive):
     """`default`'s runs alternate between a real, non-negative object (positivity) and a
@@ -119,6 +125,7 @@ def test_default_template_lets_the_free_llk_choose_positivity(kind, phase, beams
 
 
 @pytest.mark.parametrize(("seed", "what"), [(2, "averaged"), (7, "run sets")])
+@pytest.mark.slow
 def test_default_template_solves_a_complex_blob_at_low_counts(seed, what):
     """A complex blob at 1e7 photons behind one speckle: the two seeds of ten that the
     `default` template missed. Seed 2: its best run ended at error 0.125 (free LLK 1.38)
@@ -212,6 +219,7 @@ def test_closed_support_bridges_notches_and_fills_holes():
     assert closed_support(shell, 2)[16, 16, 16]
 
 
+@pytest.mark.slow
 def test_a_support_generation_fills_the_centre_a_beamstop_hid():
     """Overlapping cells behind a three-speckle beamstop (the benchmark's seed 3): the
     missing low frequencies dim the object's middle and shrinkwrap carves a hole there

@@ -300,6 +300,7 @@ def test_every_run_failing_is_a_clear_error():
 
 
 @pytest.mark.parametrize("seed", [0, 1, 3])
+@pytest.mark.slow
 def test_default_template_accepts_nearly_every_run_on_demo_data(seed):
     """The demo's data (128², 1e9 photons, beamstop r = 2 px) through the `default`
     template: all or all but one of its 8 runs accepted, and the object recovered. Before

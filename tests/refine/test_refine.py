@@ -51,6 +51,7 @@ def test_refinement_lowers_the_llk_and_the_error_and_keeps_the_constraints(pertu
     assert np.abs(x[sup]).max() <= amax * (1 + 1e-6)
 
 
+@pytest.mark.slow
 def test_tv_budget_and_energy_equality_hold_exactly(perturbed):
     tv0 = float(total_variation(torch.as_tensor(perturbed.obj.values, dtype=torch.complex128)))
     # amplitude_first off: constraints are the test here (the continuation doubles the time
@@ -80,6 +81,7 @@ def test_penalty_baseline_reports_the_same_certificate(perturbed):
     assert cert["status"] in ("infeasible", "not_stationary")
 
 
+@pytest.mark.slow
 def test_an_impossible_set_of_constraints_is_reported_not_hidden(perturbed):
     out = _refine(perturbed, max_outer=4, max_inner=200, amplitude_first=False, constraints=[
         "support", {"use": "amplitude", "with": {"max": 1e-3}}, "energy"])

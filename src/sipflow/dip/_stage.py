@@ -258,10 +258,8 @@ class _DeepPrior(Stage):
         from ..reconstruct import prtf
         from ._fit import FitSettings, Generated, NetSpec, Problem, fit_run
 
-        meas = Measurement.from_dataset(ds, stage=self.name)
-        counts, mask = meas.counts, meas.mask
+        Measurement.from_dataset(ds, stage=self.name)  # bad counts fail before any work
         source = ds.attrs.get("source", "the input")
-        ndim = counts.ndim
         init = params.init
         if init == "auto":
             init = "previous" if schema.OBJ in ds else "classic"
@@ -269,6 +267,10 @@ class _DeepPrior(Stage):
             from ..reconstruct import Classic
 
             ds = Classic()(ds, params.classic_recipe(), context)
+        # after a classical start: its checked counts and its held-out pixels
+        meas = Measurement.from_dataset(ds, stage=self.name)
+        counts, mask = meas.counts, meas.mask
+        ndim = counts.ndim
         x0 = None
         if init in ("previous", "classic"):
             if schema.OBJ not in ds:
