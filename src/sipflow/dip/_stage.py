@@ -17,6 +17,7 @@ from ..errors import DataError, ReconstructionError
 from ..hookspecs import hookimpl
 from ..physics import Measurement
 from ..runset import rank_runs, run_seeds
+from ._runs import fit_settings, judge_runs, run_curves
 from ._summary import deep_prior_rows
 
 
@@ -254,9 +255,20 @@ class _DeepPrior(Stage):
             raise DataError(f"{source}: {self.name}: the {kind} support is empty")
         return support, kind
 
+    def _previous(self, ds: xr.Dataset, shape: tuple[int, ...], source: str) -> np.ndarray:
+        """The earlier stage's object, the warm start (a far-field pair with the counts)."""
+        if schema.OBJ not in ds:
+            raise DataError(f"{source}: {self.name}: init 'previous' needs an 'obj' from an "
+                            "earlier stage (e.g. phase.classic); none is in the dataset")
+        x0 = np.asarray(ds[schema.OBJ].values)
+        if x0.shape != shape:
+            raise DataError(f"{source}: {self.name}: obj has shape {x0.shape}, expected the "
+                            f"intensity's {shape} (a far-field pair)")
+        return x0
+
     def run(self, ds: xr.Dataset, params: DipParams, context: Context) -> xr.Dataset:
         from ..reconstruct import prtf
-        from ._fit import FitSettings, Generated, NetSpec, Problem, fit_run
+        from ._fit import Generated, Problem, fit_run
 
         Measurement.from_dataset(ds, stage=self.name)  # bad counts fail before any work
         source = ds.attrs.get("source", "the input")
@@ -271,15 +283,7 @@ class _DeepPrior(Stage):
         meas = Measurement.from_dataset(ds, stage=self.name)
         counts, mask = meas.counts, meas.mask
         ndim = counts.ndim
-        x0 = None
-        if init in ("previous", "classic"):
-            if schema.OBJ not in ds:
-                raise DataError(f"{source}: {self.name}: init 'previous' needs an 'obj' from an "
-                                "earlier stage (e.g. phase.classic); none is in the dataset")
-            x0 = np.asarray(ds[schema.OBJ].values)
-            if x0.shape != counts.shape:
-                raise DataError(f"{source}: {self.name}: obj has shape {x0.shape}, expected the "
-                                f"intensity's {counts.shape} (a far-field pair)")
+        x0 = self._previous(ds, counts.shape, source) if init in ("previous", "classic") else None
         support, support_kind = self._support(ds, params, counts, mask, source)
         shrink = params.shrinkwrap_every
         if shrink is None:
@@ -303,18 +307,7 @@ class _DeepPrior(Stage):
         free_t = torch.as_tensor(free, device=device)
         # expected amplitude inside the support: the measured photons spread over it
         scale = math.sqrt(max(float(counts[mask].sum()), 1.0) / max(int(support.sum()), 1))
-        spec = NetSpec(width=params.width, depth=params.depth, skip=params.skip_channels,
-                       upsample=params.upsample, input_channels=params.input_channels,
-                       input_noise=params.input_noise)
-        settings = FitSettings(
-            loss=params.loss, iterations=params.iterations, lr=lr, tv_weight=params.tv_weight,
-            stopping=stopping, window=params.window, patience=params.patience,
-            emv_alpha=params.emv_alpha, llk_every=params.llk_every,
-            preview_every=params.preview_every, warm_iterations=params.warm_iterations,
-            warm_until=params.warm_until, warm_max_iterations=params.warm_max_iterations,
-            warm_lr=params.warm_lr,
-            shrinkwrap_every=shrink, shrinkwrap_threshold=params.shrinkwrap_threshold,
-            shrinkwrap_sigma=params.shrinkwrap_sigma)
+        spec, settings = fit_settings(params, lr, stopping, shrink)
         variant = self.variant(params)
         x0_t = (torch.as_tensor(x0, dtype=torch.complex64, device=device)
                 if x0 is not None else None)
@@ -346,15 +339,7 @@ class _DeepPrior(Stage):
                 support_kind, shrink, stopping, lr, variant, n_params, prtf) -> xr.Dataset:
         counts, mask, free, free_origin = meas.counts, meas.mask, meas.free, meas.free_from
         ndim = meas.ndim
-        xs = np.stack([r.x.cpu().numpy() for r in results]).astype(np.complex64)
-        sups = np.stack([r.support.cpu().numpy() for r in results])
-        final_llk, final_free, status = [], [], []
-        for r, x in zip(results, xs, strict=True):
-            final_llk.append(meas.llk(x))
-            final_free.append(meas.free_llk(x))
-            ok = r.status == "ok" and np.isfinite(final_llk[-1]) and np.abs(x).max() > 0
-            status.append(r.status if r.status != "ok" else ("ok" if ok else
-                                                             "failed: empty object"))
+        xs, sups, final_llk, final_free, status = judge_runs(meas, results)
         ranked, _ = rank_runs(final_llk, final_free, status)  # free LLK where held out
         if not ranked:
             raise ReconstructionError(
@@ -380,16 +365,7 @@ class _DeepPrior(Stage):
                     ds.attrs.get("source", "the input"), self.name, kept_reason,
                     previous_score if previous_score is not None else float("nan"),
                     final_free[best], previous_fit, final_llk[best])
-        grid = sorted({it for r in results for it in r.iterations})
-        pos = {it: k for k, it in enumerate(grid)}
-
-        def curves(name: str) -> np.ndarray:
-            out = np.full((len(results), len(grid)), np.nan, np.float32)
-            for i, r in enumerate(results):
-                for it, v in zip(r.iterations, getattr(r, name), strict=True):
-                    out[i, pos[it]] = v
-            return out
-
+        grid, curves = run_curves(results)
         rdims = schema.real_dims(ndim)
         # the previous phase stage's per-run arrays and curves are replaced, not mixed
         out = schema.without_phase_results(ds)

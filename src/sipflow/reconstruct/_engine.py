@@ -178,6 +178,36 @@ def _outside_fraction(project: FourierModulus, x: torch.Tensor, support: torch.T
         dim=dims) / power.sum(dim=dims).clamp_min(1e-30)
 
 
+def _chunks(settings: EngineSettings, x: torch.Tensor) -> list[slice]:
+    """Groups of runs that go through a plan segment together: all of them on a GPU, on a
+    CPU as many as keep their arrays in cache (``chunk_bytes`` per thread)."""
+    runs = x.shape[0]
+    chunk = settings.batch_chunk or (
+        runs if x.device.type != "cpu"
+        else max(1, int(settings.chunk_bytes * torch.get_num_threads()
+                        // (x.element_size() * np.prod(tuple(x.shape[1:]))))))
+    return [slice(a, min(a + chunk, runs)) for a in range(0, runs, chunk)]
+
+
+def _new_loop(settings: EngineSettings, n_iter: int, size: float, project: FourierModulus,
+              score: PoissonScore, obs: torch.Tensor, valid: torch.Tensor,
+              shrink_threshold: torch.Tensor, positive: list[bool]) -> tuple[_Loop, list[int]]:
+    """The loop state of ``len(positive)`` runs (all alive, LLK rows of NaN) and the
+    iterations at which the LLKs are recorded."""
+    runs, ndim, device, rdtype = len(positive), obs.ndim, obs.device, obs.dtype
+    status = ["ok"] * runs
+    alive = torch.ones(runs, dtype=torch.bool, device=device)
+    llk_its = [k for k in range(1, n_iter + 1) if k % settings.llk_every == 0 or k == n_iter]
+    llk = torch.full((runs, len(llk_its)), math.nan, dtype=rdtype, device=device)
+    llk_free = torch.full_like(llk, math.nan)
+    column = {k: j for j, k in enumerate(llk_its)}
+    loop = _Loop(settings, ndim, rdtype, size, project, score, obs, valid, alive, status,
+                 llk, llk_free, column, shrink_threshold,
+                 torch.as_tensor(positive, dtype=torch.bool, device=device),
+                 tuple(bool(p) for p in positive))
+    return loop, llk_its
+
+
 def iterate(intensity: torch.Tensor, mask: torch.Tensor, plan: Plan, seeds: Sequence[int],
             settings: EngineSettings, *, stage: str = "phase.classic",
             free: torch.Tensor | None = None, initial_support: torch.Tensor | None = None,
@@ -247,22 +277,10 @@ def iterate(intensity: torch.Tensor, mask: torch.Tensor, plan: Plan, seeds: Sequ
                          shrink_threshold, settings, start, initial_support)
 
     n_iter = plan.n_iterations()
-    chunk = settings.batch_chunk or (
-        runs if device.type != "cpu"  # on a CPU, as many runs as stay in cache
-        else max(1, int(settings.chunk_bytes * torch.get_num_threads()
-                        // (x.element_size() * np.prod(shape)))))
-    chunks = [slice(a, min(a + chunk, runs)) for a in range(0, runs, chunk)]
-    status = ["ok"] * runs
-    alive = torch.ones(runs, dtype=torch.bool, device=device)
-    llk_its = [k for k in range(1, n_iter + 1) if k % settings.llk_every == 0 or k == n_iter]
-    llk = torch.full((runs, len(llk_its)), math.nan, dtype=rdtype, device=device)
-    llk_free = torch.full_like(llk, math.nan)
-    column = {k: j for j, k in enumerate(llk_its)}
-
-    loop = _Loop(settings, ndim, rdtype, size, project, score, obs, valid, alive, status,
-                 llk, llk_free, column, shrink_threshold,
-                 torch.as_tensor(positive, dtype=torch.bool, device=device),
-                 tuple(bool(p) for p in positive))
+    chunks = _chunks(settings, x)
+    loop, llk_its = _new_loop(settings, n_iter, size, project, score, obs, valid,
+                              shrink_threshold, positive)
+    alive, status, llk, llk_free = loop.alive, loop.status, loop.llk, loop.llk_free
 
     kernels: torch.Tensor | None = None  # (runs, *spatial) once a psf step ran
     kernel_on = [False] * runs

@@ -159,18 +159,10 @@ sup, detwin, psf = Op("sup"), Op("detwin"), Op("psf")
 _TOKEN = re.compile(r"\s*(?:(\*\*)|(\*)|(\()|(\))|(\d+)|([A-Za-z_][A-Za-z_0-9]*))")
 
 
-def parse(text: str) -> Plan:
-    """Parse a plan expression such as ``(sup * ER**5 * HIO**40)**20 * ER**100``.
-
-    Operator names are case-insensitive. Raises :class:`~sipflow.errors.PipelineError`
-    with the position of the first problem.
-    """
+def _tokens(text: str) -> list[tuple[str, str, int]]:
+    """(kind, text, position) of each token of a plan expression."""
     tokens: list[tuple[str, str, int]] = []
     pos = 0
-    text = text.strip()
-    if len(text) > MAX_LENGTH:
-        raise PipelineError(f"plan of {len(text)} characters is longer than the {MAX_LENGTH} "
-                            "allowed; write repeats as '(...)**n'")
     while pos < len(text):
         m = _TOKEN.match(text, pos)
         if not m or m.end() == pos:
@@ -179,71 +171,89 @@ def parse(text: str) -> Plan:
         kind = ("pow", "mul", "lp", "rp", "num", "name")[m.lastindex - 1]
         tokens.append((kind, m.group(m.lastindex), m.start(m.lastindex)))
         pos = m.end()
-    i = 0
-    depth = 0
+    return tokens
 
-    def peek() -> tuple[str, str, int] | None:
-        return tokens[i] if i < len(tokens) else None
 
-    def fail(msg: str) -> PipelineError:
-        where = peek()
+class _Parser:
+    """Recursive descent over the tokens: seq := power ('*' power)*,
+    power := atom ('**' num)*, atom := name | '(' seq ')'."""
+
+    def __init__(self, text: str, tokens: list[tuple[str, str, int]]) -> None:
+        self.text, self.tokens, self.i, self.depth = text, tokens, 0, 0
+
+    def peek(self) -> tuple[str, str, int] | None:
+        return self.tokens[self.i] if self.i < len(self.tokens) else None
+
+    def fail(self, msg: str) -> PipelineError:
+        where = self.peek()
         at = f"at position {where[2]}" if where else "at the end"
-        return PipelineError(f"plan {text!r}: {msg} {at}. Example: "
+        return PipelineError(f"plan {self.text!r}: {msg} {at}. Example: "
                              "'(sup * ER**5 * HIO**40)**20 * ER**100'")
 
-    def seq() -> Plan:
-        nonlocal i
-        parts = [power()]
-        while (t := peek()) and t[0] == "mul":
-            i += 1
-            parts.append(power())
+    def seq(self) -> Plan:
+        parts = [self.power()]
+        while (t := self.peek()) and t[0] == "mul":
+            self.i += 1
+            parts.append(self.power())
         return Seq.of(*parts)
 
-    def power() -> Plan:
-        nonlocal i
-        base = atom()
-        while (t := peek()) and t[0] == "pow":
-            i += 1
-            t = peek()
+    def power(self) -> Plan:
+        base = self.atom()
+        while (t := self.peek()) and t[0] == "pow":
+            self.i += 1
+            t = self.peek()
             if not t or t[0] != "num":
-                raise fail("expected a whole number after '**'")
-            i += 1
+                raise self.fail("expected a whole number after '**'")
+            self.i += 1
             n = int(t[1])
             if n < 1:
-                raise fail("repeat counts must be at least 1")
+                raise self.fail("repeat counts must be at least 1")
             base = base**n
         return base
 
-    def atom() -> Plan:
-        nonlocal i, depth
-        t = peek()
+    def atom(self) -> Plan:
+        t = self.peek()
         if t is None:
-            raise fail("expected an operator or '('")
+            raise self.fail("expected an operator or '('")
         if t[0] == "name":
-            i += 1
+            self.i += 1
             canon = _CANON.get(t[1].lower())
             if canon is None:
-                raise PipelineError(f"plan {text!r}: unknown operator {t[1]!r} at position "
-                                    f"{t[2]}; valid: {', '.join(ITERATION_OPS + OTHER_OPS)}")
+                raise PipelineError(f"plan {self.text!r}: unknown operator {t[1]!r} at "
+                                    f"position {t[2]}; valid: "
+                                    f"{', '.join(ITERATION_OPS + OTHER_OPS)}")
             return Op(canon)
         if t[0] == "lp":
-            depth += 1
-            if depth > MAX_DEPTH:
-                raise fail(f"parentheses nested deeper than {MAX_DEPTH} levels")
-            i += 1
-            inner = seq()
-            depth -= 1
-            if not (peek() and peek()[0] == "rp"):
-                raise fail("expected ')'")
-            i += 1
+            self.depth += 1
+            if self.depth > MAX_DEPTH:
+                raise self.fail(f"parentheses nested deeper than {MAX_DEPTH} levels")
+            self.i += 1
+            inner = self.seq()
+            self.depth -= 1
+            if not (self.peek() and self.peek()[0] == "rp"):
+                raise self.fail("expected ')'")
+            self.i += 1
             return inner
-        raise fail(f"unexpected {t[1]!r}")
+        raise self.fail(f"unexpected {t[1]!r}")
 
+
+def parse(text: str) -> Plan:
+    """Parse a plan expression such as ``(sup * ER**5 * HIO**40)**20 * ER**100``.
+
+    Operator names are case-insensitive. Raises :class:`~sipflow.errors.PipelineError`
+    with the position of the first problem.
+    """
+    text = text.strip()
+    if len(text) > MAX_LENGTH:
+        raise PipelineError(f"plan of {len(text)} characters is longer than the {MAX_LENGTH} "
+                            "allowed; write repeats as '(...)**n'")
+    tokens = _tokens(text)
     if not tokens:
         raise PipelineError("plan is empty; example: '(sup * ER**5 * HIO**40)**20 * ER**100'")
-    plan = seq()
-    if i != len(tokens):
-        raise fail(f"unexpected {tokens[i][1]!r}")
+    parser = _Parser(text, tokens)
+    plan = parser.seq()
+    if parser.i != len(tokens):
+        raise parser.fail(f"unexpected {tokens[parser.i][1]!r}")
     if plan.n_iterations() == 0:
         raise PipelineError(f"plan {text!r} has no iterations (ER, HIO, RAAR or ML)")
     n_steps = plan.n_iterations() + sum(plan.count(op) for op in OTHER_OPS)

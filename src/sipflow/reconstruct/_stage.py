@@ -187,28 +187,9 @@ class Classic(Stage):
             x, support, llk, llk_free, outside, status, llk_its, kernel = result
             # runs whose support collapsed or exploded, or that were rejected, start
             # again from fresh random starts (PyNX's runner does the same)
-            for attempt in range(1, params.restarts + 1):
-                failed = [r for r, s in enumerate(status) if s != "ok"]
-                if not failed:
-                    break
-                context.logger.info("phase.classic: restarting %d failed run(s) (round %d of "
-                                    "%d)", len(failed), attempt, params.restarts)
-                fresh = run_seeds(context.seed, generation + 64 * set_index, params.runs, attempt)
-                # a run that failed from the input object starts again at random
-                from_input = generation == 0 and params.initial_object == "input"
-                again = self._attempt(
-                    intensity, valid, plan, [fresh[r] for r in failed],
-                    [variants[r] for r in failed], gen_settings, free,
-                    given_support, None if start is None or from_input else start[failed],
-                    params, context)
-                for kept, new in zip((x, support, llk, llk_free, outside), again[:5],
-                                     strict=True):
-                    kept[failed] = new
-                if kernel is not None:
-                    kernel[failed] = again[7]
-                for j, r in enumerate(failed):
-                    status[r] = again[5][j]
-                attempts[failed] += 1
+            self._restart_failed(result, attempts, intensity, valid, plan, variants,
+                                 gen_settings, free, given_support, start, generation,
+                                 set_index, params, context)
             ok = np.array([s == "ok" for s in status])
             if not ok.any():
                 raise ReconstructionError(
@@ -250,37 +231,40 @@ class Classic(Stage):
                 "generation_best": generation_best, "scores": score,
                 "score": float(score[ranked[0]])}
 
-    def run(self, ds: xr.Dataset, params: ClassicParams, context: Context) -> xr.Dataset:
-        import torch
+    def _restart_failed(self, result: tuple, attempts: np.ndarray, intensity, valid, plan,
+                        variants: list, settings, free, given_support, start, generation: int,
+                        set_index: int, params: ClassicParams, context: Context) -> None:
+        """Start the failed runs of `result` again from fresh seeds, up to ``restarts``
+        rounds; `result`'s arrays, statuses and `attempts` are updated in place."""
+        x, support, llk, llk_free, outside, status, _, kernel = result
+        for attempt in range(1, params.restarts + 1):
+            failed = [r for r, s in enumerate(status) if s != "ok"]
+            if not failed:
+                break
+            context.logger.info("phase.classic: restarting %d failed run(s) (round %d of "
+                                "%d)", len(failed), attempt, params.restarts)
+            fresh = run_seeds(context.seed, generation + 64 * set_index, params.runs, attempt)
+            # a run that failed from the input object starts again at random
+            from_input = generation == 0 and params.initial_object == "input"
+            again = self._attempt(
+                intensity, valid, plan, [fresh[r] for r in failed],
+                [variants[r] for r in failed], settings, free,
+                given_support, None if start is None or from_input else start[failed],
+                params, context)
+            for kept, new in zip((x, support, llk, llk_free, outside), again[:5],
+                                 strict=True):
+                kept[failed] = new
+            if kernel is not None:
+                kernel[failed] = again[7]
+            for j, r in enumerate(failed):
+                status[r] = again[5][j]
+            attempts[failed] += 1
 
-        from ..runset import average_runs, select_runs
-        from ._runs import prtf
-        from ._settings import EngineSettings
-
-        meas = Measurement.from_dataset(ds, stage=self.name)
-        counts, mask = meas.counts, meas.mask
-        source = ds.attrs.get("source", "input")
-        ndim = counts.ndim
-        dtype = _torch_dtype(context.dtype)
-        device = context.device
-        intensity = torch.as_tensor(counts, dtype=dtype, device=device)
-        valid = torch.as_tensor(mask, device=device)
-        given_support = None
-        if params.initial_support == "input":
-            if schema.SUPPORT not in ds or ds[schema.SUPPORT].shape != counts.shape:
-                raise DataError(f"{source}: initial_support 'input' needs a 'support' variable "
-                                f"of shape {counts.shape}")
-            given_support = torch.as_tensor(np.asarray(ds[schema.SUPPORT].values, bool),
-                                            device=device)
-        # its own held-out pixels, drawn on the device (an earlier stage's are not kept)
-        meas = meas.hold_out(params.free_fraction, params.free_radius, context.generator())
-        free = torch.as_tensor(meas.free, device=device)
-        settings = EngineSettings.from_params(params, ndim)
-        schedules = [params.schedule] + [
-            (params.generation_schedules or [])[g - 1]
-            if params.generation_schedules and g - 1 < len(params.generation_schedules)
-            else params.schedule for g in range(1, params.generations)]
-        start = self._initial_object(ds, params, counts.shape, source, context)
+    def _run_sets(self, intensity, valid, free, settings, schedules, given_support, start,
+                  source: str, params: ClassicParams, context: Context
+                  ) -> tuple[dict, list[float | None]]:
+        """Run sets until one's best free LLK is at most ``set_retry_llk_free`` (or the
+        retries are spent); the best set and every set's score (None: all runs failed)."""
         best_set: dict | None = None
         set_scores: list[float | None] = []
         for set_index in range(params.set_retries + 1):
@@ -305,17 +289,20 @@ class Classic(Stage):
                                     "%.3g): another set from fresh random starts (%d of %d)",
                                     set_index + 1, one["score"], params.set_retry_llk_free,
                                     set_index + 1, params.set_retries)
+        return best_set, set_scores
+
+    def _output(self, ds: xr.Dataset, params: ClassicParams, meas: Measurement, free,
+                schedules: list[str], best_set: dict, set_scores: list[float | None],
+                chosen: list[int], obj: np.ndarray, obj_support: np.ndarray, context: Context
+                ) -> xr.Dataset:
+        """The result in the phase schema, with ``attrs["phase_classic"]`` and the record."""
+        import torch
+
+        from ._runs import prtf
+
+        counts, mask, ndim = meas.counts, meas.mask, meas.ndim
         x, support, llk, llk_free, outside, status, llk_its, kernel = best_set["result"]
         ranked, ok, attempts = best_set["ranked"], best_set["ok"], best_set["attempts"]
-        generation_best = best_set["generation_best"]
-        # by the score that ranked them
-        chosen = select_runs(ranked, best_set["scores"], params.keep_best,
-                             params.average_within)
-        if len(chosen) > 1:
-            obj, obj_support = average_runs(x[chosen], support[chosen])
-            obj = obj.astype(x.dtype)
-        else:
-            obj, obj_support = x[chosen[0]], support[chosen[0]]
         shells, prtf_values = prtf(obj, counts, mask)
 
         rdims = schema.real_dims(ndim)
@@ -351,7 +338,7 @@ class Classic(Stage):
             "iterations": sum(parse(t).n_iterations() for t in schedules),
             "generations": len(schedules),
             "best_run": ranked[0], "averaged_runs": chosen,
-            "generation_best": generation_best,
+            "generation_best": best_set["generation_best"],
             "run_sets": len(set_scores), "run_set_kept": best_set["index"],
             "run_set_llk_free": set_scores,
             "ranked_by": "llk_free" if bool(free.any()) else "llk",
@@ -379,6 +366,50 @@ class Classic(Stage):
                             int(ranked[0]), float(llk[ranked[0], -1]),
                             float(llk_free[ranked[0], -1]))
         return out
+
+    def run(self, ds: xr.Dataset, params: ClassicParams, context: Context) -> xr.Dataset:
+        import torch
+
+        from ..runset import average_runs, select_runs
+        from ._settings import EngineSettings
+
+        meas = Measurement.from_dataset(ds, stage=self.name)
+        counts, mask = meas.counts, meas.mask
+        source = ds.attrs.get("source", "input")
+        ndim = counts.ndim
+        dtype = _torch_dtype(context.dtype)
+        device = context.device
+        intensity = torch.as_tensor(counts, dtype=dtype, device=device)
+        valid = torch.as_tensor(mask, device=device)
+        given_support = None
+        if params.initial_support == "input":
+            if schema.SUPPORT not in ds or ds[schema.SUPPORT].shape != counts.shape:
+                raise DataError(f"{source}: initial_support 'input' needs a 'support' variable "
+                                f"of shape {counts.shape}")
+            given_support = torch.as_tensor(np.asarray(ds[schema.SUPPORT].values, bool),
+                                            device=device)
+        # its own held-out pixels, drawn on the device (an earlier stage's are not kept)
+        meas = meas.hold_out(params.free_fraction, params.free_radius, context.generator())
+        free = torch.as_tensor(meas.free, device=device)
+        settings = EngineSettings.from_params(params, ndim)
+        schedules = [params.schedule] + [
+            (params.generation_schedules or [])[g - 1]
+            if params.generation_schedules and g - 1 < len(params.generation_schedules)
+            else params.schedule for g in range(1, params.generations)]
+        start = self._initial_object(ds, params, counts.shape, source, context)
+        best_set, set_scores = self._run_sets(intensity, valid, free, settings, schedules,
+                                              given_support, start, source, params, context)
+        x, support = best_set["result"][:2]
+        # by the score that ranked them
+        chosen = select_runs(best_set["ranked"], best_set["scores"], params.keep_best,
+                             params.average_within)
+        if len(chosen) > 1:
+            obj, obj_support = average_runs(x[chosen], support[chosen])
+            obj = obj.astype(x.dtype)
+        else:
+            obj, obj_support = x[chosen[0]], support[chosen[0]]
+        return self._output(ds, params, meas, free, schedules, best_set, set_scores, chosen,
+                            obj, obj_support, context)
 
 
 @hookimpl

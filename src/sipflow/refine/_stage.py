@@ -127,19 +127,16 @@ class Constrained(Stage):
         support = np.asarray(ds[schema.SUPPORT].values, bool)
         if support.shape != obj.shape:
             raise DataError(f"{source}: support {support.shape} does not match obj {obj.shape}")
-        mask, free = meas.mask, meas.free
         dtype = torch.float64 if params.precision == "float64" else torch.float32
         cdtype = torch.complex128 if dtype == torch.float64 else torch.complex64
         device = context.device
-        ndim = obj.ndim
-        model = meas.model()
+        ndim, model = obj.ndim, meas.model()
         x0 = torch.as_tensor(obj, dtype=cdtype, device=device)
         counts_t = torch.as_tensor(counts, dtype=dtype, device=device)
-        valid_np = meas.valid
-        valid = torch.as_tensor(valid_np, device=device)
-        free_t = torch.as_tensor(free & mask, device=device)
+        valid = torch.as_tensor(meas.valid, device=device)
+        free_t = torch.as_tensor(meas.free, device=device)
         rp = RefineProblem(x0, torch.as_tensor(support, device=device), counts_t, valid, model)
-        dof = max(1, int(valid_np.sum()))
+        dof = max(1, int(meas.valid.sum()))
 
         def objective(v: dict[str, torch.Tensor]) -> torch.Tensor:
             return normalised_llk(model.intensity(v["x"]), counts_t, valid, ndim=ndim, dof=dof,
@@ -149,25 +146,8 @@ class Constrained(Stage):
             return normalised_llk(model.intensity(v["x"]), counts_t, valid, ndim=ndim, dof=dof,
                                   kind="euclidean")
 
-        registry = registry_of(context)
-        variable = Variable("x", x0)
-        inequalities, equalities, exact, scales, used = {}, {}, {}, {}, []
-        for name, raw in _constraint_entries(params.constraints):
-            cls = registry.constraint(name)
-            c = cls()
-            p = cls.Params(**raw)
-            c.check(p, rp)
-            used.append({"use": name, "with": p.model_dump(mode="json")})
-            if cls.kind == "set":
-                variable = c.restrict(variable, p, rp)
-                continue
-            key = name if name not in inequalities and name not in equalities else (
-                f"{name}_{len(used)}")
-            target = inequalities if cls.kind == "inequality" else equalities
-            target[key] = (lambda v, c=c, p=p: c.smooth_values(v["x"], p, rp))
-            if c.has_smooth_form():
-                exact[key] = (lambda v, c=c, p=p: c.values(v["x"], p, rp))
-            scales[key] = float(c.scale(p, rp))
+        variable, inequalities, equalities, exact, scales, used = _constraint_functions(
+            params, registry_of(context), rp, Variable("x", x0))
         problem = Problem(objective, [variable], inequalities, equalities, scales, exact,
                           continuation=[amplitude] if params.amplitude_first else [])
         options = SolverOptions(violation_tol=params.violation_tol, kkt_tol=params.kkt_tol,
@@ -210,6 +190,31 @@ class Constrained(Stage):
             "llk_free_start": free_llk(variable.init), "llk_free_end": free_llk(x.to(cdtype)),
         }
         return out
+
+
+def _constraint_functions(params: ConstrainedParams, registry: Any, rp: Any, variable: Any
+                          ) -> tuple[Any, dict, dict, dict, dict, list]:
+    """The pipeline's constraints as the solver's functions: the variable (restricted by the
+    ``set`` constraints), the inequalities and equalities (smooth forms), their exact forms
+    and scales, and what was used (for the record)."""
+    inequalities, equalities, exact, scales, used = {}, {}, {}, {}, []
+    for name, raw in _constraint_entries(params.constraints):
+        cls = registry.constraint(name)
+        c = cls()
+        p = cls.Params(**raw)
+        c.check(p, rp)
+        used.append({"use": name, "with": p.model_dump(mode="json")})
+        if cls.kind == "set":
+            variable = c.restrict(variable, p, rp)
+            continue
+        key = name if name not in inequalities and name not in equalities else (
+            f"{name}_{len(used)}")
+        target = inequalities if cls.kind == "inequality" else equalities
+        target[key] = (lambda v, c=c, p=p: c.smooth_values(v["x"], p, rp))
+        if c.has_smooth_form():
+            exact[key] = (lambda v, c=c, p=p: c.values(v["x"], p, rp))
+        scales[key] = float(c.scale(p, rp))
+    return variable, inequalities, equalities, exact, scales, used
 
 
 def _record(stage: str, outer: int, total: int, cert: Any):
