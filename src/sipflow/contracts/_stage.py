@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict
 
-from ..errors import DataError
+from ..errors import Cancelled, DataError
 from ._phase import PhaseRecord
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -116,6 +116,20 @@ class Context:
         g = torch.Generator(device=self.device)
         g.manual_seed(self.seed)
         return g
+
+    def report(self, record: ProgressRecord) -> None:
+        """Send `record` to :attr:`progress`, the policy of every long stage.
+
+        A failing progress callback is logged (debug) and never stops the science, except
+        :class:`~sipflow.errors.Cancelled`, which a caller raises to stop the run and which
+        propagates (the stage frees what it holds on the way out).
+        """
+        try:
+            self.progress(record)
+        except Cancelled:
+            raise
+        except Exception:  # a progress display must never break the science
+            self.logger.debug("progress callback failed", exc_info=True)
 
     @staticmethod
     def resolve_device(device: str | None) -> str:

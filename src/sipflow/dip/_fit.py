@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Literal
 
 import numpy as np
 import torch
@@ -22,7 +22,6 @@ from torch import nn
 
 from .._resources import rebalance_threads
 from ..contracts import ProgressRecord
-from ..errors import Cancelled
 from ..physics import NLL, FarField
 from ..priors import ExponentialVariance, SkipNet, WindowedVariance, noise_input, seeded
 
@@ -282,9 +281,40 @@ def warm_start(gen: Generated, problem: Problem, x0: torch.Tensor, settings: Fit
     return misfit, steps
 
 
+def _record_step(result: RunResult, problem: Problem, settings: FitSettings, it: int,
+                 total: int, x: torch.Tensor, calc: torch.Tensor, loss: torch.Tensor,
+                 variance: float, stop: bool) -> dict[str, float]:
+    """Append iteration `it`'s loss, LLKs, output variance and error (every fifth record,
+    with a truth) to `result`; return them as progress metrics."""
+    llk, llk_free = _llks(problem, calc.detach())
+    result.iterations.append(it)
+    result.loss.append(float(loss.detach()))
+    result.llk.append(llk)
+    result.llk_free.append(llk_free)
+    result.variance.append(variance)
+    result.error.append(_error(problem, x) if problem.truth is not None and (
+        it % (settings.llk_every * 5) == 0 or it in (1, total) or stop) else float("nan"))
+    metrics = {"loss": float(loss.detach()), "llk": llk, "llk_free": llk_free}
+    if not math.isnan(variance):
+        metrics["variance"] = variance
+    return metrics
+
+
+def _tracker(settings: FitSettings) -> tuple[WindowedVariance | ExponentialVariance, bool]:
+    """The output-variance tracker of a fit, and whether it decides when to stop."""
+    tracker: WindowedVariance | ExponentialVariance
+    if settings.stopping == "wmv":
+        tracker = WindowedVariance(settings.window, settings.patience)
+    else:  # the O(1) form: the rule with 'emv', else the variance curve only
+        tracker = ExponentialVariance(settings.emv_alpha, settings.patience)
+    decides = settings.stopping in ("wmv", "emv")
+    tracker.keep_best = decides  # a curve-only tracker copies no iterates
+    return tracker, decides
+
+
 def fit_run(gen: Generated, problem: Problem, settings: FitSettings, *, stage: str,
             run: int, runs: int, progress: Callable[[ProgressRecord], None],
-            x0: torch.Tensor | None = None, logger: Any = None) -> RunResult:
+            x0: torch.Tensor | None = None) -> RunResult:
     """Fit one parametrisation to the data; return the early-stopped iterate and curves.
 
     Parameters
@@ -297,7 +327,8 @@ def fit_run(gen: Generated, problem: Problem, settings: FitSettings, *, stage: s
     run, runs : int
         This run's index and the number of runs (for progress).
     progress : callable
-        Receives :class:`~sipflow.stage.ProgressRecord`; may raise
+        Receives :class:`~sipflow.contracts.ProgressRecord` (a stage passes
+        :meth:`Context.report <sipflow.contracts.Context.report>`); may raise
         :class:`~sipflow.errors.Cancelled`.
     x0 : torch.Tensor, complex, (*spatial), optional
         Previous object: the generators are first fitted to it.
@@ -313,13 +344,7 @@ def fit_run(gen: Generated, problem: Problem, settings: FitSettings, *, stage: s
     warm_misfit, warm_steps = None, 0
     if x0 is not None and settings.warm_iterations:
         warm_misfit, warm_steps = warm_start(gen, problem, x0, settings, check)
-    tracker: WindowedVariance | ExponentialVariance
-    if settings.stopping == "wmv":
-        tracker = WindowedVariance(settings.window, settings.patience)
-    else:  # the O(1) form: the rule with 'emv', else the variance curve only
-        tracker = ExponentialVariance(settings.emv_alpha, settings.patience)
-    decides = settings.stopping in ("wmv", "emv")
-    tracker.keep_best = decides  # a curve-only tracker copies no iterates
+    tracker, decides = _tracker(settings)
     free_best = (float("inf"), 0, None)  # free LLK, iteration, iterate
     use_free = settings.stopping == "free_llk" and bool(problem.free.any())
     opt = torch.optim.Adam(gen.parameters(), lr=settings.lr, foreach=True)
@@ -352,32 +377,16 @@ def fit_run(gen: Generated, problem: Problem, settings: FitSettings, *, stage: s
         stop = ((decides and tracker.should_stop(it)) or
                 (use_free and free_best[2] is not None and it - free_best[1] >= settings.patience))
         if it % settings.llk_every == 0 or it == total or it == 1 or stop:
-            llk, llk_free = _llks(problem, calc.detach())
-            if use_free and llk_free < free_best[0]:
-                free_best = (llk_free, it, x.clone())
-            result.iterations.append(it)
-            result.loss.append(float(loss.detach()))
-            result.llk.append(llk)
-            result.llk_free.append(llk_free)
-            result.variance.append(variance)
-            result.error.append(_error(problem, x) if problem.truth is not None and (
-                it % (settings.llk_every * 5) == 0 or it in (1, total) or stop) else float("nan"))
+            metrics = _record_step(result, problem, settings, it, total, x, calc, loss,
+                                   variance, stop)
+            if use_free and metrics["llk_free"] < free_best[0]:
+                free_best = (metrics["llk_free"], it, x.clone())
             if it % (settings.llk_every * 20) == 0:
                 rebalance_threads()  # other runs may have started or ended meanwhile
-            metrics = {"loss": float(loss.detach()), "llk": llk, "llk_free": llk_free,
-                       "run": float(run)}
-            if not math.isnan(variance):
-                metrics["variance"] = variance
             preview = (_preview(x, problem.support, ndim) if settings.preview_every and
                        it % settings.preview_every == 0 else None)
-            try:
-                progress(ProgressRecord(stage, run * total + it, runs * total, metrics,
-                                        preview))
-            except Cancelled:
-                raise
-            except Exception:  # progress display must never break the science
-                if logger is not None:
-                    logger.debug("progress callback failed", exc_info=True)
+            progress(ProgressRecord(stage, run * total + it, runs * total,
+                                    metrics | {"run": float(run)}, preview))
         if settings.shrinkwrap_every and it % settings.shrinkwrap_every == 0 and it < total:
             from ..reconstruct import shrinkwrap
 
@@ -389,12 +398,10 @@ def fit_run(gen: Generated, problem: Problem, settings: FitSettings, *, stage: s
             result.stopped_early = True
             break
     result.stopped_iteration = it
-    if use_free and free_best[2] is not None:
-        result.x = free_best[2]
-        result.selected_iteration = free_best[1]
-    elif decides and tracker.best is not None:
-        result.x = tracker.best
-        result.selected_iteration = tracker.best_iteration
+    if use_free and free_best[2] is not None:  # the iterate that predicted the free pixels
+        result.x, result.selected_iteration = free_best[2], free_best[1]
+    elif decides and tracker.best is not None:  # the variance rule's choice
+        result.x, result.selected_iteration = tracker.best, tracker.best_iteration
     else:
         result.x = last_x if last_x is not None else problem.embed(gen().detach())
         result.selected_iteration = it

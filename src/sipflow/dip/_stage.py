@@ -325,8 +325,7 @@ class _DeepPrior(Stage):
             n_params = sum(p.numel() for p in gen.parameters())
             depth = gen.depth
             results.append(fit_run(gen, problem, settings, stage=self.name, run=r,
-                                   runs=params.runs, progress=context.progress, x0=x0_t,
-                                   logger=context.logger))
+                                   runs=params.runs, progress=context.report, x0=x0_t))
             context.logger.info("%s: run %d stopped at iteration %d, selected %d (free LLK "
                                 "%.4g)", self.name, r, results[-1].stopped_iteration,
                                 results[-1].selected_iteration, results[-1].llk_free[-1]

@@ -248,6 +248,74 @@ def _aux(f: h5py.File, fname: Path, explicit: str | None, defaults: tuple[str, .
     return None
 
 
+def _frames(f: h5py.File, fname: Path, dataset: str | None) -> _Candidate:
+    """The detector frames of `f` (the `dataset` named, else the one found), checked: real
+    numbers, 2-D or 3-D, at least 8x8 pixels, within memory."""
+    if dataset is not None:
+        d = _dataset(f, dataset)
+        if d is None:
+            raise InputError(f"{fname}: dataset {dataset!r} not found. "
+                             f"Datasets in the file: {_inventory(f)}")
+        cand = _Candidate("explicit", (d.name,), d.shape, str(d.dtype))
+    else:
+        found = _find_candidates(f, fname)
+        if not found:
+            raise InputError(
+                f"{fname}: no detector frames found (looked for Eiger /entry/data/data_NNNNNN, "
+                "NeXus NXdata@signal, CXI /entry_1/data_1/data and "
+                f"/entry_1/instrument_1/detector_1/data). Found: {_inventory(f)}. "
+                "Name the frames with --dataset /path/in/file."
+            )
+        if len(found) > 1:
+            listing = "; ".join(f"{'+'.join(c.paths)} {c.shape} {c.dtype}" for c in found)
+            raise InputError(f"{fname}: several datasets look like detector frames: "
+                             f"{listing}. Choose one with --dataset /path/in/file.")
+        cand = found[0]
+    if not np.issubdtype(np.dtype(cand.dtype), np.number) or np.issubdtype(
+            np.dtype(cand.dtype), np.complexfloating):
+        raise DataError(f"{fname}:{cand.paths[0]} has dtype {cand.dtype}; "
+                        "expected real photon counts (integer or float)")
+    ndim = len(cand.shape)
+    if ndim not in (2, 3):
+        raise DataError(
+            f"{fname}:{cand.paths[0]} has shape {cand.shape} ({ndim}-D); expected a 2-D "
+            "pattern (rows, cols) or a 3-D scan (frames, rows, cols)")
+    if min(cand.shape[-2:]) < 8 or cand.shape[0] == 0:
+        raise DataError(f"{fname}:{cand.paths[0]} has shape {cand.shape}; "
+                        "expected at least 8x8 pixels per frame")
+    check_fits_in_memory(f"{fname}:{'+'.join(cand.paths)}", cand.shape,
+                         np.dtype(cand.dtype).itemsize)
+    return cand
+
+
+def _auxiliary(f: h5py.File, fname: Path, options: dict[str, str | bool | None],
+               shape: tuple[int, ...], dims: tuple[str, ...], data_vars: dict[str, Any],
+               attrs: dict[str, Any]) -> None:
+    """Add the mask (True = valid), dark and flat field of `f` to `data_vars`: each at the
+    path given in `options`, else found at its usual paths; ``False`` skips it."""
+    for key, defaults, what in ((schema.MASK, MASK_PATHS, "mask"),
+                                (schema.DARK, DARK_PATHS, "dark"),
+                                (schema.FLAT, FLAT_PATHS, "flat-field")):
+        explicit = options[key]
+        if explicit is False:
+            continue
+        got = _aux(f, fname, explicit if isinstance(explicit, str) else None, defaults, what)
+        if got is None:
+            continue
+        apath, arr = got
+        arr = np.asarray(arr)
+        if arr.shape != tuple(shape[-2:]) and arr.shape != tuple(shape):
+            raise DataError(f"{fname}:{apath} ({what}) has shape {arr.shape}; expected "
+                            f"the detector shape {tuple(shape[-2:])}"
+                            + (f" or the frames' shape {tuple(shape)}"
+                               if len(shape) == 3 else ""))
+        attrs[f"{key}_source"] = apath
+        if key == schema.MASK:
+            data_vars[key] = (dims[-arr.ndim:], arr == 0)
+        else:
+            data_vars[key] = (dims[-arr.ndim:], arr.astype(np.float32))
+
+
 def read_hdf5(path: str | Path, *, dataset: str | None = None, mask: str | bool | None = None,
               dark: str | bool | None = None, flat: str | bool | None = None,
               checksum: bool = True) -> xr.Dataset:
@@ -277,40 +345,7 @@ def read_hdf5(path: str | Path, *, dataset: str | None = None, mask: str | bool 
 
     fname = Path(path).resolve()
     with _open(fname) as f:
-        if dataset is not None:
-            d = _dataset(f, dataset)
-            if d is None:
-                raise InputError(f"{fname}: dataset {dataset!r} not found. "
-                                 f"Datasets in the file: {_inventory(f)}")
-            cand = _Candidate("explicit", (d.name,), d.shape, str(d.dtype))
-        else:
-            found = _find_candidates(f, fname)
-            if not found:
-                raise InputError(
-                    f"{fname}: no detector frames found (looked for Eiger /entry/data/data_NNNNNN, "
-                    "NeXus NXdata@signal, CXI /entry_1/data_1/data and "
-                    f"/entry_1/instrument_1/detector_1/data). Found: {_inventory(f)}. "
-                    "Name the frames with --dataset /path/in/file."
-                )
-            if len(found) > 1:
-                listing = "; ".join(f"{'+'.join(c.paths)} {c.shape} {c.dtype}" for c in found)
-                raise InputError(f"{fname}: several datasets look like detector frames: "
-                                 f"{listing}. Choose one with --dataset /path/in/file.")
-            cand = found[0]
-        if not np.issubdtype(np.dtype(cand.dtype), np.number) or np.issubdtype(
-                np.dtype(cand.dtype), np.complexfloating):
-            raise DataError(f"{fname}:{cand.paths[0]} has dtype {cand.dtype}; "
-                            "expected real photon counts (integer or float)")
-        ndim = len(cand.shape)
-        if ndim not in (2, 3):
-            raise DataError(
-                f"{fname}:{cand.paths[0]} has shape {cand.shape} ({ndim}-D); expected a 2-D "
-                "pattern (rows, cols) or a 3-D scan (frames, rows, cols)")
-        if min(cand.shape[-2:]) < 8 or cand.shape[0] == 0:
-            raise DataError(f"{fname}:{cand.paths[0]} has shape {cand.shape}; "
-                            "expected at least 8x8 pixels per frame")
-        check_fits_in_memory(f"{fname}:{'+'.join(cand.paths)}", cand.shape,
-                             np.dtype(cand.dtype).itemsize)
+        cand = _frames(f, fname, dataset)
 
         parts = []
         for p in cand.paths:
@@ -323,7 +358,6 @@ def read_hdf5(path: str | Path, *, dataset: str | None = None, mask: str | bool 
         if frames.ndim == 3 and frames.shape[0] == 1:
             frames = frames[0]
         dims = schema.detector_dims(frames.ndim)
-        det_shape = frames.shape[-2:]
         data_vars: dict[str, Any] = {schema.INTENSITY: (dims, frames)}
         attrs: dict[str, Any] = {
             "source": str(fname),
@@ -331,28 +365,8 @@ def read_hdf5(path: str | Path, *, dataset: str | None = None, mask: str | bool 
             "source_layout": cand.layout,
         }
 
-        for key, explicit, defaults, what in (
-            (schema.MASK, mask, MASK_PATHS, "mask"),
-            (schema.DARK, dark, DARK_PATHS, "dark"),
-            (schema.FLAT, flat, FLAT_PATHS, "flat-field"),
-        ):
-            if explicit is False:
-                continue
-            got = _aux(f, fname, explicit if isinstance(explicit, str) else None, defaults, what)
-            if got is None:
-                continue
-            apath, arr = got
-            arr = np.asarray(arr)
-            if arr.shape != tuple(det_shape) and arr.shape != tuple(frames.shape):
-                raise DataError(f"{fname}:{apath} ({what}) has shape {arr.shape}; expected "
-                                f"the detector shape {tuple(det_shape)}"
-                                + (f" or the frames' shape {tuple(frames.shape)}"
-                                   if frames.ndim == 3 else ""))
-            attrs[f"{key}_source"] = apath
-            if key == schema.MASK:
-                data_vars[key] = (dims[-arr.ndim:], arr == 0)
-            else:
-                data_vars[key] = (dims[-arr.ndim:], arr.astype(np.float32))
+        _auxiliary(f, fname, {schema.MASK: mask, schema.DARK: dark, schema.FLAT: flat},
+                   frames.shape, dims, data_vars, attrs)
 
         truth = f.get(TRUTH_GROUP)
         if isinstance(truth, h5py.Group) and "obj" in truth:

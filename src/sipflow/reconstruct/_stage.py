@@ -114,12 +114,10 @@ class Classic(Stage):
                 result = stop.value
                 break
             try:
-                context.progress(record)
+                context.report(record)
             except Cancelled:
                 gen.close()
                 raise
-            except Exception:  # progress display must never break the science
-                context.logger.debug("progress callback failed", exc_info=True)
         outside = result.outside_fraction.detach().cpu().numpy()
         status = list(result.status)
         for r in range(len(seeds)):

@@ -165,7 +165,7 @@ class Constrained(Stage):
             start_objective = float(objective({"x": variable.init}))
         if params.method == "augmented_lagrangian":
             def report(outer: int, cert: Any) -> None:
-                context.progress(_record(self.name, outer, params.max_outer, cert))
+                context.report(_record(self.name, outer, params.max_outer, cert))
 
             result = solve(problem, options, callback=report)
         else:
