@@ -170,3 +170,29 @@ def test_the_checker_sees_every_kind_of_import(tmp_path, monkeypatch, code, expe
     assert graph["sipflow.physics._x"] == expected
     flagged = upward_imports(graph)
     assert bool(flagged) == (expected != {"sipflow.schema"}), flagged  # schema is below
+
+
+#: functions allowed past the limit: a declarative table and the solver's algorithms
+LONG_ALLOWED = {"sipflow.cli._parser.build_parser", "sipflow.optim._solver.solve",
+                "sipflow.optim._sampling._gradient_sampling"}
+MAX_FUNCTION_LINES = 80  # without the docstring
+MAX_FILE_LINES = 500
+
+
+def test_no_long_files_or_functions():
+    long = []
+    for path in sorted(ROOT.rglob("*.py")):
+        text = path.read_text()
+        module = _module_name(path)
+        if text.count("\n") > MAX_FILE_LINES:
+            long.append(f"{module}: {text.count(chr(10))} lines")
+        for node in ast.walk(ast.parse(text)):
+            if not isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                continue
+            n = node.end_lineno - node.lineno + 1
+            first = node.body[0]
+            if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant):
+                n -= first.end_lineno - first.lineno + 1
+            if n > MAX_FUNCTION_LINES and f"{module}.{node.name}" not in LONG_ALLOWED:
+                long.append(f"{module}.{node.name}: {n} lines")
+    assert long == []
