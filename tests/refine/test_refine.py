@@ -146,3 +146,19 @@ def test_refine_through_the_prefect_flow(viewer_scan, tmp_path, prefect_server, 
     assert main(["evaluate", str(out)]) == 0
     shown = capsys.readouterr().out
     assert "refine certificate" in shown and "certified (certified)" in shown
+
+
+def test_total_variation_of_a_step_is_its_edge_length_and_runs_add_up():
+    """The one TV (sipflow.priors): the constraint's and the deep priors' penalty."""
+    import torch
+
+    from sipflow.priors import total_variation
+
+    x = torch.zeros(8, 8, dtype=torch.float64)
+    x[:, 4:] = 2.0  # a vertical edge of height 2 along 7 cropped rows
+    assert float(total_variation(x)) == pytest.approx(14.0)
+    runs = torch.stack([x, 3 * x])
+    assert float(total_variation(runs, ndim=2)) == pytest.approx(14.0 * 4)
+    where = torch.zeros(8, 8, dtype=torch.bool)
+    where[:2, :] = True
+    assert float(total_variation(x, where=where)) == pytest.approx(4.0)

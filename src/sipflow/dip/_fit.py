@@ -23,7 +23,14 @@ from torch import nn
 from .._resources import rebalance_threads
 from ..contracts import ProgressRecord
 from ..physics import NLL, FarField
-from ..priors import ExponentialVariance, SkipNet, WindowedVariance, noise_input, seeded
+from ..priors import (
+    ExponentialVariance,
+    SkipNet,
+    WindowedVariance,
+    noise_input,
+    seeded,
+    total_variation,
+)
 
 Variant = Literal["complex", "amplitude_phase", "real_imag", "object_support", "positive"]
 #: loss name -> NLL of :mod:`sipflow.physics`
@@ -195,14 +202,6 @@ class RunResult:
     status: str = "ok"
 
 
-def tv(x: torch.Tensor, ndim: int, eps: float = 1e-8) -> torch.Tensor:
-    """Isotropic total variation ``sum sqrt(sum_axis |∇x|^2 + eps)`` (forward differences)."""
-    grads = [torch.diff(x, dim=d) for d in range(-ndim, 0)]
-    shape = [min(g.shape[d] for g in grads) for d in range(-ndim, 0)]
-    total = sum(g[tuple(slice(0, n) for n in shape)].abs() ** 2 for g in grads)
-    return torch.sqrt(total + eps).sum()
-
-
 def _llks(problem: Problem, calc: torch.Tensor) -> tuple[float, float]:
     ndim = problem.ndim
     n_fit = max(1, int(problem.fit.sum()))
@@ -364,7 +363,8 @@ def fit_run(gen: Generated, problem: Problem, settings: FitSettings, *, stage: s
         calc = problem.model.intensity(x)
         loss = nll(calc, problem.counts, problem.fit, ndim) * (2.0 / n_fit)
         if settings.tv_weight:
-            loss = loss + settings.tv_weight * tv(x / gen.scale, ndim) / max(
+            tv = total_variation(x / gen.scale, 1e-4, ndim=ndim)  # eps^2 = 1e-8
+            loss = loss + settings.tv_weight * tv / max(
                 1, int(problem.support.sum()))
         if not torch.isfinite(loss):
             result.status = f"failed: the loss became {float(loss)} at iteration {it}"

@@ -12,6 +12,7 @@ from ..contracts import Constraint, StageParams
 from ..hookspecs import hookimpl
 from ..optim import Variable
 from ..physics import FarField
+from ..priors import total_variation
 
 
 @dataclass(frozen=True)
@@ -116,27 +117,6 @@ class BudgetParams(StageParams):
     budget: float | None = Field(None, ge=0, description="Upper bound of the quantity; "
                                  "default: relative × its value for the starting object.")
     relative: float = Field(1.0, ge=0, description="Default budget relative to the start.")
-
-
-def _differences(x: torch.Tensor) -> list[torch.Tensor]:
-    """Forward differences of `x` along every axis (periodic ends dropped)."""
-    return [torch.diff(x, dim=d) for d in range(x.ndim)]
-
-
-def total_variation(x: torch.Tensor, eps: float = 0.0, where: torch.Tensor | None = None
-                    ) -> torch.Tensor:
-    """Isotropic total variation Σ √(Σ_d |∂_d x|² + ε²) of a real or complex array.
-
-    Forward differences, on the grid cropped by one pixel along every axis; `where`
-    (bool, the shape of `x`) keeps only the terms at those pixels (with ε > 0, terms of
-    pixels that cannot change would only add a constant).
-    """
-    crop = tuple(slice(0, s - 1) for s in x.shape)
-    sq = sum((d.abs() ** 2)[crop] for d in _differences(x))
-    terms = torch.sqrt(sq + eps ** 2)
-    if where is not None:
-        terms = terms[where[crop]]
-    return terms.sum()
 
 
 def _touching(support: torch.Tensor) -> torch.Tensor:
