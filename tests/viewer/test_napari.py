@@ -278,3 +278,27 @@ def test_sipflow_view_shows_a_3d_result_as_a_volume(scans, tmp_path):
         assert _png_pixels(shot).std() > 0.02
     finally:
         viewer.close()
+
+
+def test_result_widget_shows_a_plugin_phase_stage(make_napari_viewer, tmp_path):
+    """The example plugin's phase.shrinkwrap_hio: runs, rank and its summary rows in the
+    Result widget, though no sipflow module names the stage."""
+    from sipflow import run_pipeline, save
+    from sipflow.testing import simulated_dataset
+
+    ds = simulated_dataset((64, 64), photons=1e8, seed=1, phase_amplitude=0.0)
+    result = run_pipeline({"stages": [{"use": "phase.shrinkwrap_hio",
+                                       "with": {"positivity": True, "runs": 3}}]},
+                          ds, device="cpu", seed=2)
+    store = save(result, tmp_path / "plugin.zarr")
+    viewer = make_napari_viewer()
+    viewer.open(str(store), plugin="sipflow")
+    _, widget = viewer.window.add_plugin_dock_widget("sipflow", "Result")
+    record = result.attrs["phase"]
+    assert widget.runs.rowCount() == 3
+    assert widget.runs.item(0, 0).text() == str(record["best_run"])
+    assert widget.runs.item(0, 1).text() == "1"
+    metrics = {widget.metrics.item(i, 0).text(): widget.metrics.item(i, 1).text()
+               for i in range(widget.metrics.rowCount())}
+    assert metrics["phase.shrinkwrap_hio runs ok"].startswith("3/3")
+    assert "phase.shrinkwrap_hio free LLK" in metrics
