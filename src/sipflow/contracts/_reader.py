@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from collections.abc import Collection
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
-import xarray as xr
+if TYPE_CHECKING:  # pragma: no cover
+    import xarray as xr
 
 
 @runtime_checkable
