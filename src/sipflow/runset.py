@@ -20,11 +20,36 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import xarray as xr
+from pydantic import Field
 
 from . import schema
-from .contracts import PHASE_ATTR, PhaseRecord
+from .contracts import PHASE_ATTR, PhaseRecord, StageParams
 from .errors import ReconstructionError
 from .symmetry import align, apply
+
+
+class PhaseParams(StageParams):
+    """Parameters every phase stage with independent runs shares (a base class).
+
+    Held-out pixels, what is stored and recorded, and the size of a shaped support mean
+    the same in ``phase.classic``, the deep priors and a plugin's phase stage.
+    """
+
+    free_fraction: float = Field(0.05, ge=0, le=0.2, description="Share of valid pixels held "
+                                 "out in small islands for the free LLK that ranks the runs "
+                                 "(0: none).")
+    free_radius: float = Field(1.0, gt=0, description="Radius of a free-pixel island [pixels]. "
+                               "Small islands keep the free LLK of a correct reconstruction "
+                               "near 1 (PyNX uses 3 for ranking only).")
+    llk_every: int = Field(10, ge=1, description="Record the LLK curves every this many "
+                           "iterations.")
+    preview_every: int = Field(0, ge=0, description="Attach a low-resolution preview of the "
+                               "best run to progress records every this many iterations "
+                               "(0: never).")
+    keep_runs: bool = Field(True, description="Store every run as obj_runs/support_runs.")
+    support_size: float = Field(0.25, gt=0, le=0.5, description="Radius (circle) or "
+                                "half-width (box) of a shaped support [fraction of each "
+                                "axis].")
 
 
 def align_to(reference: np.ndarray, runs: np.ndarray, supports: np.ndarray

@@ -12,17 +12,22 @@ import xarray as xr
 from pydantic import Field, model_validator
 
 from .. import schema
-from ..contracts import PHASE_ATTR, Context, PhaseRecord, Stage, StageParams
+from ..contracts import PHASE_ATTR, Context, PhaseRecord, Stage
 from ..errors import DataError, ReconstructionError
 from ..hookspecs import hookimpl
 from ..physics import Measurement
-from ..runset import rank_runs, run_seeds
+from ..runset import PhaseParams, rank_runs, run_seeds
 from ._runs import fit_settings, judge_runs, run_curves
 from ._summary import deep_prior_rows
 
 
-class DipParams(StageParams):
-    """Parameters shared by ``phase.dip`` and ``phase.double_dip``."""
+class DipParams(PhaseParams):
+    """Parameters shared by ``phase.dip`` and ``phase.double_dip``.
+
+    Held-out pixels: an earlier stage's ``free_mask`` is kept (the classical start's, so
+    both are judged on the same pixels); ``free_fraction`` and ``free_radius`` draw new
+    ones only when the dataset has none.
+    """
 
     runs: int = Field(1, ge=1, le=64, description="Independent fits (new network weights and "
                       "inputs), ranked by free LLK.")
@@ -49,8 +54,6 @@ class DipParams(StageParams):
         "support, else 'autocorrelation'.")
     support_dilate: int = Field(0, ge=0, le=20, description="Dilate the starting support by "
                                 "this many pixels.")
-    support_size: float = Field(0.25, gt=0, le=0.5, description="Radius (circle) or half-width "
-                                "(box) of a shaped support [fraction of each axis].")
     support_threshold: float = Field(0.04, gt=0, lt=1, description="Autocorrelation support: "
                                      "above this fraction of its maximum.")
     shrinkwrap_every: int | None = Field(
@@ -99,15 +102,6 @@ class DipParams(StageParams):
                                "each step (0: fixed input).")
     mixed_precision: bool = Field(True, description="bfloat16 generators on a GPU (never on "
                                   "CPU); the physics stays float32.")
-    free_fraction: float = Field(0.05, ge=0, le=0.2, description="Share of valid pixels held "
-                                 "out for the free LLK when the dataset has no free_mask.")
-    free_radius: float = Field(1.0, gt=0, description="Radius of a free-pixel island "
-                               "[pixels].")
-    llk_every: int = Field(10, ge=1, description="Record the curves every this many steps.")
-    preview_every: int = Field(0, ge=0, description="Attach a preview to progress records "
-                               "every this many steps (0: never).")
-    keep_runs: bool = Field(True, description="Store every run as obj_runs/support_runs.")
-
     @model_validator(mode="after")
     def _consistent(self):
         if self.early_stopping in ("auto", "wmv") and self.window > self.iterations:

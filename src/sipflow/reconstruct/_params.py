@@ -6,8 +6,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from ..contracts import StageParams
 from ..errors import PipelineError
+from ..runset import PhaseParams
 from ._plan import parse
 
 
@@ -36,7 +36,7 @@ def valid_threshold(v: float | tuple[float, float]) -> float | tuple[float, floa
     return v
 
 
-class ClassicParams(StageParams):
+class ClassicParams(PhaseParams):
     """Parameters of ``phase.classic``."""
 
     schedule: str = Field(
@@ -91,8 +91,6 @@ class ClassicParams(StageParams):
         "auto", description="'auto': autocorrelation thresholded per run in support_threshold "
                             "(see support_radius when q = 0 is hidden); 'circle'/'box' "
                             "of support_size; 'input': the dataset's support.")
-    support_size: float = Field(0.25, gt=0, le=0.5, description="Radius (circle) or half-width "
-                                "(box) of a shaped initial support [fraction of each axis].")
     initial_object: Literal["random", "input"] = Field(
         "random", description="'input': every run starts from the dataset's obj (an earlier "
         "stage's result, e.g. phase.learned), runs after the first with 10 % complex noise "
@@ -131,19 +129,8 @@ class ClassicParams(StageParams):
                                 "coherence kernel per 'psf' in the schedule.")
     detwin_axis: int = Field(0, ge=0, le=2, description="Axis along which 'detwin' halves the "
                                                         "support.")
-    free_fraction: float = Field(0.05, ge=0, le=0.2, description="Share of valid pixels held "
-                                 "out in small islands for the free LLK (0: none).")
-    free_radius: float = Field(1.0, gt=0, description="Radius of a free-pixel island [pixels]. "
-                               "Small islands keep the free LLK of a correct reconstruction "
-                               "near 1 (PyNX uses 3 for ranking only).")
     max_outside: float = Field(0.1, gt=0, le=1, description="Reject runs with more than this "
                                "share of |P_M x|^2 outside their support.")
-    llk_every: int = Field(10, ge=1, description="Evaluate the LLKs every this many "
-                                                 "iterations.")
-    preview_every: int = Field(0, ge=0, description="Attach a low-resolution preview of the best "
-                               "run to progress records every this many iterations (0: never).")
-    keep_runs: bool = Field(True, description="Store every run as obj_runs/support_runs.")
-
     @field_validator("shrinkwrap_threshold")
     @classmethod
     def _valid_threshold(cls, v: float | tuple[float, float]) -> float | tuple[float, float]:
