@@ -68,3 +68,26 @@ def test_unwritable_output(tmp_path):
         sipflow.save(_result(), "/proc/sipflow-result.zarr")
     with pytest.raises(OutputError, match="does not exist"):
         sipflow.save(_result(), tmp_path / "no" / "such" / "dir.zarr")
+
+
+@pytest.mark.parametrize("checksums", [{"../../outside": "0" * 64}, {"/": "0" * 64},
+                                       {"": "0" * 64}, "notadict", [1, 2]])
+def test_tampered_checksum_keys_are_refused_without_reading_outside(tmp_path, checksums):
+    """Keys of sipflow_checksums must name arrays of the store: a key such as ``../../x``
+    or ``/`` would make verification hash trees outside it (the whole file system)."""
+    from sipflow.cli import main
+    from sipflow.io import verify_store
+
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "secret.bin").write_bytes(b"x" * 100)
+    (tmp_path / "deep" / "er").mkdir(parents=True)
+    store = sipflow.save(_result(), tmp_path / "deep" / "er" / "r.zarr")
+    if isinstance(checksums, dict) and "../../outside" in checksums:
+        checksums = {"../../../outside": "0" * 64}  # from the store: tmp_path/outside
+    meta = json.loads((store / "zarr.json").read_text())
+    meta["attributes"]["sipflow_checksums"] = checksums
+    (store / "zarr.json").write_text(json.dumps(meta))
+    with pytest.raises(OutputError, match="cannot be verified"):  # not "do not match"
+        verify_store(store)
+    assert main(["evaluate", str(store)]) == 2

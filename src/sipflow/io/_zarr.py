@@ -132,6 +132,24 @@ def _array_checksums(root: Path, names: list[str]) -> dict[str, str]:
     return out
 
 
+def _check_checksum_keys(path: Path, expected: object) -> None:
+    """Refuse checksum metadata that is not ``{array name: hex digest}`` naming arrays of
+    the store (a tampered key such as ``../../x`` or ``/`` would hash trees outside it)."""
+    if not isinstance(expected, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in expected.items()):
+        raise OutputError(f"{path}: its zarr.json has {schema.CHECKSUM_ATTR} of type "
+                          f"{type(expected).__name__}, expected a mapping of array names to "
+                          "SHA-256 digests; the store was modified and cannot be verified. "
+                          "Rerun to produce the result again")
+    bad = [k for k in expected
+           if not k or k in (".", "..") or "/" in k or "\\" in k
+           or not (path / k / "zarr.json").is_file()]
+    if bad:
+        raise OutputError(f"{path}: its zarr.json lists checksums for {', '.join(map(repr, bad))}, "
+                          "which are not arrays of this store; the store was modified and "
+                          "cannot be verified. Rerun to produce the result again")
+
+
 def verify_store(path: str | Path) -> None:
     """Recompute the per-array checksums written at completion; raise on any mismatch.
 
@@ -145,6 +163,7 @@ def verify_store(path: str | Path) -> None:
     expected = attrs.get(schema.CHECKSUM_ATTR)
     if not expected:
         return  # written before stores carried checksums (format 1)
+    _check_checksum_keys(path, expected)
     actual = _array_checksums(path, sorted(expected))
     bad = [name for name in sorted(expected) if actual.get(name) != expected[name]]
     if bad:
