@@ -23,8 +23,8 @@ from ._contracts import (
     refine_problem,
 )
 from ._datasets import simulated_dataset
-from ._stage import assert_outputs, assert_stage_contract
+from ._stage import assert_outputs, assert_params_contract, assert_stage_contract
 
 __all__ = ["assert_constraint_contract", "assert_group_contract", "assert_outputs",
-           "assert_reader_contract", "assert_stage_contract", "refine_problem",
-           "simulated_dataset"]
+           "assert_params_contract", "assert_reader_contract", "assert_stage_contract",
+           "refine_problem", "simulated_dataset"]

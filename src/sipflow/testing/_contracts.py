@@ -14,19 +14,8 @@ import numpy as np
 import xarray as xr
 
 from .. import schema
-from ..contracts import AmbiguityGroup, CanonicalForm, Constraint, StageParams, check_group
-
-
-def _params_contract(owner: str, model: type[StageParams]) -> StageParams:
-    """Every field defaulted and described; the defaults round-trip through JSON."""
-    assert issubclass(model, StageParams), f"{owner}: Params must be a StageParams"
-    for fname, field in model.model_fields.items():
-        assert not field.is_required(), f"{owner}: parameter {fname!r} has no default"
-        assert field.description, f"{owner}: parameter {fname!r} has no description"
-    p = model()
-    assert model.model_validate_json(p.model_dump_json()) == p, (
-        f"{owner}: parameters do not round-trip through JSON")
-    return p
+from ..contracts import AmbiguityGroup, CanonicalForm, Constraint, check_group
+from ._stage import assert_params_contract
 
 
 def _test_object(shape: tuple[int, ...] = (32, 32), seed: int = 0) -> np.ndarray:
@@ -129,8 +118,7 @@ def assert_constraint_contract(constraint: type[Constraint], params: dict | None
     assert name and name == name.strip(), f"constraint name {name!r}"
     assert constraint.kind in ("inequality", "equality", "set"), f"{name}: kind " \
                                                                  f"{constraint.kind!r}"
-    _params_contract(f"constraint {name!r}", constraint.Params)
-    p = constraint.Params(**(params or {}))
+    p = assert_params_contract(f"constraint {name!r}", constraint.Params, params)
     problem = problem if problem is not None else refine_problem()
     c = constraint()
     c.check(p, problem)

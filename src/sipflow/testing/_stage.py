@@ -48,6 +48,24 @@ def assert_outputs(stage: type[Stage], out: xr.Dataset, ndim: int) -> None:
         assert schema.RUN not in out[schema.OBJ].dims, f"{stage.name}: obj has a run dimension"
 
 
+def assert_params_contract(owner: str, model: type[StageParams],
+                           values: dict[str, Any] | None = None) -> StageParams:
+    """Check a parameter model: a :class:`~sipflow.StageParams` whose every field has a
+    default and a description; `values` (default: the defaults) round-trip through JSON.
+
+    Returns the validated parameters.
+    """
+    assert isinstance(model, type) and issubclass(model, StageParams), (
+        f"{owner}: Params must be StageParams")
+    for fname, field in model.model_fields.items():
+        assert not field.is_required(), f"{owner}: parameter {fname!r} has no default"
+        assert field.description, f"{owner}: parameter {fname!r} has no description"
+    p = model(**(values or {}))
+    assert model.model_validate_json(p.model_dump_json()) == p, (
+        f"{owner}: parameters do not round-trip through JSON")
+    return p
+
+
 def assert_stage_contract(stage: type[Stage], ds: xr.Dataset | None = None,
                           params: dict[str, Any] | None = None) -> xr.Dataset:
     """Check that `stage` honours the stage contract (docs/design.md, README); return its output.
@@ -69,13 +87,7 @@ def assert_stage_contract(stage: type[Stage], ds: xr.Dataset | None = None,
     assert stage.name and "." in stage.name, f"stage name {stage.name!r} is not 'kind.method'"
     assert stage.name == stage.name.strip().lower(), f"stage name {stage.name!r} not lowercase"
     assert isinstance(stage.version, str) and stage.version, f"{stage.name}: no version"
-    assert issubclass(stage.Params, StageParams), f"{stage.name}: Params must be StageParams"
-    for fname, field in stage.Params.model_fields.items():
-        assert not field.is_required(), f"{stage.name}: parameter {fname!r} has no default"
-        assert field.description, f"{stage.name}: parameter {fname!r} has no description"
-    p = stage.Params(**(params or {}))
-    again = stage.Params.model_validate_json(p.model_dump_json())
-    assert again == p, f"{stage.name}: parameters do not round-trip through JSON"
+    p = assert_params_contract(stage.name, stage.Params, params)
     if ds is None:
         ds = simulated_dataset(with_obj=schema.OBJ in stage.requires)
     before = ds.copy(deep=True)
