@@ -34,7 +34,7 @@ stages:
 
 #: what in a test's source (or its parameters) marks it ``prefect`` / ``subprocess``, so that
 #: ``make test-fast`` (``-m "not slow and not prefect and not subprocess"``) leaves it out
-_PREFECT_WORDS = ("prefect", "orchestration", "deployment", "serve")
+_PREFECT_WORDS = ("prefect", "orchestration", "deployment", '"serve"')
 _SUBPROCESS_WORDS = ("subprocess", "Popen", "sys.executable", "ProcessPool", "multiprocessing",
                      '"batch"', '"watch"', "os.fork", "dask")
 

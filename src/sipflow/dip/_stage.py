@@ -264,7 +264,6 @@ class _DeepPrior(Stage):
         from ..reconstruct import prtf
         from ._fit import Generated, Problem, fit_run
 
-        Measurement.from_dataset(ds, stage=self.name)  # bad counts fail before any work
         source = ds.attrs.get("source", "the input")
         init = params.init
         if init == "auto":
@@ -272,6 +271,7 @@ class _DeepPrior(Stage):
         if init == "classic":  # the classical engine's answer is the start, as after it
             from ..reconstruct import Classic
 
+            Measurement.from_dataset(ds, stage=self.name)  # bad counts fail as this stage
             ds = Classic()(ds, params.classic_recipe(), context)
         # after a classical start: its checked counts and its held-out pixels
         meas = Measurement.from_dataset(ds, stage=self.name)

@@ -9,7 +9,7 @@ from typing import Any
 
 import xarray as xr
 
-from ..contracts import registry_of
+from ..contracts import default_registry
 from ..errors import InputError, PluginError, ResourceError, SipflowError, unknown_choice
 
 log = logging.getLogger("sipflow")
@@ -36,7 +36,7 @@ def load(path: str | Path, *, reader: str | None = None, registry: Any = None,
         With at least ``intensity``; see :mod:`sipflow.schema`.
     """
     path = Path(path)
-    registry = registry_of({"registry": registry})
+    registry = registry or default_registry()
     readers = registry.readers
     if reader is not None:
         chosen = [r for r in readers if r.name == reader]
