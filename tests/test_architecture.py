@@ -25,7 +25,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("contracts",),
     ("hookspecs", "stage"),
     ("templates",),
-    ("physics", "optim"),
+    ("physics", "optim", "beamlines"),
     ("symmetry", "simulate", "priors", "preprocess"),
     ("runset",),
     ("reconstruct", "refine", "analyse", "bragg", "io"),

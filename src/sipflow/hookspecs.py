@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 import pluggy
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .contracts import AmbiguityGroup, Constraint, Reader, Stage
+    from .contracts import AmbiguityGroup, BeamlinePreset, Constraint, Reader, Stage
 
 #: Version of this plugin API. Incremented only when a hook changes incompatibly.
 PLUGIN_API_VERSION = 1
@@ -129,4 +129,29 @@ def sipflow_symmetry_groups() -> Sequence[AmbiguityGroup]:
     Once, when the registry is built; ``symmetry.canonicalize`` (``group:``) and
     ``sipflow train`` (``--group``) look groups up by name with
     :func:`sipflow.symmetry.get_group` in the registry of the run.
+    """
+
+
+@hookspec
+def sipflow_beamlines() -> Sequence[BeamlinePreset]:
+    """Return beamline presets: a diffractometer's circles, pixel directions, file keys.
+
+    Each is a :class:`sipflow.contracts.BeamlinePreset` (validated when built): sample
+    and detector circles outermost first, each with its axis and sense in the CXI
+    laboratory frame (``z`` along the beam, ``y`` up), the file key of every circle,
+    where energy and distance live and in which units, the detector's pixel directions
+    and the circles a rocking scan may turn. Test a preset as sipflow tests its own:
+    q of three pixels against an independent computation (``sipflow.testing.
+    assert_beamline`` does it with xrayutilities when installed).
+
+    Returns
+    -------
+    sequence of BeamlinePreset
+        Names must be unique; the built-in presets come through this hook too.
+
+    When it is called
+    -----------------
+    Once, when the registry is built; readers (``beamline:`` in a pipeline's
+    ``input:``) and ``bragg.orthogonalize`` (``geometry: {beamline: ...}``) look presets
+    up by name, and ``sipflow beamlines`` lists them.
     """

@@ -27,8 +27,8 @@ import pluggy
 
 from . import hookspecs
 from ._version import __version__
-from .contracts import Constraint, Stage, check_group, set_default_registry_provider
-from .errors import PipelineError, PluginError, unknown_choice
+from .contracts import BeamlinePreset, Constraint, Stage, check_group, set_default_registry_provider
+from .errors import InputError, PipelineError, PluginError, unknown_choice
 
 if TYPE_CHECKING:  # pragma: no cover
     from .contracts import Reader
@@ -47,6 +47,7 @@ DEFAULT_PLUGINS = (
     "sipflow.learned._stage",
     "sipflow.symmetry._stage",
     "sipflow.refine._constraints",
+    "sipflow.beamlines._presets",
     "sipflow.templates",
 )
 
@@ -63,6 +64,7 @@ class PluginInfo:
     templates: list[str] = field(default_factory=list)
     constraints: list[str] = field(default_factory=list)
     groups: list[str] = field(default_factory=list)
+    beamlines: list[str] = field(default_factory=list)
     error: str | None = None
 
 
@@ -81,6 +83,15 @@ class Registry:
     constraints: dict[str, type[Constraint]] = field(default_factory=dict)
     #: symmetry groups by name (the built-in ones come through the hook too)
     groups: dict[str, Any] = field(default_factory=dict)
+    #: beamline presets by name (the built-in ones come through the hook too)
+    beamlines: dict[str, BeamlinePreset] = field(default_factory=dict)
+
+    def beamline(self, name: str) -> BeamlinePreset:
+        """The beamline preset registered as `name`; an error listing the presets otherwise."""
+        try:
+            return self.beamlines[name]
+        except KeyError:
+            raise InputError(unknown_choice("beamline preset", name, self.beamlines)) from None
 
     def reader_plugin(self, reader: Reader) -> str:
         """Name of the plugin that registered `reader`."""
@@ -187,6 +198,25 @@ def _collect(pm: pluggy.PluginManager, info: PluginInfo,
             info.groups.append(group.name)
 
 
+def _collect_beamlines(pm: pluggy.PluginManager, info: PluginInfo, owners: dict[str, str],
+                       beamlines: dict[str, BeamlinePreset]) -> None:
+    """Merge this plugin's beamline presets; a non-preset or a name taken twice is refused."""
+    for result in _hook_results(pm, "sipflow_beamlines", info.name):
+        for preset in result or ():
+            if not isinstance(preset, BeamlinePreset):
+                raise PluginError(f"plugin {info.name!r} returned {preset!r} from "
+                                  "sipflow_beamlines; expected sipflow.contracts."
+                                  "BeamlinePreset objects")
+            if preset.name in beamlines:
+                first = owners[f"beamline {preset.name}"]
+                builtin = " (built in)" if first.startswith("sipflow.") else ""
+                raise PluginError(f"beamline preset {preset.name!r} is provided by both "
+                                  f"{first!r}{builtin} and {info.name!r}; choose another name")
+            beamlines[preset.name] = preset
+            owners[f"beamline {preset.name}"] = info.name
+            info.beamlines.append(preset.name)
+
+
 def build_registry(load_entry_points: bool = True, extra: tuple[object, ...] = ()) -> Registry:
     """Create a plugin manager, load built-ins, entry points and `extra` plugin objects.
 
@@ -207,6 +237,7 @@ def build_registry(load_entry_points: bool = True, extra: tuple[object, ...] = (
     reader_owners: dict[int, str] = {}
     constraints: dict[str, type[Constraint]] = {}
     groups: dict[str, Any] = {}
+    beamlines: dict[str, BeamlinePreset] = {}
 
     candidates: list[tuple[PluginInfo, Any]] = []
     for modname in DEFAULT_PLUGINS:
@@ -239,21 +270,23 @@ def build_registry(load_entry_points: bool = True, extra: tuple[object, ...] = (
                 pm.unregister(plugin)
                 raise
             snapshot = (dict(stages), dict(owners), list(readers), dict(templates),
-                        dict(constraints), dict(groups))
+                        dict(constraints), dict(groups), dict(beamlines))
             try:
                 _collect(pm, info, stages, owners, readers, templates, reader_owners,
                          constraints, groups)
+                _collect_beamlines(pm, info, owners, beamlines)
             except Exception:
-                stages, owners, readers, templates, constraints, groups = snapshot
+                stages, owners, readers, templates, constraints, groups, beamlines = snapshot
                 pm.unregister(plugin)
                 info.stages, info.readers, info.templates, info.constraints = [], [], [], []
-                info.groups = []
+                info.groups, info.beamlines = [], []
                 raise
         except Exception as exc:  # a broken plugin is reported, never fatal
             info.error = f"{type(exc).__name__}: {exc}"
             if info.origin == "builtin":
                 raise
-    return Registry(pm, plugins, stages, readers, templates, reader_owners, constraints, groups)
+    return Registry(pm, plugins, stages, readers, templates, reader_owners, constraints, groups,
+                    beamlines)
 
 
 @cache

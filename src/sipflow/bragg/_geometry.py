@@ -15,29 +15,21 @@ object from that oblique lattice onto a regular laboratory grid.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
-
-def _rotation(axis: str, angle_rad: float) -> np.ndarray:
-    """Right-handed rotation about a lab axis given as ``x``, ``y`` or ``z`` with an
-    optional sign (``-x`` turns the other way). Matrices act on (x, y, z) vectors."""
-    sign = -1.0 if axis.startswith("-") else 1.0
-    name = axis.lstrip("+-")
-    c, s = np.cos(sign * angle_rad), np.sin(sign * angle_rad)
-    if name == "x":
-        return np.array([[1, 0, 0], [0, c, -s], [0, s, c]])
-    if name == "y":
-        return np.array([[c, 0, s], [0, 1, 0], [-s, 0, c]])
-    if name == "z":
-        return np.array([[c, -s, 0], [s, c, 0], [0, 0, 1]])
-    raise ValueError(f"rotation axis must be x, y or z with an optional sign, got {axis!r}")
+from ..beamlines import axis_vector, rotation
 
 
 @dataclass(frozen=True)
 class Geometry:
-    """A Bragg-CDI rocking scan's geometry (a four-circle, detector on two arms).
+    """A Bragg-CDI rocking scan's geometry: the detector arm, the pixels and the rock.
+
+    The arm is either a beamline preset's detector circles (`arm`, the matrix of
+    :meth:`sipflow.beamlines.Diffractometer.detector_matrix`, with the preset's
+    `pixel_directions` and the rocking circle's lab axis) or, without a preset, two
+    arms: `delta_deg` about ``y+`` then `gamma_deg` about ``x-`` (APS 34-ID-C's).
 
     Attributes
     ----------
@@ -53,14 +45,19 @@ class Geometry:
         Out-of-plane detector angle, turning the arm up out of the horizontal plane.
     rocking_step_deg : float
         Sample rotation per frame (after any binning of frames).
-    rocking_axis : str
+    rocking_axis : str or (float, float, float)
         Lab axis the sample turns about (``y`` for a theta rock at APS 34-ID-C,
-        ``x`` for a phi rock with the sample vertical); a leading ``-`` reverses it.
+        ``x`` for a phi rock with the sample vertical; ``-x`` or ``x-`` reverses it), or
+        its (x, y, z) vector (a preset's rocking circle turned by the outer circles).
     offset_px : (float, float)
         (row, col) of the array's centre (the Bragg peak) on the detector, relative to
         the pixel on the arm's axis [pixels of `pixel_nm`]: where :meth:`q_bragg` is
         taken. The q steps are those on the arm's axis (they differ by a fraction of a
         per cent over a detector).
+    arm : 3x3 nested tuple of float, optional
+        Rotation of the detector arm (x, y, z); default: from `delta_deg`, `gamma_deg`.
+    pixel_directions : (str, str)
+        Directions of increasing row and column with the arm at 0 (``("y-", "x+")``).
 
     Notes
     -----
@@ -77,8 +74,10 @@ class Geometry:
     delta_deg: float
     gamma_deg: float
     rocking_step_deg: float
-    rocking_axis: str = "y"
+    rocking_axis: str | tuple[float, float, float] = "y"
     offset_px: tuple[float, float] = (0.0, 0.0)
+    arm: tuple[tuple[float, float, float], ...] | None = None
+    pixel_directions: tuple[str, str] = ("y-", "x+")
 
     def as_dict(self) -> dict[str, object]:
         """JSON-compatible fields (for result attrs)."""
@@ -86,17 +85,31 @@ class Geometry:
 
         d = asdict(self)
         d["pixel_nm"], d["offset_px"] = list(self.pixel_nm), list(self.offset_px)
+        if not isinstance(self.rocking_axis, str):
+            d["rocking_axis"] = [float(v) for v in self.rocking_axis]
+        if self.arm is not None:
+            d["arm"] = [[float(v) for v in row] for row in self.arm]
+        d["pixel_directions"] = list(self.pixel_directions)
         return d
 
     def _arm(self) -> np.ndarray:
-        return _rotation("y", np.radians(self.delta_deg)) @ _rotation(
-            "-x", np.radians(self.gamma_deg))
+        if self.arm is not None:
+            return np.asarray(self.arm, np.float64)
+        return rotation("y+", self.delta_deg) @ rotation("x-", self.gamma_deg)
+
+    def _axis(self) -> np.ndarray:
+        if isinstance(self.rocking_axis, str):
+            return axis_vector(self.rocking_axis)
+        a = np.asarray(self.rocking_axis, np.float64)
+        return a / np.linalg.norm(a)
 
     def q_bragg(self) -> np.ndarray:
         """Scattering vector at the array's centre (see `offset_px`), (z, y, x) [1/nm]."""
         k = 2 * np.pi / self.wavelength_nm
-        on_detector = np.array([self.offset_px[1] * self.pixel_nm[1],
-                                -self.offset_px[0] * self.pixel_nm[0], self.distance_nm])
+        rows, cols = (axis_vector(a) for a in self.pixel_directions)
+        on_detector = (self.offset_px[0] * self.pixel_nm[0] * rows
+                       + self.offset_px[1] * self.pixel_nm[1] * cols
+                       + np.array([0.0, 0.0, self.distance_nm]))
         n = self._arm() @ (on_detector / np.linalg.norm(on_detector))
         return (k * (n - np.array([0.0, 0.0, 1.0])))[::-1]
 
@@ -104,14 +117,11 @@ class Geometry:
         """``Q``: q step per index of (frame, det_y, det_x), columns, in (z, y, x) [1/nm]."""
         k = 2 * np.pi / self.wavelength_nm
         arm = self._arm()
-        row = arm @ np.array([0.0, -1.0, 0.0]) * k * self.pixel_nm[0] / self.distance_nm
-        col = arm @ np.array([1.0, 0.0, 0.0]) * k * self.pixel_nm[1] / self.distance_nm
-        axis = {"x": [1.0, 0, 0], "y": [0, 1.0, 0], "z": [0, 0, 1.0]}[
-            self.rocking_axis.lstrip("+-")]
-        axis = np.asarray(axis) * (-1.0 if self.rocking_axis.startswith("-") else 1.0)
-        q = Geometry(self.wavelength_nm, self.distance_nm, self.pixel_nm, self.delta_deg,
-                     self.gamma_deg, self.rocking_step_deg).q_bragg()[::-1]  # on the axis
-        rock = -np.radians(self.rocking_step_deg) * np.cross(axis, q)
+        rows, cols = (axis_vector(a) for a in self.pixel_directions)
+        row = arm @ rows * k * self.pixel_nm[0] / self.distance_nm
+        col = arm @ cols * k * self.pixel_nm[1] / self.distance_nm
+        q = replace(self, offset_px=(0.0, 0.0)).q_bragg()[::-1]  # on the arm's axis
+        rock = -np.radians(self.rocking_step_deg) * np.cross(self._axis(), q)
         return np.stack([rock, row, col], axis=1)[::-1]  # rows (z, y, x)
 
     def q_vectors(self, shape: tuple[int, int, int]) -> np.ndarray:

@@ -9,7 +9,7 @@ import xarray as xr
 from pydantic import BaseModel, ConfigDict, Field
 
 from .. import schema
-from ..contracts import Context, Stage, StageParams
+from ..contracts import Context, Stage, StageParams, default_registry
 from ..errors import DataError
 from ..hookspecs import hookimpl
 from ._geometry import Geometry, lab_grid, orthogonalize, transfer_matrix
@@ -35,7 +35,17 @@ class GeometryBlock(BaseModel):
         "vector), else 'y' (a theta rock at APS 34-ID-C).")
     detector_centre_px: list[float] | None = Field(
         None, min_length=2, max_length=2, description="(row, col) of the raw frame's pixel "
-        "on the detector arm's axis; default: the middle of the raw frame.")
+        "on the detector arm's axis (the direct beam with the arm at 0); default: the "
+        "file's beam centre, else the middle of the full detector (from a SPEC ROI), else "
+        "the middle of the raw frame.")
+    beamline: str | None = Field(
+        None, description="Beamline preset (sipflow beamlines lists them) whose circles "
+        "give the detector arm and the rocking axis from the file's positioners; default: "
+        "the reader's (a SPEC scan: aps-34idc), else the two-arm model (delta about y+, "
+        "gamma about x-).")
+    angles: dict[str, float] | None = Field(
+        None, description="Circle positions [deg] by the preset's circle names (e.g. "
+        "{chi: 90}); they win over the file's.")
     wavelength_nm: float | None = Field(None, gt=0)
     distance_m: float | None = Field(None, gt=0)
     pixel_size_um: float | None = Field(None, gt=0)
@@ -56,35 +66,84 @@ class OrthogonalizeParams(StageParams):
         "leaves it a voxel or two larger than the crystal).")
 
 
-def scan_geometry(ds: xr.Dataset, block: GeometryBlock, source: str
+def _pick(value: float | None, attrs: dict[str, Any], key: str, scale: float = 1.0
+          ) -> float | None:
+    if value is not None:
+        return float(value)
+    if attrs.get(key) is not None:
+        return float(attrs[key]) * scale
+    return None
+
+
+def _detector_centre(attrs: dict[str, Any], block: GeometryBlock, window: dict[str, Any]
+                     ) -> tuple[list[float] | None, str]:
+    """(row, col) of the direct beam at zero arm angles on the raw frames, and its origin."""
+    if block.detector_centre_px is not None:
+        return list(block.detector_centre_px), "geometry block"
+    if attrs.get("beam_centre_px") is not None:
+        return [float(v) for v in attrs["beam_centre_px"]], "file"
+    roi, full = attrs.get("detector_roi"), attrs.get("detector_full_shape")
+    if roi is not None and full is not None:
+        return [full[0] / 2 - roi[0], full[1] / 2 - roi[2]], "middle of the full detector"
+    shape = window.get("detector_shape")
+    if shape:
+        return [n / 2 for n in shape[1:]], "middle of the frame"
+    return None, "none"
+
+
+def _preset_arm(ds: xr.Dataset, block: GeometryBlock, source: str, registry: Any,
+                window: dict[str, Any]) -> dict[str, Any] | None:
+    """Arm matrix, pixel directions and rocking axis/step from a beamline preset."""
+    from ..beamlines import Diffractometer, circle_angles
+
+    name = block.beamline or ds.attrs.get("beamline")
+    if not name:
+        return None
+    preset = (registry if registry is not None else default_registry()).beamline(str(name))
+    centre = window.get("centre")
+    frame = int(centre[0]) if centre is not None and len(centre) == 3 else None
+    angles, rocking, step, origin = circle_angles(
+        preset, ds.attrs.get("positioners") or {}, frame=frame, overrides=block.angles,
+        source=source)
+    d = Diffractometer(preset, angles)
+    if rocking is None and block.rocking_axis is None:
+        raise DataError(f"{source}: none of beamline {preset.name!r}'s rocking circles "
+                        f"({', '.join(preset.rocking_circles)}) moves during the scan; give "
+                        "geometry: {rocking_axis: y, rocking_step_deg: ...}")
+    return {"arm": tuple(tuple(float(v) for v in row) for row in d.detector_matrix()),
+            "pixel_directions": preset.pixel_directions,
+            "rocking_axis": (tuple(float(v) for v in d.rocking_axis(rocking))
+                             if rocking else None),
+            "rocking_step_deg": step, "beamline": preset.name, "rocking_circle": rocking,
+            "angles": angles, "angles_from": origin,
+            "pixel_size_m": preset.pixel_size_m[1] if preset.pixel_size_m else None}
+
+
+def scan_geometry(ds: xr.Dataset, block: GeometryBlock, source: str, registry: Any = None
                   ) -> tuple[Geometry, dict[str, Any]]:
     """The :class:`Geometry` of a preprocessed rocking scan, from its attrs and `block`.
 
     Pixel size and rocking step are multiplied by ``prep.standard``'s bin factors, and the
-    Bragg vector is taken at the window's centre (the peak).
+    Bragg vector is taken at the window's centre (the peak). With a beamline preset
+    (`block.beamline` or the reader's), its circles at the file's positions give the arm
+    and the rocking axis; otherwise the two-arm model of :class:`Geometry`.
     """
     attrs = ds.attrs
     window = attrs.get("prep_window") or {}
     bins = [int(b) for b in window.get("bin", [1, 1, 1])]
     if len(bins) != 3 or any(b < 1 for b in bins):
         raise DataError(f"{source}: prep_window bin {bins} is not three factors ≥ 1")
-
-    def pick(value, key, scale=1.0):
-        if value is not None:
-            return float(value)
-        if key in attrs:
-            return float(attrs[key]) * scale
-        return None
-
-    wavelength = pick(block.wavelength_nm, "wavelength_m", 1e9)
-    distance = (block.distance_m if block.distance_m is not None
-                else attrs.get("distance_m"))
+    chain = _preset_arm(ds, block, source, registry, window)
     pixel = (block.pixel_size_um * 1e-6 if block.pixel_size_um is not None
-             else attrs.get("pixel_size_m"))
-    values = {"wavelength": wavelength, "distance": distance, "pixel size": pixel,
-              "delta_deg": pick(block.delta_deg, "delta_deg"),
-              "gamma_deg": pick(block.gamma_deg, "gamma_deg"),
-              "rocking_step_deg": pick(block.rocking_step_deg, "rocking_step_deg")}
+             else attrs.get("pixel_size_m") or (chain or {}).get("pixel_size_m"))
+    values = {"wavelength": _pick(block.wavelength_nm, attrs, "wavelength_m", 1e9),
+              "distance": _pick(block.distance_m, attrs, "distance_m"), "pixel size": pixel,
+              "rocking_step_deg": _pick(block.rocking_step_deg, attrs, "rocking_step_deg")}
+    if chain is None:
+        values["delta_deg"] = _pick(block.delta_deg, attrs, "delta_deg")
+        values["gamma_deg"] = _pick(block.gamma_deg, attrs, "gamma_deg")
+    elif values["rocking_step_deg"] is None:
+        values["rocking_step_deg"] = chain["rocking_step_deg"]
     missing = [k for k, v in values.items() if v is None]
     if missing:
         raise DataError(f"{source}: bragg.orthogonalize needs {', '.join(missing)}, which the "
@@ -93,27 +152,36 @@ def scan_geometry(ds: xr.Dataset, block: GeometryBlock, source: str
     if values["rocking_step_deg"] == 0:
         raise DataError(f"{source}: the rocking step is 0: a rocking scan must rotate the "
                         "sample between frames")
-    axis = block.rocking_axis or str(attrs.get("rocking_axis") or "y")
-    if axis not in ("x", "y", "z", "-x", "-y", "-z"):
+    axis: Any = block.rocking_axis or (chain or {}).get("rocking_axis") or str(
+        attrs.get("rocking_axis") or "y")
+    if isinstance(axis, str) and axis not in ("x", "y", "z", "-x", "-y", "-z"):
         raise DataError(f"{source}: the file's rocking axis {axis!r} is not a lab axis; give "
                         "geometry: {rocking_axis: y} (or x, z, -x, ...)")
     centre = window.get("centre")
-    shape = window.get("detector_shape")
+    mid, mid_from = _detector_centre(attrs, block, window)
     offset = (0.0, 0.0)
-    if centre is not None and len(centre) == 3:
-        mid = (block.detector_centre_px if block.detector_centre_px is not None
-               else [n / 2 for n in shape[1:]] if shape else None)
-        if mid is not None:
-            offset = (float(centre[1]) - mid[0], float(centre[2]) - mid[1])
-    geo = Geometry(wavelength_nm=float(wavelength), distance_nm=float(distance) * 1e9,
+    if centre is not None and len(centre) == 3 and mid is not None:
+        offset = (float(centre[1]) - mid[0], float(centre[2]) - mid[1])
+    extra = {} if chain is None else {"arm": chain["arm"],
+                                      "pixel_directions": chain["pixel_directions"]}
+    geo = Geometry(wavelength_nm=float(values["wavelength"]),
+                   distance_nm=float(values["distance"]) * 1e9,
                    pixel_nm=(float(pixel) * 1e9 * bins[1], float(pixel) * 1e9 * bins[2]),
-                   delta_deg=float(values["delta_deg"]), gamma_deg=float(values["gamma_deg"]),
+                   delta_deg=float(values.get("delta_deg") or 0.0),
+                   gamma_deg=float(values.get("gamma_deg") or 0.0),
                    rocking_step_deg=float(values["rocking_step_deg"]) * bins[0],
-                   rocking_axis=axis,
-                   offset_px=(offset[0] / bins[1], offset[1] / bins[2]))
-    return geo, {"bins": bins, "offset_px": list(offset),
-                 "rocking_axis_from": "geometry block" if block.rocking_axis else (
-                     "file" if attrs.get("rocking_axis") else "default")}
+                   rocking_axis=axis, offset_px=(offset[0] / bins[1], offset[1] / bins[2]),
+                   **extra)
+    info: dict[str, Any] = {
+        "bins": bins, "offset_px": list(offset), "detector_centre_px": mid,
+        "detector_centre_from": mid_from,
+        "rocking_axis_from": "geometry block" if block.rocking_axis else (
+            f"beamline {chain['beamline']} ({chain['rocking_circle']})" if chain
+            else "file" if attrs.get("rocking_axis") else "default")}
+    if chain is not None:
+        info.update({"beamline": chain["beamline"], "angles_deg": chain["angles"],
+                     "angles_from": chain["angles_from"]})
+    return geo, info
 
 
 def crystal_shape(amplitude: np.ndarray, support: np.ndarray, threshold: float
@@ -235,7 +303,7 @@ class Orthogonalize(Stage):
             raise DataError(f"{source}: bragg.orthogonalize needs a 3-D rocking-scan object; "
                             f"obj has shape {obj.shape}")
         support = np.asarray(ds[schema.SUPPORT].values, bool)
-        geo, info = scan_geometry(ds, params.geometry, source)
+        geo, info = scan_geometry(ds, params.geometry, source, context.registry)
         r = transfer_matrix(geo.q_steps(), obj.shape)
         # the lab grid holds the support with a margin, not the whole oblique array
         grid, voxel = lab_grid(r, obj.shape, params.voxel_size_nm, within=support, margin=4)
