@@ -155,3 +155,45 @@ def write_slowly(source, target, pieces=5, pause=0.4):
             fh.write(data[k:k + step])
             fh.flush()
             time.sleep(pause)
+
+
+@pytest.fixture(scope="session")
+def real_spec_tree(real_scan, tmp_path_factory) -> Path:
+    """The measured gold scan as the beamline wrote it: ``example.spec`` (the real file
+    and scan headers, the scan's 25 columns), ``AD34idcTIM2_example/Staff20-1a_S0054/``
+    with 201 TIFF frames, and full-detector (512 x 512) ``dark.tif``/``whitefield.tif``
+    holding the HDF5 copy's region rows/cols 0-255. Returns the SPEC file."""
+    import fabio.tifimage
+    import h5py
+    import numpy as np
+
+    from sipflow.testing import write_spec_scan
+
+    root = tmp_path_factory.mktemp("spec-tree")
+    with h5py.File(real_scan, "r") as f:
+        det = f["/entry_1/instrument_1/detector_1"]
+        frames, dark, white = det["data"][()], det["darkfield"][()], det["whitefield"][()]
+        file_header = f["/entry_1/spec_file_header"][()].decode()
+        scan_header = f["/entry_1/spec_scan_header"][()].decode().splitlines()
+        labels = scan_header[-1].split(" ", 1)[1].strip().split("  ")
+        columns = {k: f[f"/entry_1/measurement/{k.replace(' ', '_')}"][()] for k in labels}
+    order = [n for line in file_header.splitlines() if line.startswith("#O")
+             for n in line.split(" ", 1)[1].strip().split("  ")]
+    values = [float(v) for line in scan_header if line.startswith("#P")
+              for v in line.split()[1:]]
+    motors = dict(zip(order, values, strict=False))
+    spec = root / "example.spec"
+    spec.write_text(file_header.rstrip("\n") + "\n\n#S 53  ascan  th 0 1  2 0.25\n#N 1\n"
+                    "#L Theta\n0\n0.5\n1\n\n")
+    command = scan_header[0].split(None, 2)[2]
+    extra = [line for line in scan_header[1:] if not line.startswith(("#P", "#N", "#L"))]
+    write_spec_scan(spec, 54, frames, command=command, motors=motors, columns=columns,
+                    header_lines=extra, frame_folder=root / "AD34idcTIM2_example",
+                    frame_stem="Staff20-1a")
+    full_dark = np.zeros((512, 512), dark.dtype)
+    full_dark[:256, :256] = dark
+    full_white = np.ones((512, 512), white.dtype)
+    full_white[:256, :256] = white
+    fabio.tifimage.TifImage(data=full_dark).write(str(root / "dark.tif"))
+    fabio.tifimage.TifImage(data=full_white).write(str(root / "whitefield.tif"))
+    return spec

@@ -111,7 +111,9 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    options = {"dataset": args.dataset} if args.dataset else {}
+    from ._parser import input_options
+
+    options = input_options(args)
     out = _run(args.pipeline, args.input, args.output, engine=args.engine, device=args.device,
                seed=args.seed, overwrite=args.overwrite, dtype=args.dtype, load_options=options)
     from ..io import open_result
@@ -168,7 +170,7 @@ def cmd_plugins(args: argparse.Namespace) -> int:
     reg = get_registry()
     rows = [{"name": p.name, "version": p.version, "origin": p.origin, "stages": p.stages,
              "readers": p.readers, "templates": p.templates, "constraints": p.constraints,
-             "groups": p.groups, "error": p.error}
+             "groups": p.groups, "beamlines": p.beamlines, "error": p.error}
             for p in reg.plugins]
     if args.json:
         print(json.dumps(rows, indent=2))
@@ -183,10 +185,47 @@ def cmd_plugins(args: argparse.Namespace) -> int:
         provides = ", ".join(r["stages"] + [f"reader:{x}" for x in r["readers"]]
                              + [f"template:{x}" for x in r["templates"]]
                              + [f"constraint:{x}" for x in r["constraints"]]
-                             + [f"group:{x}" for x in r["groups"]])
+                             + [f"group:{x}" for x in r["groups"]]
+                             + [f"beamline:{x}" for x in r["beamlines"]])
         table.add_row(r["name"], r["version"], r["origin"], provides,
                       f"[red]failed: {r['error']}[/red]" if r["error"] else "ok")
     Console().print(table)
+    return 0
+
+
+def cmd_beamlines(args: argparse.Namespace) -> int:
+    from ..plugins import get_registry
+    from ..report import print_table
+
+    reg = get_registry()
+    presets = [reg.beamline(args.name)] if args.name else list(reg.beamlines.values())
+    owner = {n: p.name for p in reg.plugins for n in p.beamlines}
+    if args.json:
+        print(json.dumps([p.model_dump() | {"plugin": owner.get(p.name)} for p in presets],
+                         indent=2))
+        return 0
+
+    def circles(cs) -> str:
+        return ", ".join(f"{c.name} {c.axis}" + (f" ({c.file_key})" if c.key else "")
+                         + (f" {c.offset_deg:+g}°" if c.offset_deg else "") for c in cs)
+
+    if args.name:
+        p = presets[0]
+        rows = [("description", p.description), ("plugin", owner.get(p.name, "?")),
+                ("sample circles (outer first)", circles(p.sample_circles)),
+                ("detector circles (outer first)", circles(p.detector_circles)),
+                ("pixel directions (rows, cols)", ", ".join(p.pixel_directions)),
+                ("rocking circles", ", ".join(p.rocking_circles)),
+                ("energy", f"{p.energy.key} ({p.energy.unit})" if p.energy else "file"),
+                ("distance", f"{p.distance.key} ({p.distance.unit})" if p.distance
+                 else "file"),
+                ("pixel size", f"{p.pixel_size_m[0] * 1e6:g} x {p.pixel_size_m[1] * 1e6:g} µm"
+                 if p.pixel_size_m else "file"),
+                ("layouts", ", ".join(p.layouts) or "any")]
+        print_table(rows, f"beamline preset {p.name}")
+        return 0
+    print_table([(p.name, f"{p.description} ({owner.get(p.name, '?')})") for p in presets],
+                "sipflow beamlines (frame: z along the beam, y up, x outboard)")
     return 0
 
 

@@ -6,6 +6,7 @@ import argparse
 
 from .._version import __version__
 from ._commands import (
+    cmd_beamlines,
     cmd_demo,
     cmd_evaluate,
     cmd_export,
@@ -53,13 +54,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     r = sub.add_parser("run", help="run a pipeline on one scan and write a Zarr store")
     r.add_argument("pipeline", help="template name (default, cdi, bcdi) or YAML file")
-    r.add_argument("input", help="HDF5 detector file")
+    r.add_argument("input", help="detector data: an HDF5 file, a SPEC file (with --scan), "
+                   "an EDF/CBF/TIFF frame file, a folder of frames or a quoted glob")
     r.add_argument("-o", "--output", required=True, help="result store (.zarr)")
     r.add_argument("--engine", choices=["prefect", "local"], default="prefect")
     r.add_argument("--device", default="auto")
     r.add_argument("--seed", type=int, default=None)
     r.add_argument("--dtype", choices=["float32", "float64"], default="float32")
     r.add_argument("--dataset", default=None, help="HDF5 path of the frames")
+    _input_options(r)
     r.add_argument("--overwrite", action="store_true")
     r.set_defaults(func=cmd_run)
 
@@ -150,6 +153,12 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--json", action="store_true")
     e.set_defaults(func=cmd_evaluate)
 
+    bl = sub.add_parser("beamlines", help="list the beamline presets (diffractometer circles, "
+                        "pixel directions, file keys)")
+    bl.add_argument("name", nargs="?", default=None, help="show one preset in full")
+    bl.add_argument("--json", action="store_true")
+    bl.set_defaults(func=cmd_beamlines)
+
     pl = sub.add_parser("plugins", help="list installed plugins")
     pl.add_argument("--json", action="store_true")
     pl.set_defaults(func=cmd_plugins)
@@ -183,3 +192,20 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("paths", nargs="+", metavar="RESULT_OR_SCAN")
     w.set_defaults(func=cmd_view)
     return p
+
+
+def _input_options(p: argparse.ArgumentParser) -> None:
+    """Reader options of SPEC scans and beamline presets (``run``; a pipeline's ``input:``
+    block takes the same keys for ``batch`` and ``watch``)."""
+    p.add_argument("--scan", type=int, default=None, help="SPEC scan number (#S N)")
+    p.add_argument("--frames", default=None, metavar="DIR", help="folder of a SPEC scan's "
+                   "frames (default: the folder *_S<NNNN> below the SPEC file's)")
+    p.add_argument("--beamline", default=None, help="beamline preset of the input "
+                   "(sipflow beamlines lists them)")
+
+
+def input_options(args: argparse.Namespace) -> dict:
+    """The reader options given on the command line."""
+    out = {"dataset": getattr(args, "dataset", None), "scan": args.scan,
+           "frames": args.frames, "beamline": args.beamline}
+    return {k: v for k, v in out.items() if v is not None}

@@ -1,7 +1,8 @@
-"""Built-in reader plugin (registered through the same hook as third-party readers)."""
+"""Built-in reader plugins (registered through the same hook as third-party readers)."""
 
 from __future__ import annotations
 
+import glob
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,7 @@ class HDF5Reader:
     """
 
     name = "hdf5"
-    options = frozenset({"dataset", "mask", "dark", "flat", "checksum"})
+    options = frozenset({"dataset", "mask", "dark", "flat", "checksum", "beamline"})
 
     def can_read(self, path: str | Path) -> int:
         """10 for a file with the HDF5 signature, 1 for an HDF5-like suffix, else 0."""
@@ -32,13 +33,73 @@ class HDF5Reader:
             return 0
         return 1 if p.suffix.lower() in _SUFFIXES else 0
 
-    def read(self, path: str | Path, **options: Any):
-        """See :func:`sipflow.io.read_hdf5`."""
+    def read(self, path: str | Path, beamline: Any = None, **options: Any):
+        """See :func:`sipflow.io.read_hdf5`; `beamline` (a preset) is recorded in attrs."""
         from ._hdf5 import read_hdf5
 
-        return read_hdf5(path, **options)
+        ds = read_hdf5(path, **options)
+        if beamline is not None:
+            ds.attrs["beamline"] = beamline.name
+        return ds
+
+
+class SpecReader:
+    """Reader for a SPEC file's scan and its folder of frames (silx + fabio)."""
+
+    name = "spec"
+    options = frozenset({"scan", "frames", "dark", "flat", "mask", "checksum", "beamline"})
+
+    def can_read(self, path: str | Path) -> int:
+        """10 for a file that starts like a SPEC file (``#F`` / ``#S`` / ``#E``), 2 for a
+        ``.spec`` suffix, else 0."""
+        p = Path(path)
+        try:
+            if p.is_file():
+                with open(p, "rb") as fh:
+                    head = fh.read(3)
+                if head[:2] in (b"#F", b"#S", b"#E") and head[2:3] in (b" ", b"\t"):
+                    return 10
+        except OSError:
+            return 0
+        return 2 if p.suffix.lower() == ".spec" else 0
+
+    def read(self, path: str | Path, beamline: Any = None, **options: Any):
+        """See :func:`sipflow.io.read_spec`; the preset defaults to ``aps-34idc``."""
+        from ..beamlines import get_beamline
+        from ._spec import read_spec
+
+        return read_spec(path, preset=beamline or get_beamline("aps-34idc"), **options)
+
+
+class FramesReader:
+    """Reader for EDF, CBF, TIFF (and other fabio) frames: a file, a folder or a glob."""
+
+    name = "frames"
+    options = frozenset({"mask", "dark", "flat", "checksum"})
+
+    def can_read(self, path: str | Path) -> int:
+        """8 for a frame file, a folder holding frame files, or a glob matching some."""
+        from ._frames import FRAME_SUFFIXES, is_frame_file
+
+        text = str(path)
+        p = Path(text)
+        try:
+            if glob.has_magic(text) and not p.exists():
+                return 8 if any(m.lower().endswith(FRAME_SUFFIXES) for m in glob.iglob(text)) \
+                    else 0
+            if p.is_dir():
+                return 8 if any(is_frame_file(f) for f in p.iterdir()) else 0
+            return 8 if is_frame_file(p) else 0
+        except OSError:
+            return 0
+
+    def read(self, path: str | Path, **options: Any):
+        """See :func:`sipflow.io.read_frames`."""
+        from ._frames import read_frames
+
+        return read_frames(path, **options)
 
 
 @hookimpl
 def sipflow_readers():
-    return [HDF5Reader()]
+    return [HDF5Reader(), SpecReader(), FramesReader()]

@@ -31,7 +31,7 @@ import xarray as xr
 from .. import schema
 from .._resources import check_fits_in_memory
 from ..errors import DataError, InputError
-from ._geometry import _angles, _dataset, _geometry
+from ._geometry import _angles, _dataset, _geometry, _positioners
 
 _EIGER_DATA = re.compile(r"^data_\d{6}$")
 
@@ -376,7 +376,11 @@ def read_hdf5(path: str | Path, *, dataset: str | None = None, mask: str | bool 
             if "support" in truth:
                 data_vars[schema.SUPPORT_TRUE] = (rdims, truth["support"][()].astype(bool))
         attrs.update(_geometry(f))
-        attrs.update(_angles(f, frames.shape[0] if frames.ndim == 3 else None))
+        n = frames.shape[0] if frames.ndim == 3 else None
+        attrs.update(_angles(f, n))
+        positioners = _positioners(f, n)
+        if positioners:
+            attrs["positioners"] = positioners
 
     if checksum:
         attrs["source_sha256"] = sha256_file(fname)

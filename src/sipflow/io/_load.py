@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import glob
 import logging
 import os
 from pathlib import Path
@@ -22,13 +23,17 @@ def load(path: str | Path, *, reader: str | None = None, registry: Any = None,
     Parameters
     ----------
     path : str or Path
-        Input file (HDF5: NeXus, CXI or Eiger master).
+        Input: an HDF5 file (NeXus, CXI, Eiger master), a SPEC file (with ``scan=``), a
+        frame file (EDF, CBF, TIFF, ...), a folder of frame files or a glob of them.
     reader : str, optional
         Name of the reader to use (``sipflow plugins`` lists them).
     registry : sipflow.plugins.Registry, optional
         The plugins to use (default: the process-wide registry).
     **options
-        Passed to the reader (for HDF5: ``dataset``, ``mask``, ``dark``, ``flat``).
+        Passed to the reader (HDF5: ``dataset``, ``mask``, ``dark``, ``flat``; SPEC:
+        ``scan``, ``frames``, ``dark``, ``flat``, ``mask``). ``beamline`` names a preset
+        (``sipflow beamlines``): readers that take it get the preset, and the dataset
+        records its name for ``bragg.orthogonalize``.
 
     Returns
     -------
@@ -38,14 +43,20 @@ def load(path: str | Path, *, reader: str | None = None, registry: Any = None,
     path = Path(path)
     registry = registry or default_registry()
     readers = registry.readers
+    if options.get("beamline") is not None:
+        options["beamline"] = registry.beamline(str(options["beamline"]))
     if reader is not None:
         chosen = [r for r in readers if r.name == reader]
         if not chosen:
             raise InputError(unknown_choice("reader", reader, [r.name for r in readers]))
         return _checked(_read(registry, chosen[0], path, options), path)
-    if path.is_symlink() and not path.exists():
+    is_glob = glob.has_magic(str(path)) and not path.exists()
+    if is_glob:
+        if not glob.glob(str(path)):
+            raise InputError(f"{path}: no file matches this pattern")
+    elif path.is_symlink() and not path.exists():
         raise InputError(f"{path}: is a link to {os.readlink(path)}, which does not exist")
-    if not path.exists():
+    elif not path.exists():
         raise InputError(f"{path}: no such file")
     if path.is_file() and not os.access(path, os.R_OK):
         raise InputError(f"{path}: permission denied (this user cannot read the file)")
@@ -60,22 +71,29 @@ def load(path: str | Path, *, reader: str | None = None, registry: Any = None,
         scored.append((confidence, i, r))
     scored.sort(key=lambda t: (-t[0], t[1]))
     if not scored or scored[0][0] <= 0:
-        raise InputError(f"{path}: not an HDF5 file (no HDF5 signature), and no other reader "
-                         f"recognises it (readers: {', '.join(r.name for r in readers)}). "
-                         "sipflow reads NeXus, CXI and Eiger HDF5 files.")
+        raise InputError(f"{path}: no reader recognises it (readers: "
+                         f"{', '.join(r.name for r in readers)}). sipflow reads NeXus, CXI "
+                         "and Eiger HDF5 files, SPEC files with their frame folders, and "
+                         "EDF, CBF and TIFF frames (a file, a folder or a glob).")
     return _checked(_read(registry, scored[0][2], path, options), path)
 
 
 def _read(registry: Any, reader: Any, path: Path, options: dict[str, Any]) -> xr.Dataset:
     """Call ``reader.read``; anything but a sipflow error is the plugin's fault, named."""
     accepted = getattr(reader, "options", None)
+    preset = options.get("beamline")
+    if preset is not None and accepted is not None and "beamline" not in accepted:
+        options = {k: v for k, v in options.items() if k != "beamline"}
     if accepted is not None:
         unknown = sorted(set(options) - set(accepted))
         if unknown:
             raise InputError(f"{path}: reader {reader.name!r} does not take the option(s) "
                              f"{', '.join(unknown)}; it takes: {', '.join(sorted(accepted))}")
     try:
-        return reader.read(path, **options)
+        ds = reader.read(path, **options)
+        if preset is not None and isinstance(ds, xr.Dataset):
+            ds.attrs["beamline"] = preset.name
+        return ds
     except SipflowError:
         raise
     except PermissionError as exc:

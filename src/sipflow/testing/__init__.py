@@ -9,13 +9,16 @@ A third-party stage gets the same checks as the built-ins::
         assert_stage_contract(MyStage)
 
 and groups, constraints and readers theirs: :func:`assert_group_contract`,
-:func:`assert_constraint_contract`, :func:`assert_reader_contract`.
+:func:`assert_constraint_contract`, :func:`assert_reader_contract`; a beamline preset is
+checked against xrayutilities by :func:`assert_beamline`, and :func:`write_spec_scan`
+writes a SPEC scan with its frame folder as a beamline does.
 
 Fixtures (registered through the ``pytest11`` entry point): ``sipflow_dataset_2d``,
 ``sipflow_dataset_3d`` (small simulated datasets, noiseless, with truth) and
 ``sipflow_registry`` (a freshly built plugin registry).
 """
 
+from ._beamline import assert_beamline, write_spec_scan
 from ._contracts import (
     assert_constraint_contract,
     assert_group_contract,
@@ -25,6 +28,6 @@ from ._contracts import (
 from ._datasets import simulated_dataset
 from ._stage import assert_outputs, assert_params_contract, assert_stage_contract
 
-__all__ = ["assert_constraint_contract", "assert_group_contract", "assert_outputs",
+__all__ = ["assert_beamline", "assert_constraint_contract", "assert_group_contract", "assert_outputs",
            "assert_params_contract", "assert_reader_contract", "assert_stage_contract",
-           "refine_problem", "simulated_dataset"]
+           "refine_problem", "simulated_dataset", "write_spec_scan"]
