@@ -29,7 +29,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
                      beamstop=args.beamstop, gaps=args.gaps, hot_pixels=args.hot_pixels,
                      dead_pixels=args.dead_pixels, centre_offset=tuple(args.centre_offset),
                      background=args.background, phase_amplitude=args.phase, seed=args.seed,
-                     coherence_sigma=args.coherence_sigma)
+                     coherence_sigma=args.coherence_sigma, beam_centre=args.beam_centre)
     path = write_scan(args.output, sim, layout=args.layout, overwrite=args.overwrite)
     print(f"wrote {path} ({args.layout}, {shape}, {kind}, "
           f"{'noiseless' if photons is None else f'{photons:.3g} photons'})")

@@ -47,6 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--phase", type=float, default=1.0, help="phase field amplitude [rad]")
     s.add_argument("--coherence-sigma", type=float, default=0.0, help="partial coherence: "
                    "Gaussian blur of the intensity [pixels]")
+    s.add_argument("--beam-centre", choices=["pixel", "m"], default=None,
+                   help="write the beam centre (q = 0) as beam_center_x/y in pixels or metres")
     s.add_argument("--layout", choices=["cxi", "nexus", "eiger"], default="cxi")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--overwrite", action="store_true")

@@ -27,12 +27,16 @@ class StandardParams(StageParams):
         "error", description="NaN/Inf/negative raw counts on valid pixels: stop with an error, "
                              "or mask them.")
     sum_frames: bool = Field(False, description="Sum a stack of frames into one 2-D pattern.")
-    centre: Literal["auto", "max", "friedel", "com", "symmetry", "none"] = Field(
-        "auto", description="Point moved to index n//2: 'max' the maximum of the 3-pixel "
+    centre: Literal["auto", "file", "max", "friedel", "com", "symmetry", "none"] = Field(
+        "auto", description="Point moved to index n//2: 'file' the beam centre the input "
+                            "file records (NXdetector/Eiger beam_center_x|y, a CBF or EDF "
+                            "header), to the nearest pixel; 'max' the maximum of the 3-pixel "
                             "smoothed pattern; 'friedel' the point about which the measured "
                             "pixels are most nearly centro-symmetric (Friedel's law; finds q = 0 "
-                            "behind a beamstop); 'auto' = 'friedel' for 2-D patterns and 'max' for "
-                            "3-D (Bragg) stacks; 'com' the centre of mass; "
+                            "behind a beamstop); 'auto' = 'file' for 2-D patterns whose file "
+                            "records the beam centre, else 'friedel', and 'max' for 3-D "
+                            "(Bragg) stacks, whose peak is not the beam; 'com' the centre of "
+                            "mass; "
                             "'symmetry' the centre of symmetry of the 1-D projections; 'none' no "
                             "shift.")
     size: int | list[int] | None = Field(
@@ -219,10 +223,8 @@ class Standard(Stage):
         ndim = counts.ndim
         bins = _per_axis(params.bin, ndim, "bin")
         sizes = _per_axis(params.size, ndim, "size")
-        if params.centre == "none":
-            centre = [n // 2 for n in counts.shape]
-        else:
-            centre = _peak(counts, params.centre, mask)
+        centre, centre_from = self._centre(ds, counts, mask, params.centre)
+        notes.append(f"centre {centre} ({centre_from})")
         raw_shape = [int(n) for n in counts.shape]
         window = [counts.shape[a] if s is None else s * b
                   for a, (s, b) in enumerate(zip(sizes, bins, strict=True))]
@@ -243,7 +245,7 @@ class Standard(Stage):
         )
         out.attrs["prep_peak_index"] = centre
         out.attrs["prep_window"] = {"centre": centre, "shape": window, "bin": bins,
-                                    "detector_shape": raw_shape}
+                                    "detector_shape": raw_shape, "centre_from": centre_from}
         if params.threshold > 0:
             notes.append(f"counts < {params.threshold} zeroed")
         if schema.OBJ_TRUE in ds:
@@ -263,6 +265,28 @@ class Standard(Stage):
         context.logger.info("prep.standard: %s -> %s, %s", tuple(ds[schema.INTENSITY].shape),
                             counts.shape, ", ".join(notes) or "no corrections")
         return out
+
+
+    @staticmethod
+    def _centre(ds: xr.Dataset, counts: np.ndarray, mask: np.ndarray, how: str
+                ) -> tuple[list[int], str]:
+        """The index moved to n//2 and where it came from (``file ...``, ``friedel``...)."""
+        beam = ds.attrs.get("beam_centre_px")
+        if how == "none":
+            return [n // 2 for n in counts.shape], "none: not moved"
+        if how == "file" or (how == "auto" and counts.ndim == 2 and beam is not None):
+            if beam is None:
+                raise DataError(f"{ds.attrs.get('source', 'input')}: centre: file, but the "
+                                "input records no beam centre (beam_center_x/y); use centre: "
+                                "auto or friedel")
+            row, col = (float(v) for v in beam)
+            where = (ds.attrs.get("geometry_sources") or {}).get("beam_centre_px", "file")
+            centre = [int(round(row)), int(round(col))]
+            if counts.ndim == 3:
+                centre = [_peak(counts, "max", mask)[0], *centre]
+            return centre, f"beam centre ({row:g}, {col:g}) px from {where}"
+        return _peak(counts, how, mask), how if how != "auto" else (
+            "auto: friedel" if counts.ndim == 2 else "auto: max")
 
 
 @hookimpl

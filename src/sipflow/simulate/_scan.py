@@ -57,6 +57,9 @@ class Simulation:
     rocking_axis : str
         Lab axis of the rocking rotation (``x``, ``y``, ``z``, with an optional ``-``),
         written as the rotation's ``vector`` in the NeXus layout.
+    beam_centre : {None, "pixel", "m"}
+        Write the beam centre (q = 0, see `centre_offset`) as the detector's
+        ``beam_center_x``/``beam_center_y``, in pixels or in metres; None: not written.
     seed : int
     """
 
@@ -79,6 +82,7 @@ class Simulation:
     gamma_deg: float | None = None
     rocking_step_deg: float | None = None
     rocking_axis: str = "y"
+    beam_centre: str | None = None
     seed: int = 0
     extra: dict = field(default_factory=dict)
 
@@ -153,6 +157,15 @@ def _write_geometry(f: h5py.File, sim: Simulation, detector: str, source: str) -
     for axis in ("x", "y"):
         f[f"{detector}/{axis}_pixel_size"] = sim.pixel_size_m
         f[f"{detector}/{axis}_pixel_size"].attrs["units"] = "m"
+    if sim.beam_centre is not None:
+        if sim.beam_centre not in ("pixel", "m"):
+            raise ValueError(f"beam_centre must be 'pixel' or 'm', got {sim.beam_centre!r}")
+        offset = tuple(sim.centre_offset) + (0, 0)
+        row, col = (n // 2 + o for n, o in zip(sim.shape[-2:], offset[:2], strict=True))
+        scale = 1.0 if sim.beam_centre == "pixel" else sim.pixel_size_m
+        for axis, value in (("x", col), ("y", row)):
+            f[f"{detector}/beam_center_{axis}"] = float(value) * scale
+            f[f"{detector}/beam_center_{axis}"].attrs["units"] = sim.beam_centre
     cxi = detector.startswith("/entry_1")
     if cxi:  # the fixed paths of CXI files (and of the APS 34-ID-C repackaging)
         for name, value in (("delta", sim.delta_deg), ("gamma", sim.gamma_deg)):
