@@ -15,7 +15,8 @@ from sipflow.plugins import build_registry
 def test_builtins_registered_through_hooks():
     reg = build_registry(load_entry_points=False)
     assert {"prep.standard", "phase.classic", "analyse.metrics"} <= set(reg.stages)
-    assert [r.name for r in reg.readers] == ["hdf5"]
+    assert [r.name for r in reg.readers] == ["hdf5", "spec", "frames"]
+    assert list(reg.beamlines) == ["aps-34idc", "id01", "p10", "nanomax"]
     assert {"default", "cdi", "bcdi"} <= set(reg.templates)
     assert all(p.origin == "builtin" and p.error is None for p in reg.plugins)
 

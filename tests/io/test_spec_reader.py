@@ -32,7 +32,8 @@ def test_the_gold_scan_from_spec_and_tiff_equals_the_hdf5_copy(real_spec_tree, r
     assert a["detector_roi"] == [0, 256, 0, 256] and a["detector_full_shape"] == [512, 512]
     assert a["positioners"]["Chi"] == 90 and len(a["positioners"]["Theta"]) == 201
     src = a["geometry_sources"]
-    assert "motor camdist (mm)" in src["distance_m"] and "motor Energy (keV)" in src["energy_eV"]
+    assert "motor camdist (mm, beamline aps-34idc)" in src["distance_m"]
+    assert "motor Energy (keV, beamline aps-34idc)" in src["energy_eV"]
     assert a["dark_source"].endswith("dark.tif") and a["flat_source"].endswith("whitefield.tif")
 
 

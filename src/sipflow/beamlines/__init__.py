@@ -13,7 +13,7 @@ from typing import Any
 
 from ..contracts import BeamlinePreset, default_registry
 from ._chain import Diffractometer, axis_vector, chain, rotation
-from ._presets import BUILTIN, circle_angles
+from ._presets import BUILTIN, circle_angles, preset_quantities
 
 
 def get_beamline(name: str, registry: Any = None) -> BeamlinePreset:
@@ -22,4 +22,4 @@ def get_beamline(name: str, registry: Any = None) -> BeamlinePreset:
 
 
 __all__ = ["BUILTIN", "Diffractometer", "axis_vector", "chain", "circle_angles",
-           "get_beamline", "rotation"]
+           "get_beamline", "preset_quantities", "rotation"]

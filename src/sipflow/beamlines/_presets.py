@@ -150,3 +150,33 @@ def circle_angles(preset: BeamlinePreset, positioners: Mapping[str, Any], *,
                         f"found: {found}); give it as geometry: {{angles: {{name: degrees}}}}")
     rocking = next((r for r in preset.rocking_circles if r in moving), None)
     return angles, rocking, (moving[rocking] if rocking else None), origin
+
+
+_ENERGY_J = {"ev": 1.602176634e-19, "kev": 1.602176634e-16, "j": 1.0}
+_LENGTH_M = {"m": 1.0, "mm": 1e-3, "um": 1e-6, "µm": 1e-6, "micron": 1e-6, "nm": 1e-9,
+             "angstrom": 1e-10}
+
+
+def preset_quantities(preset: BeamlinePreset, positioners: Mapping[str, Any], where: str
+                      ) -> dict[str, tuple[float, str]]:
+    """Energy [J] and distance [m] where the preset says the files record them.
+
+    Returns ``{"energy_J": (value, source), "distance_m": (value, source)}`` for those
+    found among `positioners` (one value, or the first of a list).
+    """
+    out: dict[str, tuple[float, str]] = {}
+    for attr, name, table in (("energy", "energy_J", _ENERGY_J),
+                              ("distance", "distance_m", _LENGTH_M)):
+        q = getattr(preset, attr)
+        if q is None:
+            continue
+        value = _lookup(positioners, q.key)
+        if value is None:
+            continue
+        first = float(np.asarray(value, np.float64).ravel()[0])
+        if not np.isfinite(first) or first <= 0:
+            raise DataError(f"{where}: {q.key} = {first}; beamline {preset.name!r} reads the "
+                            f"{attr} there and expected a positive value in {q.unit}")
+        out[name] = (first * table[q.unit.lower()],
+                     f"{where} {q.key} ({q.unit}, beamline {preset.name})")
+    return out

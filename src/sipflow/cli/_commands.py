@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import PipelineError, SipflowError
-from ._common import _json_default, _run
+from ._common import _json_default, _run, input_options
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
@@ -111,8 +111,6 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from ._parser import input_options
-
     options = input_options(args)
     out = _run(args.pipeline, args.input, args.output, engine=args.engine, device=args.device,
                seed=args.seed, overwrite=args.overwrite, dtype=args.dtype, load_options=options)

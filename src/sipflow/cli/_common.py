@@ -111,3 +111,10 @@ def _json_default(value: Any) -> Any:
         return value
     except TypeError:
         return str(value)
+
+
+def input_options(args: Any) -> dict[str, Any]:
+    """The reader options given on the command line (``--dataset``, ``--scan``, ...)."""
+    out = {"dataset": getattr(args, "dataset", None), "scan": getattr(args, "scan", None),
+           "frames": getattr(args, "frames", None), "beamline": getattr(args, "beamline", None)}
+    return {k: v for k, v in out.items() if v is not None}

@@ -205,9 +205,3 @@ def _input_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--beamline", default=None, help="beamline preset of the input "
                    "(sipflow beamlines lists them)")
 
-
-def input_options(args: argparse.Namespace) -> dict:
-    """The reader options given on the command line."""
-    out = {"dataset": getattr(args, "dataset", None), "scan": args.scan,
-           "frames": args.frames, "beamline": args.beamline}
-    return {k: v for k, v in out.items() if v is not None}

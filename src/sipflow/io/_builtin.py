@@ -34,12 +34,29 @@ class HDF5Reader:
         return 1 if p.suffix.lower() in _SUFFIXES else 0
 
     def read(self, path: str | Path, beamline: Any = None, **options: Any):
-        """See :func:`sipflow.io.read_hdf5`; `beamline` (a preset) is recorded in attrs."""
+        """See :func:`sipflow.io.read_hdf5`. With a `beamline` preset, energy and distance
+        the standard fields lack are read where the preset says, and the preset's name
+        is recorded; an Eiger master's ``.fio`` (PETRA III) adds its motors."""
+        from ._fio import find_fio, read_fio
         from ._hdf5 import read_hdf5
+        from ._units import apply_preset
 
         ds = read_hdf5(path, **options)
+        positioners = dict(ds.attrs.get("positioners") or {})
+        fio = find_fio(Path(path))
+        if fio is not None:
+            n = ds["intensity"].shape[0] if ds["intensity"].ndim == 3 else 1
+            for key, value in read_fio(fio).items():
+                if isinstance(value, float) or len(value) == n:
+                    positioners.setdefault(key, value)
+            ds.attrs["positioners"] = positioners
+            ds.attrs["fio_source"] = str(fio)
         if beamline is not None:
             ds.attrs["beamline"] = beamline.name
+            sources = dict(ds.attrs.get("geometry_sources") or {})
+            apply_preset(ds.attrs, sources, beamline, positioners,
+                         f"{fio or path}: positioner")
+            ds.attrs["geometry_sources"] = sources
         return ds
 
 

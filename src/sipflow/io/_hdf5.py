@@ -219,6 +219,21 @@ def _find_candidates(f: h5py.File, fname: Path) -> list[_Candidate]:
 
     f.visititems(visit)
 
+    # NeXus NXdetector/data (BLISS: /1.1/instrument/<det>/data) and NanoMAX's
+    # /entry/measurement/<det>/frames
+    def detector_data(name: str, obj: Any) -> None:
+        if not isinstance(obj, h5py.Group):
+            return
+        nxclass = obj.attrs.get("NX_class", b"")
+        nxclass = nxclass.decode() if isinstance(nxclass, bytes) else str(nxclass)
+        for sub, wanted in (("data", nxclass == "NXdetector"),
+                            ("frames", name.rsplit("/", 2)[-2:-1] == ["measurement"])):
+            d = _dataset(f, f"/{name}/{sub}") if wanted else None
+            if d is not None and d.ndim in (2, 3):
+                add("nexus", (d.name,), d.shape, d.dtype)
+
+    f.visititems(detector_data)
+
     # CXI
     for key in sorted(f.keys()):
         if not key.startswith("entry_"):

@@ -23,7 +23,7 @@ from .. import schema
 from ..contracts import BeamlinePreset
 from ..errors import DataError, InputError
 from ._frames import frame_files, frame_number, is_frame_file, read_image, stack
-from ._units import ENERGY, EV, HC, LENGTH, to_si
+from ._units import apply_preset
 
 
 def _spec_file(path: Path) -> Any:
@@ -133,23 +133,6 @@ def _find_aux(path: Path, folder: Path, given: str | bool | None, names: tuple[s
     return None
 
 
-def _quantity(scan: Any, preset: BeamlinePreset, which: str, where: str
-              ) -> tuple[float, str] | None:
-    q = getattr(preset, which)
-    if q is None:
-        return None
-    try:
-        value = float(scan.motor_position_by_name(q.key))
-    except (KeyError, ValueError, IndexError):
-        return None
-    table = ENERGY if which == "energy" else LENGTH
-    if q.unit.lower() not in table:
-        raise DataError(f"{where}: beamline {preset.name!r} gives {which} in {q.unit!r}, "
-                        f"not a known unit ({', '.join(sorted(table))})")
-    kind = "energy" if which == "energy" else "length"
-    return to_si(value, q.unit, kind, where), f"{where} motor {q.key} ({q.unit})"
-
-
 def _motion(sf: Any, scan: Any, preset: BeamlinePreset
             ) -> tuple[dict[str, Any], dict[str, Any]]:
     """Positioners (moving motors per point) and the rocking motor and step."""
@@ -251,17 +234,8 @@ def read_spec(path: str | Path, *, scan: int | None = None, frames: str | None =
             data_vars[key] = (dims[-2:], read_image(found, shape, key, roi_box)
                               .astype(np.float32))
             attrs[f"{key}_source"] = str(found)
-    energy = _quantity(sc, preset, "energy", where)
-    if energy is not None:
-        attrs["energy_eV"], attrs["wavelength_m"] = energy[0] / EV, HC / energy[0]
-        src["energy_eV"] = src["wavelength_m"] = energy[1]
-    distance = _quantity(sc, preset, "distance", where)
-    if distance is not None:
-        attrs["distance_m"], src["distance_m"] = distance
-    if preset.pixel_size_m is not None:
-        attrs["pixel_size_m"] = preset.pixel_size_m[1]
-        src["pixel_size_m"] = f"beamline preset {preset.name}"
     positioners, rocking = _motion(sf, sc, preset)
+    apply_preset(attrs, src, preset, positioners, f"{where} motor")
     attrs["positioners"] = positioners
     attrs.update(rocking)
     for c in preset.detector_circles:  # the two-arm model's angles, where they apply

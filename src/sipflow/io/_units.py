@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 from ..errors import DataError
 
 #: lengths to m, energies to J (keys lower-case)
@@ -26,3 +29,21 @@ def to_si(value: float, unit: str, kind: str, where: str) -> float:
         raise DataError(f"{where}: unit {unit!r} is not a known {kind} unit; expected one "
                         f"of {', '.join(sorted(table))}")
     return value * table[u]
+
+
+def apply_preset(attrs: dict[str, Any], sources: dict[str, str], preset: Any,
+                 positioners: Mapping[str, Any], where: str) -> None:
+    """Fill energy, wavelength, distance and pixel size that the file's standard fields
+    left out from where beamline `preset` says they are (sources recorded)."""
+    from ..beamlines import preset_quantities
+
+    found = preset_quantities(preset, positioners, where)
+    if "energy_J" in found and "wavelength_m" not in attrs:
+        energy, src = found["energy_J"]
+        attrs["energy_eV"], attrs["wavelength_m"] = energy / EV, HC / energy
+        sources["energy_eV"] = sources["wavelength_m"] = src
+    if "distance_m" in found and "distance_m" not in attrs:
+        attrs["distance_m"], sources["distance_m"] = found["distance_m"]
+    if preset.pixel_size_m is not None and "pixel_size_m" not in attrs:
+        attrs["pixel_size_m"] = preset.pixel_size_m[1]
+        sources["pixel_size_m"] = f"beamline preset {preset.name}"

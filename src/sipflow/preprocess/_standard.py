@@ -281,7 +281,7 @@ class Standard(Stage):
                                 "auto or friedel")
             row, col = (float(v) for v in beam)
             where = (ds.attrs.get("geometry_sources") or {}).get("beam_centre_px", "file")
-            centre = [int(round(row)), int(round(col))]
+            centre = [round(row), round(col)]
             if counts.ndim == 3:
                 centre = [_peak(counts, "max", mask)[0], *centre]
             return centre, f"beam centre ({row:g}, {col:g}) px from {where}"

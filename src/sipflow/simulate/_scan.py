@@ -160,7 +160,7 @@ def _write_geometry(f: h5py.File, sim: Simulation, detector: str, source: str) -
     if sim.beam_centre is not None:
         if sim.beam_centre not in ("pixel", "m"):
             raise ValueError(f"beam_centre must be 'pixel' or 'm', got {sim.beam_centre!r}")
-        offset = tuple(sim.centre_offset) + (0, 0)
+        offset = (*sim.centre_offset, 0, 0)
         row, col = (n // 2 + o for n, o in zip(sim.shape[-2:], offset[:2], strict=True))
         scale = 1.0 if sim.beam_centre == "pixel" else sim.pixel_size_m
         for axis, value in (("x", col), ("y", row)):

@@ -28,6 +28,6 @@ from ._contracts import (
 from ._datasets import simulated_dataset
 from ._stage import assert_outputs, assert_params_contract, assert_stage_contract
 
-__all__ = ["assert_beamline", "assert_constraint_contract", "assert_group_contract", "assert_outputs",
-           "assert_params_contract", "assert_reader_contract", "assert_stage_contract",
-           "refine_problem", "simulated_dataset", "write_spec_scan"]
+__all__ = ["assert_beamline", "assert_constraint_contract", "assert_group_contract",
+           "assert_outputs", "assert_params_contract", "assert_reader_contract",
+           "assert_stage_contract", "refine_problem", "simulated_dataset", "write_spec_scan"]

@@ -153,7 +153,8 @@ def assert_reader_contract(reader: Any, path: str | Path, **options: Any) -> xr.
     A name and declared options; ``can_read`` claims `path` (an int > 0) and neither
     claims nor raises on a text file, and does not raise on a missing path;
     ``read`` returns a dataset whose ``intensity`` is real with the schema's detector
-    dimensions and whose ``mask``, when present, is boolean of the same shape.
+    dimensions and whose ``mask``, when present, is boolean of the same shape or of one
+    frame's.
 
     Parameters
     ----------
@@ -188,6 +189,7 @@ def assert_reader_contract(reader: Any, path: str | Path, **options: Any) -> xr.
         f"{schema.detector_dims(inten.ndim)}")
     assert inten.dtype.kind in "fiu", f"{reader.name}: intensity dtype {inten.dtype}"
     if schema.MASK in ds:
-        assert ds[schema.MASK].dtype == bool and ds[schema.MASK].shape == inten.shape, (
-            f"{reader.name}: mask must be boolean of the intensity's shape")
+        assert ds[schema.MASK].dtype == bool and ds[schema.MASK].shape in (
+            inten.shape, inten.shape[-2:]), (f"{reader.name}: mask must be boolean of the "
+                                             "intensity's shape or of one frame's")
     return ds
