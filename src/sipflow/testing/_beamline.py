@@ -106,6 +106,7 @@ def assert_beamline(preset: BeamlinePreset, *, seed: int = 0, rtol: float = 1e-6
     got = Diffractometer(preset, angles).q_sample(rows, cols, centre, distance, pixel,
                                                  wavelength_a)
     err = np.abs(got - expected).max() / np.abs(expected).max()
-    assert err < rtol, (f"beamline {preset.name!r}: q of pixels {list(zip(rows, cols, strict=True))} "
+    pixels = list(zip(rows.tolist(), cols.tolist(), strict=True))
+    assert err < rtol, (f"beamline {preset.name!r}: q of pixels {pixels} "
                         f"differ from xrayutilities by {err:.2e} (relative)\n"
                         f"sipflow: {got}\nxrayutilities: {expected}")
