@@ -1,6 +1,7 @@
 """Tests of the example plugin, written only against sipflow's public testing API."""
 
 import numpy as np
+import sipflow_hotpixels
 from sipflow_hotpixels import HotPixels
 
 import sipflow
@@ -84,3 +85,13 @@ def test_group_and_constraint_contracts():
 
     assert_group_contract(MirrorX())
     assert_constraint_contract(ZeroMeanPhase)
+
+
+def test_the_cristal_beamline_preset_is_registered_and_golden():
+    from sipflow.plugins import get_registry
+    from sipflow.testing import assert_beamline
+
+    reg = get_registry()
+    assert reg.beamline("cristal") is sipflow_hotpixels.CRISTAL
+    assert "cristal" in next(p for p in reg.plugins if p.name == "hotpixels").beamlines
+    assert_beamline(sipflow_hotpixels.CRISTAL)  # q of three pixels against xrayutilities

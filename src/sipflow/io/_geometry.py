@@ -262,10 +262,15 @@ def _geometry(f: h5py.File) -> dict[str, Any]:
     elif energy is not None:
         geo["energy_eV"], src["energy_eV"] = energy[0] / EV, energy[1]
         geo["wavelength_m"], src["wavelength_m"] = HC / energy[0], energy[1]
-    distance = _read_quantity(f, _DISTANCE, "length")
+    groups = _detector_groups(f)
+    # fixed paths first, then any NXdetector's (BLISS: /1.1/instrument/<detector>/...)
+    distance = _read_quantity(f, _DISTANCE + tuple(
+        (f"{g.name}/{k}", "m") for g in groups for k in ("distance", "detector_distance")),
+        "length")
     if distance is not None:
         geo["distance_m"], src["distance_m"] = distance
-    pixel = _read_quantity(f, _PIXEL, "length")
+    pixel = _read_quantity(f, _PIXEL + tuple((f"{g.name}/x_pixel_size", "m") for g in groups),
+                           "length")
     if pixel is not None:
         geo["pixel_size_m"], src["pixel_size_m"] = pixel
     centre = _beam_centre(f, _pixel_sizes(f))

@@ -77,13 +77,33 @@ def write_spec_scan(spec: str | Path, number: int, frames: np.ndarray, *,
     return folder
 
 
-def assert_beamline(preset: BeamlinePreset, *, seed: int = 0, rtol: float = 1e-6) -> None:
+def xu_q_sample(preset: BeamlinePreset, angles: Mapping[str, float], rows: np.ndarray,
+                cols: np.ndarray, centre: Sequence[float], distance: float,
+                pixel: Sequence[float], shape: Sequence[int], energy_ev: float) -> np.ndarray:
+    """q (n, 3) [1/Å] of pixels (`rows`, `cols`) in the sample frame by xrayutilities'
+    ``QConversion`` (beam along z, the preset's axis strings), the field's reference."""
+    import xrayutilities as xu
+
+    qc = xu.experiment.QConversion([c.axis for c in preset.sample_circles],
+                                   [c.axis for c in preset.detector_circles], [0, 0, 1],
+                                   en=energy_ev)
+    qc.init_area(preset.pixel_directions[0], preset.pixel_directions[1], cch1=centre[0],
+                 cch2=centre[1], Nch1=int(shape[0]), Nch2=int(shape[1]), distance=distance,
+                 pwidth1=pixel[0], pwidth2=pixel[1])
+    circles = (*preset.sample_circles, *preset.detector_circles)
+    qx, qy, qz = qc.area(*[angles[c.name] + c.offset_deg for c in circles])
+    return np.stack([qx[rows, cols], qy[rows, cols], qz[rows, cols]], axis=1)
+
+
+def assert_beamline(preset: BeamlinePreset, *, seed: int = 0, rtol: float = 1e-6,
+                    reference: BeamlinePreset | None = None) -> None:
     """Check a preset's q against xrayutilities' ``QConversion`` (when installed).
 
     At random circle positions, a detector of 300 x 400 pixels with an off-centre beam
     and unequal pixels, q of three pixels in the sample frame from
-    :class:`sipflow.beamlines.Diffractometer` must equal xrayutilities' to `rtol`.
-    xrayutilities (GPL) is only a test extra: the test is skipped without it.
+    :class:`sipflow.beamlines.Diffractometer` must equal xrayutilities' to `rtol`
+    (xrayutilities set up from `reference`, default `preset` itself). xrayutilities
+    (GPL) is only a test extra: the test is skipped without it.
     """
     import pytest
 
@@ -93,16 +113,10 @@ def assert_beamline(preset: BeamlinePreset, *, seed: int = 0, rtol: float = 1e-6
     angles = {c.name: float(rng.uniform(-25, 35)) for c in circles}
     energy_ev = 9000.0
     wavelength_a = float(xu.en2lam(energy_ev))
-    qc = xu.experiment.QConversion([c.axis for c in preset.sample_circles],
-                                   [c.axis for c in preset.detector_circles], [0, 0, 1],
-                                   en=energy_ev)
     centre, distance, pixel, shape = (140.5, 210.25), 0.8, (55e-6, 75e-6), (300, 400)
-    qc.init_area(preset.pixel_directions[0], preset.pixel_directions[1], cch1=centre[0],
-                 cch2=centre[1], Nch1=shape[0], Nch2=shape[1], distance=distance,
-                 pwidth1=pixel[0], pwidth2=pixel[1])
-    qx, qy, qz = qc.area(*[angles[c.name] + c.offset_deg for c in circles])
     rows, cols = np.array([0, 150, 299]), np.array([0, 333, 17])
-    expected = np.stack([qx[rows, cols], qy[rows, cols], qz[rows, cols]], axis=1)
+    expected = xu_q_sample(reference or preset, angles, rows, cols, centre, distance, pixel,
+                           shape, energy_ev)
     got = Diffractometer(preset, angles).q_sample(rows, cols, centre, distance, pixel,
                                                  wavelength_a)
     err = np.abs(got - expected).max() / np.abs(expected).max()

@@ -3,7 +3,9 @@ the ``zero_mean_phase`` constraint of ``refine.constrained`` fixes the global ph
 ``mirror_x`` symmetry group (a mirror plane, as in a crystal's point group) gives
 ``symmetry.canonicalize`` and ``sipflow train`` another ambiguity to break, and
 ``phase.shrinkwrap_hio`` (:mod:`._phase`) is a phase method that sipflow's summaries,
-batch tables and viewer show with no code of theirs naming it."""
+batch tables and viewer show with no code of theirs naming it, and the ``cristal``
+beamline preset (``sipflow beamlines``) gives ``bragg.orthogonalize`` SOLEIL CRISTAL's
+diffractometer."""
 
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ from pydantic import Field
 from scipy.ndimage import median_filter
 
 from sipflow import Context, Stage, StageParams, hookimpl
+from sipflow.contracts import BeamlinePreset, Circle, Quantity
 from sipflow.preprocess import checked_counts
 from sipflow.refine import Constraint
 from sipflow.symmetry import CanonicalForm
@@ -130,6 +133,25 @@ class MirrorX:
 
     def random_element(self, rng, x):
         return Mirror(bool(rng.integers(2)))
+
+
+#: SOLEIL CRISTAL's four-circle, as cdiutils describes it (which flags the sample circles
+#: other than omega as unchecked): an example of a preset shipped by a plugin
+CRISTAL = BeamlinePreset(
+    name="cristal",
+    description="SOLEIL CRISTAL (example plugin): omega/phi sample, gamma/delta detector",
+    sample_circles=(Circle(name="omega", axis="x-"), Circle(name="phi", axis="y+")),
+    detector_circles=(Circle(name="gamma", axis="y+"), Circle(name="delta", axis="x-")),
+    pixel_directions=("y-", "x+"),
+    rocking_circles=("omega", "phi"),
+    energy=Quantity(key="energy", unit="keV"),
+    layouts=("hdf5",),
+)
+
+
+@hookimpl
+def sipflow_beamlines():
+    return [CRISTAL]
 
 
 @hookimpl
