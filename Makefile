@@ -22,7 +22,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 $(VENV)/.installed-test: $(VENV)/.installed plugins/sipflow-hotpixels/pyproject.toml
-	$(PIP) install -q -e ".[test,napari]" -e plugins/sipflow-hotpixels
+	$(PIP) install -q -e ".[test,napari,golden]" -e plugins/sipflow-hotpixels
 	touch $@
 
 ## system-deps: Debian packages of the napari tests (installed when missing and root).

@@ -196,3 +196,17 @@ def test_no_long_files_or_functions():
             if n > MAX_FUNCTION_LINES and f"{module}.{node.name}" not in LONG_ALLOWED:
                 long.append(f"{module}.{node.name}: {n} lines")
     assert long == []
+
+
+def test_gpl_reference_code_is_only_a_test_extra():
+    """xrayutilities (GPL) checks the beamline presets; only sipflow.testing may import it."""
+    offenders = []
+    for path in ROOT.rglob("*.py"):
+        tree = ast.parse(path.read_text(), str(path))
+        for node in ast.walk(tree):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            if any(n.split(".")[0] == "xrayutilities" for n in names) and \
+                    "testing" not in path.relative_to(ROOT).parts:
+                offenders.append(str(path.relative_to(ROOT)))
+    assert offenders == []
