@@ -22,7 +22,7 @@ def test_every_hook_is_documented():
              if name.startswith("sipflow_")]
     assert {h.__name__ for h in hooks} == {"sipflow_stages", "sipflow_readers",
                                            "sipflow_pipeline_templates", "sipflow_constraints",
-                                           "sipflow_symmetry_groups"}
+                                           "sipflow_symmetry_groups", "sipflow_beamlines"}
     for hook in hooks:
         doc = inspect.getdoc(hook) or ""
         assert "When it is called" in doc and "Returns" in doc, hook.__name__

@@ -103,6 +103,16 @@ def _moved(tmp_path, spec):
     return target
 
 
+def _few(tmp_path):
+    import fabio.tifimage
+
+    (tmp_path / "few").mkdir()
+    for k in range(3):
+        fabio.tifimage.TifImage(data=np.zeros((16, 16), np.int32)).write(
+            str(tmp_path / "few" / f"f_{k}.tif"))
+    return tmp_path / "few"
+
+
 def test_cli_run_reads_a_spec_scan_and_bad_input_exits_2_writing_nothing(tmp_path):
     spec, _ = _tiny_spec(tmp_path, points=16, frames=None)
     out = tmp_path / "r.zarr"
@@ -114,6 +124,16 @@ def test_cli_run_reads_a_spec_scan_and_bad_input_exits_2_writing_nothing(tmp_pat
                              capture_output=True, text=True, timeout=300)
         assert bad.returncode == 2, bad.stderr
         assert "scan 99 is not in this SPEC file; its scans: 7" in bad.stderr
+        assert "Traceback" not in bad.stderr and not out.exists()
+    for extra, says in ((["--beamline", "nope"], "unknown beamline preset 'nope'. Valid "
+                         "beamline presets: aps-34idc"),
+                        (["--frames", str(_few(tmp_path))], "the scan has 16 points but "
+                         f"{tmp_path / 'few'} holds 3 frame files")):
+        bad = subprocess.run([sys.executable, "-m", "sipflow.cli", "run", str(pipe),
+                              str(spec), "--scan", "7", *extra, "-o", str(out), "--engine",
+                              "local"],
+                             capture_output=True, text=True, timeout=300)
+        assert bad.returncode == 2 and says in bad.stderr, bad.stderr
         assert "Traceback" not in bad.stderr and not out.exists()
     ok = subprocess.run([sys.executable, "-m", "sipflow.cli", "run", str(pipe), str(spec),
                          "--scan", "7", "-o", str(out), "--engine", "local"],
