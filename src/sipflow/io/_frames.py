@@ -110,6 +110,17 @@ class _FabioFrames:
         return out[0] if np.ndim(frames) == 0 else out
 
 
+def _frame_count(path: Path) -> int:
+    import fabio
+
+    try:
+        return int(getattr(fabio.openheader(str(path)), "nframes", 1) or 1)
+    except Exception as exc:  # as open_image: a file fabio cannot parse is named
+        raise InputError(f"{path}: cannot be read as a detector frame by fabio "
+                         f"({type(exc).__name__}: {exc}); expected EDF, CBF, TIFF or another "
+                         "format fabio knows") from exc
+
+
 def stack(files: list[Path], source: str) -> tuple[Any, dict[str, Any]]:
     """Lazy (frame, det_y, det_x) dask array of `files` and the first frame's header.
 
@@ -121,11 +132,13 @@ def stack(files: list[Path], source: str) -> tuple[Any, dict[str, Any]]:
     header: dict[str, Any] = {}
     shape = dtype = None
     for f in files:
-        with open_image(f) as img:
-            if shape is None:
+        if shape is None:  # the first frame decoded: shape, dtype and header
+            with open_image(f) as img:
                 shape, dtype = tuple(img.data.shape), img.data.dtype
                 header = dict(img.header)
-            n = int(getattr(img, "nframes", 1) or 1)
+                n = int(getattr(img, "nframes", 1) or 1)
+        else:  # the others: only their headers, for the frame count (multi-frame files)
+            n = _frame_count(f)
         entries.extend((str(f), k) for k in range(n))
     assert shape is not None and dtype is not None
     if len(shape) != 2 or min(shape) < 8:
