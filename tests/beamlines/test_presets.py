@@ -171,6 +171,9 @@ def test_orthogonalize_uses_the_presets_circles(tmp_path):
     geo, info = scan_geometry(ds, GeometryBlock(), str(path))
     assert info["beamline"] == "id01" and info["detector_centre_from"] == "file"
     assert info["rocking_axis_from"] == "beamline id01 (eta)"
+    assert info["values_from"]["distance"].endswith("/1.1/instrument/mpx1x4/distance (mm)")
+    assert info["values_from"]["wavelength"].endswith("mononrj (keV, beamline id01)")
+    assert info["angles_from"]["eta"] == "file eta"
     preset = get_beamline("id01")
     angles = dict(ANGLES["id01"])
     angles["eta"] = _rock(angles["eta"])[FRAMES // 2]

@@ -135,9 +135,12 @@ def test_cli_run_reads_a_spec_scan_and_bad_input_exits_2_writing_nothing(tmp_pat
                              capture_output=True, text=True, timeout=300)
         assert bad.returncode == 2 and says in bad.stderr, bad.stderr
         assert "Traceback" not in bad.stderr and not out.exists()
-    ok = subprocess.run([sys.executable, "-m", "sipflow.cli", "run", str(pipe), str(spec),
-                         "--scan", "7", "-o", str(out), "--engine", "local"],
-                        capture_output=True, text=True, timeout=300)
-    assert ok.returncode == 0, ok.stderr
-    zattrs = json.loads((out / "zarr.json").read_text())["attributes"]
-    assert zattrs["source_layout"] == "spec" and zattrs["beamline"] == "aps-34idc"
+    for engine in ("local", "prefect"):
+        store = tmp_path / f"r-{engine}.zarr"
+        ok = subprocess.run([sys.executable, "-m", "sipflow.cli", "run", str(pipe), str(spec),
+                             "--scan", "7", "-o", str(store), "--engine", engine],
+                            capture_output=True, text=True, timeout=300)
+        assert ok.returncode == 0, ok.stderr
+        zattrs = json.loads((store / "zarr.json").read_text())["attributes"]
+        assert zattrs["source_layout"] == "spec" and zattrs["beamline"] == "aps-34idc"
+        assert zattrs["source_dataset"] == "#S 7"

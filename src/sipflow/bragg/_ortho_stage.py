@@ -172,7 +172,16 @@ def scan_geometry(ds: xr.Dataset, block: GeometryBlock, source: str, registry: A
                    rocking_step_deg=float(values["rocking_step_deg"]) * bins[0],
                    rocking_axis=axis, offset_px=(offset[0] / bins[1], offset[1] / bins[2]),
                    **extra)
+    file_sources = attrs.get("geometry_sources") or {}
+    given = {"wavelength": block.wavelength_nm, "distance": block.distance_m,
+             "pixel size": block.pixel_size_um, "rocking_step_deg": block.rocking_step_deg}
+    keys = {"wavelength": "wavelength_m", "distance": "distance_m",
+            "pixel size": "pixel_size_m", "rocking_step_deg": "rocking_step_deg"}
+    values_from = {k: "geometry block" if given[k] is not None else file_sources.get(
+        keys[k], "file" if attrs.get(keys[k]) is not None else "beamline preset")
+        for k in given}
     info: dict[str, Any] = {
+        "values_from": values_from,
         "bins": bins, "offset_px": list(offset), "detector_centre_px": mid,
         "detector_centre_from": mid_from,
         "rocking_axis_from": "geometry block" if block.rocking_axis else (
