@@ -84,7 +84,7 @@ def main() -> None:
     for name, fn in rows:
         t, out = _best(fn, args.repeat)
         same = bool(np.array_equal(np.asarray(out), frames))
-        print(f"{name:30s} {t:9.3f} {mb / t:8.1f} {str(same):>6s}")
+        print(f"{name:30s} {t:9.3f} {mb / t:8.1f} {same!s:>6s}")
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"peak resident memory of this process: {peak:.0f} MiB")
 
