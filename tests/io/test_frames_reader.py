@@ -92,7 +92,7 @@ def test_bad_frame_input_is_named(tmp_path):
     ds = sipflow.load(tmp_path)  # the shapes are checked as each frame is read
     with pytest.raises(DataError, match=r"t_1.tif: frame 0 has shape \(10, 32\); the first "
                                         r"frame of the scan has \(24, 32\)"):
-        ds["intensity"].values
+        ds["intensity"].compute()
     (tmp_path / "broken.cbf").write_bytes(b"###CBF: not really\n" + b"\0" * 64)
     with pytest.raises(InputError, match=r"broken.cbf: cannot be read as a detector frame"):
         sipflow.load(tmp_path / "broken.cbf")
