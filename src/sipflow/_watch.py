@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -92,13 +93,18 @@ class WatchState:
                                  and entry.get("attempts", 0) < max_attempts)
 
 
+#: an Eiger data file (``<scan>_data_000001.h5``), read through its master file
+_EIGER_DATA_FILE = re.compile(r"_data_\d{6}\.(h5|hdf5|nxs)$", re.IGNORECASE)
+
+
 def candidates(directory: Path, pattern: str) -> list[Path]:
-    """Files to consider: matching `pattern`, not hidden, not partial, not Eiger data files."""
+    """Files to consider: matching `pattern`, not hidden, not partial, not Eiger data files
+    (``*_data_NNNNNN.h5``: any other name with ``_data_`` in it is a scan like the rest)."""
     out = []
     for p in sorted(directory.glob(pattern)):
         name = p.name
         if (not p.is_file() or name.startswith(".") or name.endswith(".partial")
-                or "_data_" in name):
+                or _EIGER_DATA_FILE.search(name)):
             continue
         out.append(p)
     return out

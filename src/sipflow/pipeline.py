@@ -73,8 +73,7 @@ class Pipeline:
             return cls.from_dict(source, yaml.safe_dump(source, sort_keys=False), origin,
                                  registry, explicit)
         text: str
-        if isinstance(source, Path) or (isinstance(source, str) and "\n" not in source and (
-                source.endswith((".yaml", ".yml")) or Path(source).is_file())):
+        if isinstance(source, Path) or (isinstance(source, str) and _names_a_file(source)):
             path = Path(source)
             if not path.is_file():
                 raise PipelineError(f"{path}: pipeline file not found")
@@ -147,6 +146,17 @@ class Pipeline:
 
     def spec(self) -> list[dict[str, Any]]:
         return [s.spec() for s in self.steps]
+
+
+def _names_a_file(source: str) -> bool:
+    """Whether the text `source` is a pipeline file's path: an existing file (its name may
+    hold a newline), or a one-line name ending in .yaml/.yml."""
+    try:
+        if Path(source).is_file():
+            return True
+    except (OSError, ValueError):  # YAML text too long for a file name, or holding NUL
+        return False
+    return "\n" not in source and source.endswith((".yaml", ".yml"))
 
 
 def validate_params(stage: type[Stage], values: Any, where: str, registry: Registry | None = None

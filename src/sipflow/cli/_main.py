@@ -45,10 +45,42 @@ def main(argv: list[str] | None = None) -> int:
             signal.signal(signal.SIGTERM, previous)
 
 
+def _stdout_closed() -> bool:
+    """Whether stdout's reader has gone (its pipe reports an error); if so, point stdout
+    at /dev/null so that Python's final flush does not complain."""
+    import os
+    import select
+
+    try:
+        fd = sys.stdout.fileno()
+        poller = select.poll()
+        poller.register(fd, select.POLLOUT)
+        closed = any(ev & (select.POLLERR | select.POLLHUP) for _, ev in poller.poll(0))
+    except (OSError, ValueError, AttributeError):
+        return False
+    if closed:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, fd)
+    return closed
+
+
+def _os_error(exc: OSError, args: argparse.Namespace) -> int:
+    if args.debug:
+        raise exc
+    where = exc.filename or "a file"
+    _stderr(f"sipflow: error: {where}: {exc.strerror or exc} (operating system error "
+            f"{exc.errno}); nothing was written")
+    return 2
+
+
 def _dispatch(args: argparse.Namespace) -> int:
     """Run the subcommand; turn every error a user can cause into a paragraph and a status."""
     try:
         return args.func(args)
+    except BrokenPipeError as exc:
+        if _stdout_closed():
+            return 0  # the reader of our output went away (`| head`): not an error
+        return _os_error(exc, args)
     except SipflowError as exc:
         if args.debug:
             raise
@@ -58,12 +90,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         _stderr("sipflow: interrupted; no result was written")
         return 130
     except OSError as exc:
-        if args.debug:
-            raise
-        where = exc.filename or "a file"
-        _stderr(f"sipflow: error: {where}: {exc.strerror or exc} (operating system error "
-                f"{exc.errno}); nothing was written")
-        return 2
+        return _os_error(exc, args)
     except Exception as exc:
         if args.debug:
             raise
