@@ -39,3 +39,61 @@ def test_a_pipeline_file_whose_name_holds_a_newline_is_read_as_a_file(tmp_path):
     assert text.name == "inline" and text.origin == "<memory>"
     with pytest.raises(Exception, match="pipeline file not found"):
         Pipeline.load(str(tmp_path / "missing.yaml"))
+
+
+def test_a_loop_of_symbolic_links_is_named_and_nothing_written(tmp_path):
+    """Defect 18: a soft-link loop as the input."""
+    (tmp_path / "a.h5").symlink_to(tmp_path / "b.h5")
+    (tmp_path / "b.h5").symlink_to(tmp_path / "a.h5")
+    out = tmp_path / "r.zarr"
+    for engine in ("local", "prefect"):
+        bad = subprocess.run([sys.executable, "-m", "sipflow.cli", "run", "default",
+                              str(tmp_path / "a.h5"), "-o", str(out), "--engine", engine],
+                             capture_output=True, text=True, timeout=300)
+        assert bad.returncode == 2, bad.stderr
+        assert "is a loop of symbolic links (a.h5 -> " in bad.stderr
+        assert "Traceback" not in bad.stderr and not out.exists()
+
+
+@pytest.mark.parametrize(("stage", "values", "says"), [
+    ("refine.constrained", {"constraints": [{"use": "tv", "with": {"relative": ".inf"}}]},
+     "finite number"),
+    ("refine.constrained", {"constraints": [{"use": "amplitude",
+                                             "with": {"min": 5, "max": 1}}]},
+     "min 5 is not below max 1"),
+    ("phase.double_dip", {"lr": ".nan"}, "finite number"),
+])
+def test_values_that_need_no_data_are_refused_when_the_pipeline_is_loaded(stage, values, says,
+                                                                         tmp_path):
+    """Defects 16 and 20: ``tv {relative: .inf}`` passed validate (and broke the summary
+    with a non-finite certificate), ``amplitude {min: 5, max: 1}`` and ``lr: .inf`` were
+    refused only during the run."""
+    import yaml
+
+    text = yaml.safe_dump({"stages": [{"use": stage, "with": values}]}).replace(
+        "'.inf'", ".inf").replace("'.nan'", ".nan")
+    path = tmp_path / "p.yaml"
+    path.write_text(text)
+    with pytest.raises(Exception, match=says):
+        Pipeline.load(path)
+    bad = subprocess.run([sys.executable, "-m", "sipflow.cli", "validate", str(path)],
+                         capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and says in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_a_non_finite_certificate_does_not_break_the_summary():
+    """Defect 16: a store's certificate with Infinity/NaN (or a missing figure) gave an
+    internal ValueError in run's and evaluate's summary."""
+    import numpy as np
+    import xarray as xr
+
+    from sipflow.report import summary_rows
+
+    ds = xr.Dataset({"obj": (("y", "x"), np.ones((4, 4), np.complex64))})
+    ds.attrs["refine_certificate"] = {"certified": False, "status": "max_iterations",
+                                      "max_violation": "Infinity", "kkt_residual": None,
+                                      "stationarity": "sampled", "sampling_radius": "NaN",
+                                      "reason": "the violation did not fall"}
+    rows = dict(summary_rows(ds))
+    assert rows["refine violation / KKT"] == "inf / nan (sampled within nan)"
+    assert rows["refine certificate"] == "NOT certified (max_iterations)"

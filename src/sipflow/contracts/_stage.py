@@ -40,9 +40,11 @@ if TYPE_CHECKING:  # pragma: no cover
 
 
 class StageParams(BaseModel):
-    """Base class of stage parameter models: unknown keys are errors, models are frozen."""
+    """Base class of stage parameter models: unknown keys are errors, models are frozen,
+    and a number must be finite (``.inf`` or ``.nan`` in a pipeline is refused when it is
+    loaded, not deep inside a run)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 @dataclass(frozen=True)

@@ -55,6 +55,13 @@ def load(path: str | Path, *, reader: str | None = None, registry: Any = None,
         if not glob.glob(str(path)):
             raise InputError(f"{path}: no file matches this pattern")
     elif path.is_symlink() and not path.exists():
+        try:
+            path.resolve(strict=True)
+        except RuntimeError:  # Python raises this for a loop of symbolic links
+            raise InputError(f"{path}: is a loop of symbolic links ({path.name} -> "
+                             f"{os.readlink(path)} -> ...); link it to the scan file") from None
+        except OSError:
+            pass
         raise InputError(f"{path}: is a link to {os.readlink(path)}, which does not exist")
     elif not path.exists():
         raise InputError(f"{path}: no such file")

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from ..contracts import Constraint, StageParams
 from ..hookspecs import hookimpl
@@ -81,6 +81,13 @@ class AmplitudeParams(StageParams):
     max_relative: float = Field(1.5, gt=0, description="Default of `max`, relative to the "
                                 "largest amplitude of the starting object.")
     min: float = Field(0.0, ge=0, description="Smallest |x| inside the support (0: none).")
+
+    @model_validator(mode="after")
+    def _min_below_max(self) -> AmplitudeParams:
+        if self.max is not None and self.min > 0 and self.min >= self.max:
+            raise ValueError(f"min {self.min:g} is not below max {self.max:g}; no object "
+                             "meets both")
+        return self
 
 
 class Amplitude(Constraint):

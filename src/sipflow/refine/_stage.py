@@ -32,6 +32,15 @@ def _constraint_entries(items: list[Any]) -> list[tuple[str, dict[str, Any]]]:
     return out
 
 
+def _number(value: Any) -> float:
+    """A certificate's figure as a float: a store keeps a non-finite one as the JSON text
+    ``"Infinity"``/``"NaN"`` (or loses it), which must not break a summary."""
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return float("nan")
+
+
 class ConstrainedParams(StageParams):
     """Parameters of ``refine.constrained``."""
 
@@ -103,10 +112,11 @@ class Constrained(Stage):
         if cert:
             verdict = "certified" if cert["certified"] else "NOT certified"
             rows.append(("refine certificate", f"{verdict} ({cert['status']})"))
-            sampled = (f" (sampled within {cert['sampling_radius']:.2g})"
+            sampled = (f" (sampled within {_number(cert.get('sampling_radius')):.2g})"
                        if cert.get("stationarity") == "sampled" else "")
-            rows.append(("refine violation / KKT", f"{cert['max_violation']:.3g} / "
-                                                   f"{cert['kkt_residual']:.3g}{sampled}"))
+            rows.append(("refine violation / KKT",
+                         f"{_number(cert.get('max_violation')):.3g} / "
+                         f"{_number(cert.get('kkt_residual')):.3g}{sampled}"))
             if not cert["certified"]:
                 rows.append(("refine reason", cert["reason"]))
         return rows
