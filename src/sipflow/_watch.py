@@ -75,7 +75,19 @@ class WatchState:
             raise OutputError(f"{path}: the watcher's state is unreadable ({exc}); move it "
                               "away to start over (every scan in the folder would be "
                               "processed again)") from exc
-        state = cls(path, dict(data.get("files", {})))
+        files = data.get("files", {}) if isinstance(data, dict) else None
+        if not isinstance(files, dict) or not all(
+                isinstance(k, str) and isinstance(v, dict) and isinstance(v.get("status", ""),
+                                                                          str)
+                for k, v in files.items()):
+            from .errors import OutputError
+
+            raise OutputError(f"{path}: the watcher's state is not sipflow's ({{\"files\": "
+                              "{scan name: {status, attempts, ...}}} expected, found "
+                              f"{type(files if files is not None else data).__name__} "
+                              "there); move it away to start over (every scan in the folder "
+                              "would be processed again)")
+        state = cls(path, dict(files))
         for name, entry in state.files.items():  # the watcher died while it ran
             if entry.get("status") == "running":
                 entry["status"] = "retry"

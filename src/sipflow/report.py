@@ -83,7 +83,8 @@ def summary_rows(ds: xr.Dataset, registry: Registry | None = None) -> list[tuple
             rows.append((key, str(value)))
     prov = ds.attrs.get("provenance") or {}
     for st in prov.get("stages", []):
-        rows.append((f"time {st['use']}", f"{st['wall_s']:.2f} s"))
+        wall = float(st.get("wall_s", float("nan")))
+        rows.append((f"time {st.get('use', '?')}", f"{wall:.2f} s"))
     if prov:
         rows.append(("device / seed", f"{prov.get('device')} / {prov.get('seed')}"))
     return rows

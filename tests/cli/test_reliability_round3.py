@@ -97,3 +97,16 @@ def test_a_non_finite_certificate_does_not_break_the_summary():
     rows = dict(summary_rows(ds))
     assert rows["refine violation / KKT"] == "inf / nan (sampled within nan)"
     assert rows["refine certificate"] == "NOT certified (max_iterations)"
+
+
+@pytest.mark.parametrize("state", ['[1, 2]', '{"files": [1]}', '{"files": {"a.h5": 3}}',
+                                   '{"files": {"a.h5": {"status": 5}}}'])
+def test_a_malformed_watcher_state_is_named(tmp_path, state):
+    """Defect 17: a malformed ``.sipflow-watch.json`` gave an internal error."""
+    from sipflow._watch import WatchState
+    from sipflow.errors import OutputError
+
+    path = tmp_path / ".sipflow-watch.json"
+    path.write_text(state)
+    with pytest.raises(OutputError, match="the watcher's state is not sipflow's"):
+        WatchState.load(path)

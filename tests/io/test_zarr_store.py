@@ -91,3 +91,22 @@ def test_tampered_checksum_keys_are_refused_without_reading_outside(tmp_path, ch
     with pytest.raises(OutputError, match="cannot be verified"):  # not "do not match"
         verify_store(store)
     assert main(["evaluate", str(store)]) == 2
+
+
+@pytest.mark.parametrize(("key", "value", "says"), [
+    ("provenance", [1, 2], "provenance is a list, expected a mapping"),
+    ("provenance", {"stages": "x"}, "provenance.stages is not a list of mappings"),
+    ("metrics", "x", "metrics is a str, expected a mapping"),
+])
+def test_structurally_wrong_metadata_is_named(tmp_path, key, value, says, capsys):
+    """Reliability round 3, defect 17: a store's provenance [1, 2] gave internal errors."""
+    from sipflow.cli import main
+
+    store = sipflow.save(_result(), tmp_path / "r.zarr")
+    meta = json.loads((store / "zarr.json").read_text())
+    meta["attributes"][key] = value
+    (store / "zarr.json").write_text(json.dumps(meta))
+    with pytest.raises(OutputError, match=says):
+        sipflow.io.open_result(store)
+    assert main(["evaluate", str(store)]) == 2
+    assert says in capsys.readouterr().err

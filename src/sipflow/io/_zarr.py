@@ -325,4 +325,26 @@ def open_result(path: str | Path, *, load: bool = False, verify: bool = False) -
         ds = ds.load()
     for key in (schema.COMPLETE_ATTR, schema.FORMAT_ATTR, schema.CHECKSUM_ATTR):
         ds.attrs.pop(key, None)
+    _check_metadata(path, ds.attrs)
     return ds
+
+
+#: attrs every reader of a result relies on, and the JSON type each must have
+_METADATA_TYPES = {"provenance": dict, "metrics": dict, "prep_window": dict,
+                   "phase": dict, "refine_certificate": dict, "bragg_geometry": dict}
+
+
+def _check_metadata(path: Path, attrs: dict) -> None:
+    """Refuse a store whose sipflow metadata has the wrong structure (edited by hand or
+    by another program), naming the key, instead of failing deep in a summary."""
+    wrong = [f"{key} is a {type(attrs[key]).__name__}, expected a mapping"
+             for key, kind in _METADATA_TYPES.items()
+             if key in attrs and attrs[key] is not None and not isinstance(attrs[key], kind)]
+    prov = attrs.get("provenance")
+    if isinstance(prov, dict) and not (isinstance(prov.get("stages", []), list) and all(
+            isinstance(st, dict) for st in prov.get("stages", []))):
+        wrong.append("provenance.stages is not a list of mappings")
+    if wrong:
+        raise OutputError(f"{path}: its zarr.json is not sipflow's: {'; '.join(wrong)}. The "
+                          "store was modified after it was written; rerun to produce the "
+                          "result again")
