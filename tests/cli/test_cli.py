@@ -57,7 +57,7 @@ def test_stages_and_plugins_listings():
     (lambda t, p: ["run", "nonsense", t / "missing.h5", "-o", t / "o.zarr"],
      "unknown pipeline template 'nonsense'"),
     (lambda t, p: ["run", p, p, "-o", t / "o.zarr", "--engine", "local"],
-     "not an HDF5 file"),
+     "no reader recognises it (readers: hdf5, spec, frames)"),
     (lambda t, p: ["validate", t / "nope.yaml"], "pipeline file not found"),
     (lambda t, p: ["evaluate", t], "not a Zarr v3 store"),
     (lambda t, p: ["simulate", t / "x.h5", "--shape", 64], "--shape must be 2 or 3 sizes"),
