@@ -77,6 +77,11 @@ class Pipeline:
             path = Path(source)
             if not path.is_file():
                 raise PipelineError(f"{path}: pipeline file not found")
+            size = path.stat().st_size
+            if size > MAX_PIPELINE_BYTES:
+                raise PipelineError(f"{path}: a pipeline file of {size / 1024:.0f} KiB; a "
+                                    f"pipeline is at most {MAX_PIPELINE_BYTES // 1024} KiB "
+                                    "of YAML (is this the right file?)")
             text, origin = path.read_text(), str(path.resolve())
         elif isinstance(source, str) and "\n" not in source and ":" not in source:
             if source not in registry.templates:
@@ -87,8 +92,13 @@ class Pipeline:
             text, origin = path.read_text(), f"template {source} ({path})"
         else:
             text = str(source)
+        if len(text.encode()) > MAX_PIPELINE_BYTES:
+            raise PipelineError(f"{origin}: {len(text.encode()) / 1024:.0f} KiB of pipeline "
+                                f"text; a pipeline is at most {MAX_PIPELINE_BYTES // 1024} KiB")
         try:
             data = yaml.safe_load(text)
+        except RecursionError:
+            raise PipelineError(f"{origin}: the YAML nests too deeply to be a pipeline") from None
         except yaml.YAMLError as exc:
             mark = getattr(exc, "problem_mark", None)
             where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -146,6 +156,11 @@ class Pipeline:
 
     def spec(self) -> list[dict[str, Any]]:
         return [s.spec() for s in self.steps]
+
+
+#: the largest pipeline text accepted: far above any real one (a few KiB), below
+#: Prefect's limit on a flow run's parameters (512 KiB), and bounded for ``validate``
+MAX_PIPELINE_BYTES = 256 * 1024
 
 
 def _names_a_file(source: str) -> bool:

@@ -110,3 +110,27 @@ def test_a_malformed_watcher_state_is_named(tmp_path, state):
     path.write_text(state)
     with pytest.raises(OutputError, match="the watcher's state is not sipflow's"):
         WatchState.load(path)
+
+
+@pytest.mark.parametrize("text", ["stages:\n" + "  - use: prep.standard\n" * 30000,
+                                  "stages: " + "[" * 100000 + "]" * 100000 + "\n"])
+def test_pipeline_size_and_depth_are_bounded(tmp_path, text):
+    """Defects 13 and 14: a pipeline over 512 KB failed under Prefect with a 100 MB error;
+    46 MB of YAML grew validate's memory, 100 000 nested brackets: RecursionError."""
+    from sipflow.errors import PipelineError
+
+    path = tmp_path / "big.yaml"
+    path.write_text(text)
+    with pytest.raises(PipelineError, match=r"a pipeline is at most 256 KiB|nests too deeply"):
+        Pipeline.load(path)
+    bad = subprocess.run([sys.executable, "-m", "sipflow.cli", "validate", str(path)],
+                         capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr, bad.stderr
+    assert len(bad.stderr) < 400
+
+
+def test_a_deeply_nested_small_pipeline_is_refused():
+    from sipflow.errors import PipelineError
+
+    with pytest.raises(PipelineError, match="nests too deeply"):
+        Pipeline.load("stages: " + "[" * 20000 + "]" * 20000 + "\n")
