@@ -57,8 +57,29 @@ def run_step(step: Step, ds: xr.Dataset, context: Context) -> tuple[xr.Dataset, 
         raise PluginError(f"stage {name!r} (from {step.stage.__module__}) returned "
                           f"{type(out).__name__}, expected an xarray.Dataset; the stage is "
                           "broken, report it to its authors")
+    _check_finite_object(out, name, ds)
     record = step.spec() | {"seed": context.seed, "wall_s": round(time.perf_counter() - t0, 4)}
     return out, record
+
+
+def _check_finite_object(out: xr.Dataset, name: str, before: xr.Dataset) -> None:
+    """No stage may hand on (and no run save) an object with NaN or Inf as a success."""
+    import numpy as np
+
+    from . import schema
+    from .errors import ReconstructionError
+
+    if schema.OBJ not in out.data_vars or (schema.OBJ in before.data_vars
+                                           and out[schema.OBJ] is before[schema.OBJ]):
+        return
+    values = np.asarray(out[schema.OBJ].values)
+    bad = int(values.size - np.count_nonzero(np.isfinite(values)))
+    if bad:
+        raise ReconstructionError(
+            f"stage {name!r} produced an object with {bad} non-finite values (NaN or Inf) of "
+            f"{values.size}: it diverged (or its model is damaged); nothing is saved as a "
+            "result. Check the stage's parameters (a smaller step or learning rate) or its "
+            "model file")
 
 
 def base_provenance(pipeline: Pipeline, ds: xr.Dataset, device: str, seed: int,

@@ -246,3 +246,73 @@ def test_a_missing_or_foreign_model_fails_before_any_work(engine, tmp_path, caps
         err = capsys.readouterr().err
         assert expected in err, err
         assert not out.exists()
+
+
+def test_damaged_or_diverged_models_are_refused(tiny_model, tmp_path, capsys):
+    """Reliability round 3, defect 6: bytes overwritten inside model.pt gave an object of
+    7.5e30 with exit 0; ``train --lr inf`` exited 0 with a NaN loss."""
+    from sipflow.cli import main
+
+    ckpt = torch.load(tiny_model, weights_only=True)
+    assert "model_sha256" in ckpt
+    damaged = tmp_path / "damaged.pt"
+    name = next(iter(ckpt["model"]))
+    tensor = ckpt["model"][name].clone()
+    tensor.view(-1)[0] = 7.5e30  # what overwritten bytes inside the archive look like
+    torch.save(ckpt | {"model": ckpt["model"] | {name: tensor}}, damaged)
+    with pytest.raises(DataError, match="do not match the checksum written with them"):
+        load_checkpoint(damaged)
+    diverged = tmp_path / "diverged.pt"
+    tensor.view(-1)[0] = float("nan")
+    weights = ckpt["model"] | {name: tensor}
+    torch.save({k: v for k, v in ckpt.items() if k != "model_sha256"} | {"model": weights},
+               diverged)
+    with pytest.raises(DataError, match="non-finite weights"):
+        load_checkpoint(diverged)
+    evil = tmp_path / "evil.pt"
+
+    class Evil:
+        def __reduce__(self):
+            return (print, ("never",))
+
+    torch.save({"x": Evil()}, evil)
+    with pytest.raises(DataError) as info:
+        load_checkpoint(evil)
+    assert "weights_only=False" not in str(info.value)  # never torch's unsafe advice
+    assert main(["train", str(tmp_path / "m"), "--lr", "inf", "--samples", "8"]) == 2
+    assert "finite number" in capsys.readouterr().err
+
+
+def test_a_stage_that_produces_a_non_finite_object_fails_the_run(tmp_path):
+    """Defect 6: no stage may hand on or save a non-finite object as a success."""
+    import xarray as xr
+
+    import sipflow
+    from sipflow import Stage, StageParams, hookimpl
+    from sipflow.errors import ReconstructionError
+    from sipflow.pipeline import Pipeline
+    from sipflow.plugins import build_registry
+
+    class Diverges(Stage):
+        """Returns an object with NaN (a diverged method)."""
+
+        name = "phase.diverges"
+        version = "1"
+        Params = StageParams
+        requires = (schema.INTENSITY,)
+
+        def run(self, ds, params, context):
+            obj = np.ones(ds[schema.INTENSITY].shape, np.complex64)
+            obj[0, 0] = np.nan
+            return ds.assign(obj=(ds[schema.INTENSITY].dims, obj))
+
+    class Plugin:
+        @hookimpl
+        def sipflow_stages(self):
+            return [Diverges]
+
+    reg = build_registry(load_entry_points=False, extra=(Plugin(),))
+    pipe = Pipeline.load({"stages": [{"use": "phase.diverges"}]}, registry=reg)
+    ds = xr.Dataset({"intensity": (("det_y", "det_x"), np.ones((8, 8), np.float32))})
+    with pytest.raises(ReconstructionError, match=r"1 non-finite values .* of 64"):
+        sipflow.run_pipeline(pipe, ds)

@@ -29,7 +29,7 @@ from ..physics import FarField
 from ..priors import seeded
 from ..simulate import SHAPES, make_object
 from ..symmetry import get_group
-from ._format import CHECKPOINT_FORMAT, CHECKPOINT_VERSION, load_checkpoint
+from ._format import CHECKPOINT_FORMAT, CHECKPOINT_VERSION, load_checkpoint, weights_digest
 from ._model import LearnedInverse, features, from_complex, object_scale, to_complex
 
 #: the training configuration fields that may change when a training resumes
@@ -47,7 +47,7 @@ class TrainConfig(BaseModel):
     representative when ``symmetry_break`` is on.
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     shape: tuple[int, int] = Field((32, 32), description="Pattern / object shape [pixels].")
     kinds: tuple[str, ...] = Field(("blob", "cells"), description="Object shapes of "
@@ -203,7 +203,7 @@ def checkpoint_dict(config: TrainConfig, net: torch.nn.Module,
 
     return {"format": CHECKPOINT_FORMAT, "format_version": CHECKPOINT_VERSION,
             "sipflow_version": __version__, "config": config.model_dump(mode="json"),
-            "model": net.state_dict(),
+            "model": net.state_dict(), "model_sha256": weights_digest(net.state_dict()),
             "optimizer": optimizer.state_dict() if optimizer is not None else {},
             "epoch": epoch, "history": history}
 
