@@ -99,10 +99,27 @@ class WatchState:
         text = json.dumps({"files": self.files}, indent=1, sort_keys=True)
         atomic_write(self.path, lambda tmp: tmp.write_text(text))
 
-    def pending(self, name: str, max_attempts: int) -> bool:
+    def pending(self, name: str, max_attempts: int, stat: tuple[int, float] | None = None,
+                now: float | None = None) -> bool:
+        """Whether `name` is to be (re)processed.
+
+        A failed file whose size or mtime (`stat`) changed since the failure is new
+        content (a scan that was incomplete when taken): its attempts start again. An
+        unchanged one is retried when its ``retry_after`` time has come, until
+        `max_attempts`.
+        """
         entry = self.files.get(name)
-        return entry is None or (entry["status"] in ("retry", "failed")
-                                 and entry.get("attempts", 0) < max_attempts)
+        if entry is None:
+            return True
+        if entry["status"] not in ("retry", "failed"):
+            return False
+        if stat is not None and entry.get("size") is not None and \
+                (entry.get("size"), entry.get("mtime")) != stat:
+            entry["attempts"] = 0
+            entry.pop("retry_after", None)
+            return True
+        due = entry.get("retry_after", 0) <= (time.time() if now is None else now)
+        return entry.get("attempts", 0) < max_attempts and due
 
 
 #: an Eiger data file (``<scan>_data_000001.h5``), read through its master file
@@ -125,7 +142,7 @@ def candidates(directory: Path, pattern: str) -> list[Path]:
 def watch(directory: str | Path, process: Callable[[Path], dict[str, Any]],
           state_file: str | Path, *, pattern: str = "*.h5", poll_s: float = 2.0,
           stable_s: float = 5.0, max_attempts: int = 2, once: bool = False,
-          stop: Callable[[], bool] | None = None,
+          retry_after_s: float = 60.0, stop: Callable[[], bool] | None = None,
           on_result: Callable[[dict[str, Any]], None] | None = None) -> list[dict[str, Any]]:
     """Process every finished file of `directory` once; return the rows processed.
 
@@ -151,7 +168,11 @@ def watch(directory: str | Path, process: Callable[[Path], dict[str, Any]],
         Attempts per file before it is given up (reported as failed).
     once : bool
         Process what is finished now (waiting `stable_s` for the rest of what is
-        there), then return.
+        there, at most ``4 stable_s + poll_s`` for a file that keeps changing: it is
+        left for the next run), then return.
+    retry_after_s : float
+        A failed file is tried again this long after its failure if it did not change
+        (a transient fault); a file that changed is tried again at once.
     stop : callable() -> bool, optional
         Checked between polls; True ends the watch.
     on_result : callable(row), optional
@@ -161,18 +182,19 @@ def watch(directory: str | Path, process: Callable[[Path], dict[str, Any]],
     state = WatchState.load(Path(state_file))
     seen: dict[str, tuple[int, float, float]] = {}  # name -> (size, mtime, since)
     rows: list[dict[str, Any]] = []
+    started = time.monotonic()
     while True:
         now = time.monotonic()
         waiting = False
         for path in candidates(folder, pattern):
             name = path.name
-            if not state.pending(name, max_attempts):
-                continue
             try:
                 st = path.stat()
             except OSError:
                 continue
             key = (st.st_size, st.st_mtime)
+            if not state.pending(name, max_attempts, key):
+                continue
             previous = seen.get(name)
             if previous is None or previous[:2] != key:
                 seen[name] = (*key, now)
@@ -197,6 +219,7 @@ def watch(directory: str | Path, process: Callable[[Path], dict[str, Any]],
                          output=row.get("output"))
             if not ok:
                 entry["failures"] = entry.get("failures", 0) + 1
+                entry["retry_after"] = time.time() + retry_after_s
             state.save()
             if not ok:
                 final = entry["attempts"] >= max_attempts
@@ -205,6 +228,11 @@ def watch(directory: str | Path, process: Callable[[Path], dict[str, Any]],
             rows.append(row | {"attempt": entry["attempts"]})
             if on_result is not None:
                 on_result(rows[-1])
+        if once and waiting and time.monotonic() - started > 4 * stable_s + poll_s:
+            still = sorted(n for n, v in seen.items() if time.monotonic() - v[2] < stable_s)
+            log.warning("still being written, left for the next run: %s",
+                        ", ".join(still) or "files that do not open completely yet")
+            return rows
         if (once and not waiting) or (stop is not None and stop()):
             return rows
         time.sleep(poll_s)

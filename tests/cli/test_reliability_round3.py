@@ -134,3 +134,70 @@ def test_a_deeply_nested_small_pipeline_is_refused():
 
     with pytest.raises(PipelineError, match="nests too deeply"):
         Pipeline.load("stages: " + "[" * 20000 + "]" * 20000 + "\n")
+
+
+def _ok(done):
+    return lambda p, key: done.append(p.name) or {"status": "ok", "output": "x"}
+
+
+def test_a_scan_incomplete_when_taken_is_processed_once_it_changes(tmp_path):
+    """Defect 4: attempt 2 ran at once on the unchanged file, and once the file was
+    complete it was never processed."""
+    import json
+
+    from sipflow import _watch
+
+    incoming, state = tmp_path / "in", tmp_path / "state.json"
+    incoming.mkdir()
+    scan = incoming / "scan.h5"
+    scan.write_bytes(b"half")
+    calls = []
+
+    def fails(p, key):
+        calls.append(p.name)
+        return {"status": "failed", "reason": "truncated"}
+
+    _watch.watch(incoming, fails, state, poll_s=0.05, stable_s=0.1, once=True,
+                 retry_after_s=3600)
+    _watch.watch(incoming, fails, state, poll_s=0.05, stable_s=0.1, once=True,
+                 retry_after_s=3600)
+    assert calls == ["scan.h5"]  # not again at once: the file did not change
+    scan.write_bytes(b"half and the rest")  # the scan is complete now
+    done = []
+    _watch.watch(incoming, _ok(done), state, poll_s=0.05, stable_s=0.1, once=True)
+    assert done == ["scan.h5"]
+    assert json.loads(state.read_text())["files"]["scan.h5"]["status"] == "done"
+
+
+def test_watch_once_returns_while_a_file_keeps_growing(tmp_path):
+    """Defect 9: ``watch --once`` never exited while a file kept growing."""
+    import threading
+    import time
+
+    from sipflow import _watch
+
+    incoming = tmp_path / "in"
+    incoming.mkdir()
+    (incoming / "done.h5").write_bytes(b"x")
+    growing = incoming / "growing.h5"
+    stop = threading.Event()
+
+    def grow():
+        while not stop.is_set():
+            with open(growing, "ab") as fh:
+                fh.write(b"y")
+            time.sleep(0.02)
+
+    writer = threading.Thread(target=grow)
+    writer.start()
+    try:
+        t0 = time.monotonic()
+        done = []
+        _watch.watch(incoming, _ok(done), tmp_path / "s.json", poll_s=0.05, stable_s=0.2,
+                     once=True, stop=lambda: time.monotonic() - t0 > 10)  # a bound for the
+        # old behaviour, which never returned
+        assert time.monotonic() - t0 < 5
+        assert done == ["done.h5"]  # the growing one is left for the next run
+    finally:
+        stop.set()
+        writer.join()

@@ -72,7 +72,8 @@ def test_a_corrupt_file_is_reported_and_given_up_not_retried_forever(setup, caps
     (incoming / "broken.h5").write_bytes(b"\x89HDF\r\n\x1a\n" + b"garbage" * 100)
     (incoming / scans[0].name).write_bytes(scans[0].read_bytes())
     args = ["watch", str(incoming), "--pipeline", str(pipeline), "-o", str(out), "--once",
-            "--stable", "0.3", "--poll", "0.1", "--max-attempts", "2", "--seed", "1"]
+            "--stable", "0.3", "--poll", "0.1", "--max-attempts", "2", "--seed", "1",
+            "--retry-after", "0"]
     assert main(args) == 1  # attempt 1 of the corrupt file failed
     err = capsys.readouterr().err
     assert "broken.h5: failed" in err and "scan0.h5: ok" in err

@@ -231,8 +231,9 @@ def cmd_watch(args: argparse.Namespace) -> int:
     folder, out_dir = Path(args.directory), Path(args.output)
     if not folder.is_dir():
         raise PipelineError(f"{folder}: no such folder to watch")
-    if args.max_attempts < 1 or args.poll <= 0 or args.stable < 0:
-        raise PipelineError("--max-attempts must be >= 1, --poll > 0 and --stable >= 0")
+    if args.max_attempts < 1 or args.poll <= 0 or args.stable < 0 or args.retry_after < 0:
+        raise PipelineError("--max-attempts must be >= 1, --poll > 0, --stable >= 0 and "
+                            "--retry-after >= 0")
     out_dir.mkdir(parents=True, exist_ok=True)
     console = Console(stderr=True)
 
@@ -267,6 +268,7 @@ def cmd_watch(args: argparse.Namespace) -> int:
             rows = _watch.watch(folder, process, state, pattern=args.pattern,
                                 poll_s=args.poll, stable_s=args.stable,
                                 max_attempts=args.max_attempts, once=args.once,
+                                retry_after_s=args.retry_after,
                                 on_result=report)
     except KeyboardInterrupt:
         rows = []

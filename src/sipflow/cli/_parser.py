@@ -125,7 +125,9 @@ def build_parser() -> argparse.ArgumentParser:
     wa.add_argument("--stable", type=float, default=5.0, help="a file must keep its size "
                     "and mtime this long [s]")
     wa.add_argument("--max-attempts", type=int, default=2, help="attempts per scan before "
-                    "it is given up")
+                    "it is given up (a scan that changes after failing starts again)")
+    wa.add_argument("--retry-after", type=float, default=60.0, metavar="SECONDS",
+                    help="wait this long before trying an unchanged failed scan again")
     wa.add_argument("--once", action="store_true", help="process what is finished, then exit")
     wa.add_argument("--deployment", default=None, metavar="FLOW/NAME", help="run each scan "
                     "through this deployment on the server of PREFECT_API_URL (e.g. "
