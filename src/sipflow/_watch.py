@@ -178,8 +178,29 @@ def watch(directory: str | Path, process: Callable[[Path], dict[str, Any]],
     on_result : callable(row), optional
         Called after each processed file.
     """
-    folder = Path(directory)
-    state = WatchState.load(Path(state_file))
+    from .errors import OutputError
+    from .io import OutputLock
+
+    lock = OutputLock(state_file)
+    try:
+        lock.acquire()
+    except OutputError:
+        raise OutputError(f"{state_file}: another sipflow watcher is watching with this "
+                          "state (the same -o folder) right now; a second one would process "
+                          "scans twice and corrupt the state. Stop it first, or give this "
+                          "one another -o folder") from None
+    try:
+        return _watch(Path(directory), process, WatchState.load(Path(state_file)), pattern,
+                      poll_s, stable_s, max_attempts, once, retry_after_s, stop, on_result)
+    finally:
+        lock.release()
+
+
+def _watch(folder: Path, process: Callable[[Path, str], dict[str, Any]], state: WatchState,
+           pattern: str, poll_s: float, stable_s: float, max_attempts: int, once: bool,
+           retry_after_s: float, stop: Callable[[], bool] | None,
+           on_result: Callable[[dict[str, Any]], None] | None) -> list[dict[str, Any]]:
+    """The loop of :func:`watch`, with the state locked."""
     seen: dict[str, tuple[int, float, float]] = {}  # name -> (size, mtime, since)
     rows: list[dict[str, Any]] = []
     started = time.monotonic()

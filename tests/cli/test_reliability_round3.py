@@ -201,3 +201,39 @@ def test_watch_once_returns_while_a_file_keeps_growing(tmp_path):
     finally:
         stop.set()
         writer.join()
+
+
+def test_a_second_watcher_on_the_same_state_is_refused(tmp_path):
+    """Defect 10: two watchers on one folder corrupted ``.sipflow-watch.json``."""
+    import threading
+
+    from sipflow import _watch
+
+    incoming, out = tmp_path / "in", tmp_path / "out"
+    incoming.mkdir()
+    out.mkdir()
+    (incoming / "scan.h5").write_bytes(b"x")
+    started, release = threading.Event(), threading.Event()
+
+    def slow(p, key):
+        started.set()
+        release.wait(60)
+        return {"status": "ok", "output": "x"}
+
+    first = threading.Thread(target=_watch.watch, args=(incoming, slow,
+                                                        out / _watch.STATE_FILE),
+                             kwargs={"poll_s": 0.05, "stable_s": 0.1, "once": True})
+    first.start()
+    try:
+        assert started.wait(30)
+        second = subprocess.run([sys.executable, "-m", "sipflow.cli", "watch", str(incoming),
+                                 "--pipeline", "default", "-o", str(out), "--once",
+                                 "--stable", "0.1"], capture_output=True, text=True,
+                                timeout=120)
+        assert second.returncode == 2, second.stderr
+        assert "another sipflow watcher is watching with this state" in second.stderr
+    finally:
+        release.set()
+        first.join()
+    state = __import__("json").loads((out / _watch.STATE_FILE).read_text())
+    assert state["files"]["scan.h5"]["status"] == "done"
