@@ -151,3 +151,24 @@ def test_batch_onto_a_full_disk_fails_clearly_and_leaves_the_input(engine, batch
     finally:
         subprocess.run(["umount", str(small)], check=False)
     assert hashlib.sha256(big.read_bytes()).hexdigest() == digest
+
+
+@pytest.mark.parametrize("engine", ["local", "prefect"])
+def test_an_interrupted_batch_resumes_with_skip_existing(engine, batch_inputs, tmp_path,
+                                                          capsys):
+    """Reliability round 3, defect 19: rerunning an interrupted batch reported every
+    finished scan "failed: output exists" and exited 1."""
+    pipeline, good, _ = batch_inputs
+    out = tmp_path / "out"
+    assert main(["batch", str(pipeline), str(good[0]), "-o", str(out), "--engine", engine,
+                 "--seed", "1"]) == 0
+    first = (out / "scan0.zarr" / "zarr.json").stat().st_mtime_ns
+    capsys.readouterr()
+    assert main(["batch", str(pipeline), *map(str, good), "-o", str(out), "--engine", engine,
+                 "--seed", "1", "--skip-existing", "--concurrency", "2"]) == 0
+    captured = capsys.readouterr()
+    assert "1 scans already have complete stores (skipped)" in captured.err
+    assert "skipped" in captured.out and (out / "scan1.zarr" / "zarr.json").is_file()
+    assert (out / "scan0.zarr" / "zarr.json").stat().st_mtime_ns == first  # untouched
+    assert main(["batch", str(pipeline), *map(str, good), "-o", str(out), "--engine", engine,
+                 "--skip-existing", "--overwrite"]) == 2

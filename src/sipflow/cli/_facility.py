@@ -110,22 +110,37 @@ def cmd_batch(args: argparse.Namespace) -> int:
     if twice:
         raise PipelineError(f"inputs with the same name would write the same store: "
                             f"{', '.join(twice)}; rename them or run them in two batches")
+    if args.skip_existing and args.overwrite:
+        raise PipelineError("--skip-existing and --overwrite contradict each other: choose "
+                            "one")
     out_dir.mkdir(parents=True, exist_ok=True)
     jobs = [(args.pipeline, str(p), str(out_dir / f"{Path(p).stem}.zarr"), args.engine,
              args.device, args.seed, args.overwrite, args.dtype) for p in args.inputs]
     console = Console(stderr=True)
     rows: list[dict[str, Any]] = []
+    if args.skip_existing:  # resume: a scan whose store is complete is done already
+        from ..io import is_complete
+
+        for job in [j for j in jobs if is_complete(Path(j[2]))]:
+            jobs.remove(job)
+            rows.append(_batch_row(job[1], job[2]) | {"status": "skipped",
+                                                      "reason": "complete store exists"})
+        if rows:
+            console.print(f"{len(rows)} scans already have complete stores (skipped)",
+                          highlight=False)
 
     def done(row: dict[str, Any]) -> None:
         rows.append(row)
         mark = "[green]ok[/green]" if row["status"] == "ok" else "[red]failed[/red]"
-        console.print(f"{len(rows)}/{len(jobs)} {Path(row['scan']).name}: {mark} "
+        console.print(f"{len(rows)}/{len(args.inputs)} {Path(row['scan']).name}: {mark} "
                       f"({row['wall_s']:.1f} s)" + (f" {row['reason']}" if row["reason"]
                                                      else ""), highlight=False,
                       soft_wrap=True)
 
-    if args.engine == "dask" or (args.engine == "prefect" and args.concurrency > 1
-                                 and len(jobs) > 1):
+    if not jobs:
+        pass
+    elif args.engine == "dask" or (args.engine == "prefect" and args.concurrency > 1
+                                   and len(jobs) > 1):
         _batch_prefect(args, jobs, done)
     elif args.concurrency == 1 or args.engine == "prefect" or len(jobs) == 1:
         server: Any = contextlib.nullcontext()
@@ -144,18 +159,18 @@ def cmd_batch(args: argparse.Namespace) -> int:
             futures = {pool.submit(_batch_one, *job): job for job in jobs}
             for future in as_completed(futures):
                 done(future.result())
-    order = {job[1]: i for i, job in enumerate(jobs)}
+    order = {p: i for i, p in enumerate(map(str, args.inputs))}
     rows.sort(key=lambda r: order[r["scan"]])
-    table = Table(title=f"sipflow batch: {len(jobs)} scans -> {out_dir}")
+    table = Table(title=f"sipflow batch: {len(args.inputs)} scans -> {out_dir}")
     for col in ("scan", "status", "wall [s]", "free LLK", "error", "result or reason"):
         table.add_column(col)
     for r in rows:
         table.add_row(Path(r["scan"]).name, r["status"], f"{r['wall_s']:.1f}",
                       "-" if r["free_llk"] != r["free_llk"] else f"{r['free_llk']:.4g}",
                       "-" if r["error"] != r["error"] else f"{r['error']:.3g}",
-                      r["output"] if r["status"] == "ok" else r["reason"])
+                      r["output"] if r["status"] in ("ok", "skipped") else r["reason"])
     Console().print(table)
-    failed = [r for r in rows if r["status"] != "ok"]
+    failed = [r for r in rows if r["status"] not in ("ok", "skipped")]
     if failed:
         _stderr(f"sipflow: error: {len(failed)} of {len(rows)} scans failed: "
                 + "; ".join(Path(r["scan"]).name for r in failed))

@@ -111,6 +111,9 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--seed", type=int, default=None)
     b.add_argument("--dtype", choices=["float32", "float64"], default="float32")
     b.add_argument("--overwrite", action="store_true")
+    b.add_argument("--skip-existing", action="store_true", help="resume an interrupted "
+                   "batch: scans whose store is complete are skipped (not failures); the "
+                   "others run")
     b.set_defaults(func=cmd_batch)
 
     wa = sub.add_parser("watch", help="process every finished scan written to a folder, "
