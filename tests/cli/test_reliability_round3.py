@@ -237,3 +237,26 @@ def test_a_second_watcher_on_the_same_state_is_refused(tmp_path):
         first.join()
     state = __import__("json").loads((out / _watch.STATE_FILE).read_text())
     assert state["files"]["scan.h5"]["status"] == "done"
+
+
+def test_ten_thousand_frame_candidates_give_a_short_message_quickly(tmp_path):
+    """Defect 24: a 359 KB message after 110 s for 10 000 NXdata groups."""
+    import time
+
+    import h5py
+    import numpy as np
+
+    import sipflow
+    from sipflow.errors import InputError
+
+    path = tmp_path / "many.h5"
+    with h5py.File(path, "w") as f:
+        for i in range(10000):
+            g = f.create_group(f"e{i}")
+            g.attrs.update({"NX_class": "NXdata", "signal": "data"})
+            g["data"] = np.zeros((8, 8), np.uint8)
+    t0 = time.perf_counter()
+    with pytest.raises(InputError, match=r"several datasets look like detector frames: "
+                                         r".* and more \(only the first 10 are listed\)") as e:
+        sipflow.load(path)
+    assert len(str(e.value)) < 1000 and time.perf_counter() - t0 < 30

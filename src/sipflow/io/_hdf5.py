@@ -62,6 +62,9 @@ FLAT_PATHS = (
 
 TRUTH_GROUP = "/entry_1/sample_1/sipflow_truth"
 
+#: candidates listed in an "ambiguous frames" message (the search stops after one more)
+MAX_CANDIDATES = 10
+
 
 @dataclass(frozen=True)
 class _Candidate:
@@ -173,13 +176,13 @@ def _dangling_links(f: h5py.File, limit: int = 10) -> list[str]:
 
 def _find_candidates(f: h5py.File, fname: Path) -> list[_Candidate]:
     found: list[_Candidate] = []
-    seen: list[Any] = []
+    seen: set[tuple[int, int]] = set()
 
     def add(layout: str, paths: tuple[str, ...], shape: tuple[int, ...], dtype: Any) -> None:
-        ids = [f[p].id for p in paths]
-        if any(i == s for i in ids for s in seen):
+        ids = {(f[p].id.fileno, h5py.h5o.get_info(f[p].id).addr) for p in paths}
+        if ids & seen or len(found) > MAX_CANDIDATES:
             return
-        seen.extend(ids)
+        seen.update(ids)
         found.append(_Candidate(layout, paths, tuple(shape), str(dtype)))
 
     # Eiger master: /entry/data/data_000001 ... (external links)
@@ -205,11 +208,13 @@ def _find_candidates(f: h5py.File, fname: Path) -> list[_Candidate]:
             add("eiger", tuple(f"/entry/data/{n}" for n in names), total, dtype)
 
     # NeXus NXdata with a signal attribute
-    def visit(name: str, obj: Any) -> None:
+    def visit(name: str, obj: Any) -> bool | None:
         if not isinstance(obj, h5py.Group):
             return
         nxclass = obj.attrs.get("NX_class", b"")
         nxclass = nxclass.decode() if isinstance(nxclass, bytes) else str(nxclass)
+        if len(found) > MAX_CANDIDATES:
+            return True  # enough to say it is ambiguous: stop walking the file
         signal = obj.attrs.get("signal")
         if nxclass == "NXdata" and signal is not None:
             signal = signal.decode() if isinstance(signal, bytes) else str(signal)
@@ -221,9 +226,11 @@ def _find_candidates(f: h5py.File, fname: Path) -> list[_Candidate]:
 
     # NeXus NXdetector/data (BLISS: /1.1/instrument/<det>/data) and NanoMAX's
     # /entry/measurement/<det>/frames
-    def detector_data(name: str, obj: Any) -> None:
+    def detector_data(name: str, obj: Any) -> bool | None:
+        if len(found) > MAX_CANDIDATES:
+            return True
         if not isinstance(obj, h5py.Group):
-            return
+            return None
         nxclass = obj.attrs.get("NX_class", b"")
         nxclass = nxclass.decode() if isinstance(nxclass, bytes) else str(nxclass)
         for sub, wanted in (("data", nxclass == "NXdetector"),
@@ -282,9 +289,12 @@ def _frames(f: h5py.File, fname: Path, dataset: str | None) -> _Candidate:
                 "Name the frames with --dataset /path/in/file."
             )
         if len(found) > 1:
-            listing = "; ".join(f"{'+'.join(c.paths)} {c.shape} {c.dtype}" for c in found)
+            listing = "; ".join(f"{'+'.join(c.paths)} {c.shape} {c.dtype}"
+                                for c in found[:MAX_CANDIDATES])
+            more = (f" and more (only the first {MAX_CANDIDATES} are listed)"
+                    if len(found) > MAX_CANDIDATES else "")
             raise InputError(f"{fname}: several datasets look like detector frames: "
-                             f"{listing}. Choose one with --dataset /path/in/file.")
+                             f"{listing}{more}. Choose one with --dataset /path/in/file.")
         cand = found[0]
     if not np.issubdtype(np.dtype(cand.dtype), np.number) or np.issubdtype(
             np.dtype(cand.dtype), np.complexfloating):
