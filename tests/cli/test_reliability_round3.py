@@ -260,3 +260,24 @@ def test_ten_thousand_frame_candidates_give_a_short_message_quickly(tmp_path):
                                          r".* and more \(only the first 10 are listed\)") as e:
         sipflow.load(path)
     assert len(str(e.value)) < 1000 and time.perf_counter() - t0 < 30
+
+
+def test_an_unreachable_prefect_api_is_exit_4_with_its_url(tmp_path):
+    """Defect 11: an unreachable PREFECT_API_URL gave exit 1 "internal error: Failed to
+    reach API" (documented: exit 4 with a message)."""
+    import os
+    import socket
+
+    from sipflow.simulate import Simulation, write_scan
+
+    scan = write_scan(tmp_path / "s.h5", Simulation(shape=(32, 32)))
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = os.environ | {"PREFECT_API_URL": f"http://127.0.0.1:{port}/api"}
+    bad = subprocess.run([sys.executable, "-m", "sipflow.cli", "run", "default", str(scan),
+                          "-o", str(tmp_path / "r.zarr"), "--engine", "prefect"],
+                         capture_output=True, text=True, timeout=300, env=env)
+    assert bad.returncode == 4, bad.stderr
+    assert f"PREFECT_API_URL=http://127.0.0.1:{port}/api does not answer" in bad.stderr
+    assert "internal error" not in bad.stderr and not (tmp_path / "r.zarr").exists()

@@ -151,6 +151,7 @@ def prefect_api() -> Iterator[str]:
     """
     configured = os.environ.get("PREFECT_API_URL")
     if configured:
+        check_reachable(configured)
         yield configured
         return
     with embedded_server() as url, use_api(url):
@@ -158,6 +159,24 @@ def prefect_api() -> Iterator[str]:
             yield url
         finally:
             drain_prefect()
+
+
+def check_reachable(url: str, timeout: float = 5.0) -> None:
+    """Raise :class:`OrchestrationError` (exit 4) when the Prefect API at `url` does not
+    answer its health check, before any flow run is attempted."""
+    health = url.rstrip("/") + "/health"
+    try:
+        with urllib.request.urlopen(health, timeout=timeout) as response:
+            if response.status == 200:
+                return
+            why = f"HTTP {response.status}"
+    except OSError as exc:  # refused, unreachable, timed out, HTTP errors
+        why = str(getattr(exc, "reason", None) or exc)
+    except ValueError as exc:  # not a URL at all
+        why = str(exc)
+    raise OrchestrationError(f"PREFECT_API_URL={url} does not answer ({why}); start that "
+                             "server (sipflow serve prints its URL) or unset PREFECT_API_URL "
+                             "to run with an embedded one")
 
 
 @contextlib.contextmanager
