@@ -281,3 +281,25 @@ def test_an_unreachable_prefect_api_is_exit_4_with_its_url(tmp_path):
     assert bad.returncode == 4, bad.stderr
     assert f"PREFECT_API_URL=http://127.0.0.1:{port}/api does not answer" in bad.stderr
     assert "internal error" not in bad.stderr and not (tmp_path / "r.zarr").exists()
+
+
+def test_an_unwritable_home_is_named_at_once(tmp_path):
+    """Defect 12: a missing or unwritable HOME gave, after 25 s, "could not find a free
+    port" (uvicorn's startup failure taken as a port in use)."""
+    import os
+    import time
+
+    from sipflow.simulate import Simulation, write_scan
+
+    scan = write_scan(tmp_path / "s.h5", Simulation(shape=(32, 32)))
+    env = {k: v for k, v in os.environ.items() if k not in ("PREFECT_HOME", "PREFECT_API_URL")}
+    env["HOME"] = "/proc/no-such-home"  # not creatable, even by root
+    t0 = time.monotonic()
+    bad = subprocess.run([sys.executable, "-m", "sipflow.cli", "run", "default", str(scan),
+                          "-o", str(tmp_path / "r.zarr"), "--engine", "prefect"],
+                         capture_output=True, text=True, timeout=300, env=env)
+    assert bad.returncode == 4, bad.stderr
+    assert "Prefect keeps its database in /proc/no-such-home/.prefect" in bad.stderr
+    assert "set PREFECT_HOME" in bad.stderr and "free port" not in bad.stderr
+    assert bad.stderr.count("\n") == 1 and time.monotonic() - t0 < 60
+    assert not (tmp_path / "r.zarr").exists()

@@ -14,8 +14,12 @@ def _stderr(msg: str) -> None:
 
 
 def _prefect_env() -> None:
+    import warnings
+
     # No telemetry from beamline machines; an offline host otherwise logs DNS errors.
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    # an unwritable Prefect home is reported as one paragraph by the server start
+    warnings.filterwarnings("ignore", message="Failed to create the Prefect home directory")
 
 
 class _Bar:

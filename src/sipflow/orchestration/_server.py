@@ -70,6 +70,29 @@ def _healthy(url: str) -> bool:
         return False
 
 
+def check_prefect_home() -> Path:
+    """The folder Prefect keeps its database in (``PREFECT_HOME``, else ``~/.prefect``),
+    created and writable; else :class:`OrchestrationError` saying what to set."""
+    raw = os.environ.get("PREFECT_HOME")
+    try:
+        home = Path(raw).expanduser() if raw else Path.home() / ".prefect"
+    except RuntimeError:  # no HOME and no password entry
+        raise OrchestrationError("Prefect needs a folder for its database, and this user has "
+                                 "no home (HOME is unset); set PREFECT_HOME to a writable "
+                                 "folder, or use --engine local") from None
+    try:
+        home.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=home, prefix=".sipflow-write-test-"):
+            pass
+    except OSError as exc:
+        what = "PREFECT_HOME" if raw else f"HOME={os.environ.get('HOME', '')}"
+        raise OrchestrationError(f"Prefect keeps its database in {home} ({what}), which "
+                                 f"cannot be created or written ({exc.strerror or exc}); set "
+                                 "PREFECT_HOME to a writable folder, or use --engine local"
+                                 ) from None
+    return home
+
+
 @contextlib.contextmanager
 def embedded_server(timeout: float | None = None) -> Iterator[str]:
     """Start a private Prefect API server on 127.0.0.1; yield its API URL; stop it.
@@ -84,6 +107,7 @@ def embedded_server(timeout: float | None = None) -> Iterator[str]:
     OrchestrationError
         When it does not answer in time or exits, with its last output.
     """
+    check_prefect_home()
     import prefect
 
     limit = startup_limit() if timeout is None else timeout
@@ -111,7 +135,8 @@ def embedded_server(timeout: float | None = None) -> Iterator[str]:
                     break
                 time.sleep(0.2)
             else:
-                if proc.poll() == 3:  # uvicorn: address already in use
+                log.seek(0)
+                if proc.poll() == 3 and b"already in use" in log.read():  # another took it
                     continue
                 waited = time.monotonic() - t0
                 proc.kill()
