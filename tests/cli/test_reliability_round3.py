@@ -303,3 +303,21 @@ def test_an_unwritable_home_is_named_at_once(tmp_path):
     assert "set PREFECT_HOME" in bad.stderr and "free port" not in bad.stderr
     assert bad.stderr.count("\n") == 1 and time.monotonic() - t0 < 60
     assert not (tmp_path / "r.zarr").exists()
+
+
+def test_serve_on_a_port_another_program_holds_says_so_at_once(tmp_path):
+    """Defect 23: ``serve`` on a busy port said "did not start within 180 s"."""
+    import socket
+    import time
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        t0 = time.monotonic()
+        bad = subprocess.run([sys.executable, "-m", "sipflow.cli", "serve", "--port",
+                              str(port), "--home", str(tmp_path / "home")],
+                             capture_output=True, text=True, timeout=300)
+    assert bad.returncode == 4, bad.stderr
+    assert f"port {port} on 127.0.0.1 is taken by another program" in bad.stderr
+    assert time.monotonic() - t0 < 60

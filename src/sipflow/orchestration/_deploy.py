@@ -75,6 +75,20 @@ def deploy(pool: str = "sipflow", *, concurrency: int | None = None) -> list[str
     return [SCAN_DEPLOYMENT, SCANS_DEPLOYMENT]
 
 
+def _check_port_free(port: int) -> None:
+    """Refuse at once a port another program holds (the server would fail to bind it
+    and the cause would show only in its log)."""
+    import socket
+
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError as exc:
+            raise OrchestrationError(f"port {port} on 127.0.0.1 is taken by another program "
+                                     f"({exc.strerror or exc}), not a Prefect server; choose "
+                                     "another --port") from None
+
+
 def _start_server(port: int, home: Path, log: Any) -> tuple[subprocess.Popen, str]:
     """``prefect server start`` on 127.0.0.1:`port` with its database in `home`."""
     import time
@@ -86,6 +100,7 @@ def _start_server(port: int, home: Path, log: Any) -> tuple[subprocess.Popen, st
         raise OrchestrationError(f"something already answers on 127.0.0.1:{port}; set "
                                  f"PREFECT_API_URL={url} to use that server, or choose "
                                  "another --port")
+    _check_port_free(port)
     home.mkdir(parents=True, exist_ok=True)
     env = os.environ | {"PREFECT_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED":
                         os.environ.get("PREFECT_SERVER_ANALYTICS_ENABLED", "false")}
