@@ -321,3 +321,25 @@ def test_serve_on_a_port_another_program_holds_says_so_at_once(tmp_path):
     assert bad.returncode == 4, bad.stderr
     assert f"port {port} on 127.0.0.1 is taken by another program" in bad.stderr
     assert time.monotonic() - t0 < 60
+
+
+def test_an_unreachable_dask_scheduler_is_named_at_once(tmp_path):
+    """Defect 21: an unreachable Dask scheduler took 58 s and printed two tracebacks."""
+    import socket
+    import time
+
+    from sipflow.simulate import Simulation, write_scan
+
+    scan = write_scan(tmp_path / "s.h5", Simulation(shape=(32, 32)))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    t0 = time.monotonic()
+    bad = subprocess.run([sys.executable, "-m", "sipflow.cli", "batch", "default", str(scan),
+                          "-o", str(tmp_path / "out"), "--engine", "dask", "--dask-address",
+                          f"tcp://127.0.0.1:{port}"], capture_output=True, text=True,
+                         timeout=300)
+    assert bad.returncode == 4, bad.stderr
+    assert f"the Dask scheduler at tcp://127.0.0.1:{port} does not answer" in bad.stderr
+    assert "Traceback" not in bad.stderr and time.monotonic() - t0 < 60
+    assert not list((tmp_path / "out").glob("*.zarr"))

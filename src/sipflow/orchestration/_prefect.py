@@ -40,7 +40,7 @@ from prefect.runtime import flow_run
 
 from .._api import base_provenance, run_step, stage_seed
 from ..contracts import Context
-from ..errors import OutputError, SipflowError
+from ..errors import OrchestrationError, OutputError, SipflowError
 from ..io import check_writable, is_complete, load, open_result, save
 from ..pipeline import Pipeline
 from ._events import emit_scan_event
@@ -255,6 +255,27 @@ def _resume_seed(work: Path, seed: int | None) -> int:
     return Context.new_seed()
 
 
+def _check_scheduler(address: str, timeout: float = 5.0) -> None:
+    """Refuse at once a Dask scheduler address that nothing answers on."""
+    import socket
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(address if "://" in address else f"tcp://{address}")
+    try:
+        host, port = parts.hostname, parts.port
+    except ValueError:
+        host, port = None, None
+    if not host or not port:
+        raise OrchestrationError(f"--dask-address {address!r} is not a scheduler address; "
+                                 "expected tcp://host:port (e.g. tcp://10.0.0.5:8786)")
+    try:
+        socket.create_connection((host, port), timeout=timeout).close()
+    except OSError as exc:
+        raise OrchestrationError(f"the Dask scheduler at {address} does not answer "
+                                 f"({exc.strerror or exc}); start it (dask scheduler) or "
+                                 "leave out --dask-address for a local cluster") from None
+
+
 def dask_task_runner(address: str | None = None, workers: int = 1) -> Any:
     """A Prefect task runner that runs tasks on a Dask cluster (prefect-dask).
 
@@ -277,6 +298,7 @@ def dask_task_runner(address: str | None = None, workers: int = 1) -> Any:
     from prefect_dask import DaskTaskRunner
 
     if address:
+        _check_scheduler(address)
         return DaskTaskRunner(address=address)
     if workers < 1:
         raise SipflowError(f"a Dask cluster needs at least one worker, got {workers}")
