@@ -31,7 +31,14 @@ from .errors import PipelineError, ResourceError
 
 
 def memory_available() -> int:
-    """Bytes of RAM available to new allocations (``MemAvailable``, else physical memory)."""
+    """Bytes this process can still allocate: the least of the machine's ``MemAvailable``,
+    the room left under its cgroup's memory limit (v2 ``memory.max``, v1
+    ``memory.limit_in_bytes``: a container or a batch-system slot) and under ``ulimit -v``
+    (``RLIMIT_AS``, minus what the process has mapped already)."""
+    return min(_meminfo_available(), _cgroup_room(), _address_space_room())
+
+
+def _meminfo_available() -> int:
     try:
         with open("/proc/meminfo") as fh:
             for line in fh:
@@ -43,6 +50,54 @@ def memory_available() -> int:
         return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     except (ValueError, OSError, AttributeError):  # pragma: no cover
         return 2**62
+
+
+def _read_int(path: str) -> int | None:
+    try:
+        text = Path(path).read_text().strip()
+    except OSError:
+        return None
+    return int(text) if text.isdigit() else None
+
+
+def _cgroup_room() -> int:
+    """Limit minus usage of this process's memory cgroup (2**62 when unlimited)."""
+    base = "/sys/fs/cgroup"
+    try:
+        entries = Path("/proc/self/cgroup").read_text().splitlines()
+    except OSError:
+        entries = []
+    for line in entries:
+        parts = line.split(":", 2)
+        if len(parts) != 3:
+            continue
+        rel = parts[2].lstrip("/")
+        if parts[0] == "0" and parts[1] == "":  # cgroup v2
+            limit = _read_int(f"{base}/{rel}/memory.max".replace("//", "/"))
+            used = _read_int(f"{base}/{rel}/memory.current".replace("//", "/"))
+        elif "memory" in parts[1].split(","):  # cgroup v1
+            limit = _read_int(f"{base}/memory/{rel}/memory.limit_in_bytes".replace("//", "/"))
+            used = _read_int(f"{base}/memory/{rel}/memory.usage_in_bytes".replace("//", "/"))
+        else:
+            continue
+        if limit is not None and limit < 2**60:
+            return max(limit - (used or 0), 0)
+    return 2**62
+
+
+def _address_space_room() -> int:
+    """``RLIMIT_AS`` minus this process's virtual size (2**62 when unlimited)."""
+    import resource
+
+    soft, _hard = resource.getrlimit(resource.RLIMIT_AS)
+    if soft == resource.RLIM_INFINITY:
+        return 2**62
+    try:
+        pages = int(Path("/proc/self/statm").read_text().split()[0])
+        mapped = pages * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        mapped = 0
+    return max(int(soft) - mapped, 0)
 
 
 def _gib(n: float) -> str:
@@ -74,9 +129,9 @@ def check_fits_in_memory(what: str, shape: tuple[int, ...], itemsize: int,
     if need > have:
         raise ResourceError(
             f"{what} declares shape {tuple(shape)} ({n:,} values, {_gib(n * itemsize)} stored); "
-            f"processing it needs about {_gib(need)} of memory and this machine has "
-            f"{_gib(have)} available. Crop or bin it at the source, or read a subset with "
-            "--dataset")
+            f"processing it needs about {_gib(need)} of memory and this process can use "
+            f"{_gib(have)} (free memory, the cgroup's and ulimit's limits). Crop or bin it at "
+            "the source, or read a subset with --dataset")
 
 
 def check_device(device: str | None) -> str:

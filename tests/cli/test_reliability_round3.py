@@ -343,3 +343,54 @@ def test_an_unreachable_dask_scheduler_is_named_at_once(tmp_path):
     assert f"the Dask scheduler at tcp://127.0.0.1:{port} does not answer" in bad.stderr
     assert "Traceback" not in bad.stderr and time.monotonic() - t0 < 60
     assert not list((tmp_path / "out").glob("*.zarr"))
+
+
+def test_memory_checks_honour_ulimit(tmp_path):
+    """Defect 15: memory checks read only MemAvailable, ignoring ``ulimit -v`` and cgroup
+    limits (a real 400 x 512² scan passed the check and died after 53 s)."""
+    code = """
+import resource, sys
+import h5py
+import sipflow
+from sipflow._resources import memory_available
+from pathlib import Path
+sipflow.plugins.get_registry()  # torch and the readers mapped before the limit
+vsz = int(Path('/proc/self/statm').read_text().split()[0]) * resource.getpagesize()
+resource.setrlimit(resource.RLIMIT_AS, (vsz + 600 * 2**20, resource.RLIM_INFINITY))
+print(memory_available() < 700 * 2**20)
+with h5py.File(sys.argv[1], 'w') as f:
+    f.create_dataset('/entry_1/data_1/data', shape=(400, 512, 512), dtype='int32',
+                     chunks=(1, 512, 512))
+try:
+    sipflow.load(sys.argv[1])
+except sipflow.errors.ResourceError as exc:
+    print('refused:', exc)
+"""
+    out = subprocess.run([sys.executable, "-c", code, str(tmp_path / "big.h5")],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert lines[0] == "True"
+    assert lines[1].startswith("refused:") and "cgroup's and ulimit's limits" in lines[1]
+
+
+def test_memory_available_reads_the_cgroup_limit_when_there_is_one():
+    from sipflow import _resources
+
+    room = _resources._cgroup_room()
+    assert room > 0
+    if room < 2**60:  # in a container with a memory limit: the check must use it
+        assert _resources.memory_available() <= room
+
+
+@pytest.mark.parametrize("extra", [["--shape", "100000", "100000"],
+                                   ["--samples", "1000000000"]])
+def test_training_beyond_memory_is_refused_before_any_work(tmp_path, extra, capsys):
+    """Defect 15: ``train --shape 100000 100000`` gave an internal MemoryError and
+    ``--samples 1000000000`` grew without output or bound."""
+    from sipflow.cli import main
+
+    assert main(["train", str(tmp_path / "m"), *extra]) == 2
+    err = capsys.readouterr().err
+    assert "of memory and this process can use" in err and "internal" not in err
+    assert not (tmp_path / "m").exists()

@@ -24,7 +24,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from .._system import atomic_write
-from ..errors import DataError, OutputError, PipelineError
+from ..errors import DataError, OutputError, PipelineError, ResourceError
 from ..physics import FarField
 from ..priors import seeded
 from ..simulate import SHAPES, make_object
@@ -208,6 +208,27 @@ def checkpoint_dict(config: TrainConfig, net: torch.nn.Module,
             "epoch": epoch, "history": history}
 
 
+#: bytes per pixel of one training pair held in memory: the network's input features,
+#: its two-channel target and the complex truth, with room for their float32 copies
+_PAIR_BYTES_PER_PIXEL = 40
+
+
+def _check_training_memory(config: TrainConfig) -> None:
+    """Refuse before any work a training set (or a batch's activations) that cannot fit."""
+    from .._resources import memory_available
+
+    pixels = math.prod(config.shape)
+    pairs = (config.samples + config.validation) * pixels * _PAIR_BYTES_PER_PIXEL
+    activations = config.batch_size * config.width * pixels * 4 * (config.depth + 2) * 3
+    need, have = pairs + activations, memory_available()
+    if need > have:
+        raise ResourceError(
+            f"training {config.samples + config.validation:,} pairs of "
+            f"{config.shape[0]} x {config.shape[1]} pixels needs about {need / 2**30:.3g} GiB "
+            f"of memory and this process can use {have / 2**30:.3g} GiB; use fewer --samples "
+            "or a smaller --shape")
+
+
 def train(config: TrainConfig, out_dir: str | Path, *, overwrite: bool = False,
           progress: Callable[[int, int, int, int, float], None] | None = None,
           device: str = "cpu") -> TrainResult:
@@ -235,6 +256,7 @@ def train(config: TrainConfig, out_dir: str | Path, *, overwrite: bool = False,
         `overwrite`).
     """
 
+    _check_training_memory(config)
     out = Path(out_dir)
     try:
         out.mkdir(parents=True, exist_ok=True)
