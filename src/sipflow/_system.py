@@ -20,6 +20,27 @@ def libc() -> ctypes.CDLL | None:
         return None
 
 
+_PR_SET_PDEATHSIG = 1
+
+
+def prctl(option: int, arg: int) -> int:
+    """Linux ``prctl(option, arg)``; its return value (0 on success, -1 without libc)."""
+    lib = libc()
+    return int(lib.prctl(option, arg, 0, 0, 0)) if lib is not None else -1
+
+
+def die_with_parent(sig: int | None = None) -> None:  # pragma: no cover - in the child
+    """Make the calling process receive `sig` (SIGTERM) when its parent dies, even by
+    ``kill -9`` (Linux ``PR_SET_PDEATHSIG``): nothing sipflow starts outlives it. Exits
+    at once if the parent is already gone."""
+    import os
+    import signal
+
+    prctl(_PR_SET_PDEATHSIG, int(signal.SIGTERM if sig is None else sig))
+    if os.getppid() == 1:
+        os._exit(1)
+
+
 def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
     """Write `path` all at once: `write` fills a temporary file beside it, then it replaces.
 

@@ -394,3 +394,73 @@ def test_training_beyond_memory_is_refused_before_any_work(tmp_path, extra, caps
     err = capsys.readouterr().err
     assert "of memory and this process can use" in err and "internal" not in err
     assert not (tmp_path / "m").exists()
+
+
+def _children(pid: int) -> set[int]:
+    """Every descendant of `pid`, from /proc."""
+    import os
+
+    parents: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = open(f"/proc/{entry}/stat").read()
+            except OSError:
+                continue
+            parents[int(entry)] = int(stat.rsplit(")", 1)[1].split()[1])
+    out, frontier = set(), {pid}
+    while frontier:
+        frontier = {p for p, pp in parents.items() if pp in frontier} - out
+        out |= frontier
+    return out
+
+
+def _alive(pid: int) -> bool:
+    try:
+        stat = open(f"/proc/{pid}/stat").read()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def test_kill_9_of_a_concurrent_batch_leaves_no_worker_behind(tmp_path):
+    """Defect 1: kill -9 of ``sipflow batch --concurrency 2`` (local) orphaned its spawn
+    workers, idle at ~450 MB each for ever."""
+    import os
+    import signal
+    import time
+
+    import yaml
+
+    from sipflow.simulate import Simulation, write_scan
+
+    scans = [write_scan(tmp_path / f"s{i}.h5", Simulation(shape=(128, 128), seed=i))
+             for i in range(2)]
+    pipe = tmp_path / "slow.yaml"
+    pipe.write_text(yaml.safe_dump({"stages": [
+        {"use": "prep.standard"},
+        {"use": "phase.classic", "with": {"schedule": "HIO**5000", "runs": 4}}]}))
+    proc = subprocess.Popen([sys.executable, "-m", "sipflow.cli", "batch", str(pipe),
+                             *map(str, scans), "-o", str(tmp_path / "out"), "--concurrency",
+                             "2"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        workers: set[int] = set()
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and len(workers) < 2:
+            time.sleep(0.5)
+            workers = _children(proc.pid)
+        assert len(workers) >= 2, "the batch did not start its workers"
+        time.sleep(3)  # the workers are in their scans
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and any(_alive(p) for p in workers):
+            time.sleep(0.5)
+        left = [p for p in workers if _alive(p)]
+        assert not left, f"processes outlived the batch: {left}"
+    finally:
+        for p in _children(proc.pid):
+            try:
+                os.kill(p, signal.SIGKILL)
+            except OSError:
+                pass

@@ -154,8 +154,12 @@ def cmd_batch(args: argparse.Namespace) -> int:
                 console.print(f"running {Path(job[1]).name}", highlight=False)
                 done(_batch_one(*job))
     else:  # processes: each sizes its torch threads to its share of the cores
+        from .._system import die_with_parent
+
+        # a worker dies with the batch, kill -9 included: none is left idle holding memory
         with ProcessPoolExecutor(max_workers=min(args.concurrency, len(jobs)),
-                                 mp_context=get_context("spawn")) as pool:
+                                 mp_context=get_context("spawn"),
+                                 initializer=die_with_parent) as pool:
             futures = {pool.submit(_batch_one, *job): job for job in jobs}
             for future in as_completed(futures):
                 done(future.result())

@@ -26,11 +26,10 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
-from .._system import libc
+from .._system import die_with_parent
 from ..errors import OrchestrationError
 
 DEFAULT_STARTUP_S = 180.0
-_PR_SET_PDEATHSIG = 1
 
 
 def startup_limit() -> float:
@@ -44,16 +43,8 @@ def startup_limit() -> float:
     return max(value, 1.0)
 
 
-def prctl(option: int, arg: int) -> int:
-    """Linux ``prctl(option, arg)``; its return value (0 on success)."""
-    lib = libc()
-    return int(lib.prctl(option, arg, 0, 0, 0)) if lib is not None else -1
-
-
 def _die_with_parent() -> None:  # pragma: no cover - runs in the child before exec
-    prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-    if os.getppid() == 1:  # the parent died before prctl took effect
-        os._exit(1)
+    die_with_parent(signal.SIGTERM)
 
 
 def _free_port() -> int:

@@ -105,6 +105,6 @@ def _adopt_orphans() -> bool:
     A worker that dies leaves its flow run running (Prefect starts it in a session of
     its own); adopted, the run still finishes its scan, and stopping ``serve`` stops it.
     """
-    from ._server import prctl
+    from .._system import prctl
 
     return sys.platform.startswith("linux") and prctl(36, 1) == 0  # PR_SET_CHILD_SUBREAPER
