@@ -464,3 +464,47 @@ def test_kill_9_of_a_concurrent_batch_leaves_no_worker_behind(tmp_path):
                 os.kill(p, signal.SIGKILL)
             except OSError:
                 pass
+
+
+@pytest.mark.parametrize(("engine", "concurrency"), [("local", "1"), ("prefect", "2")])
+def test_sigterm_of_a_batch_names_the_stores_that_are_complete(tmp_path, engine,
+                                                               concurrency):
+    """Defect 7: SIGTERM of ``batch --engine prefect --concurrency 2`` said "no result was
+    written" although some stores were complete."""
+    import signal
+    import time
+
+    import yaml
+
+    from sipflow.io import is_complete
+    from sipflow.simulate import Simulation, write_scan
+
+    quick = write_scan(tmp_path / "a_quick.h5", Simulation(shape=(32, 32)))
+    slow = write_scan(tmp_path / "b_slow.h5", Simulation(shape=(128, 128)))
+    pipe = tmp_path / "p.yaml"
+    pipe.write_text(yaml.safe_dump({"stages": [
+        {"use": "prep.standard"},
+        {"use": "phase.classic", "with": {"schedule": "HIO**50", "runs": 1}}]}))
+    slow_pipe = tmp_path / "slow.yaml"  # the slow scan's size makes it slow
+    slow_pipe.write_text(pipe.read_text().replace("HIO**50", "HIO**20000"))
+    out = tmp_path / "out"
+    proc = subprocess.Popen([sys.executable, "-m", "sipflow.cli", "batch", str(slow_pipe),
+                             str(quick), str(slow), "-o", str(out), "--engine", engine,
+                             "--concurrency", concurrency],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and not is_complete(out / "a_quick.zarr"):
+        time.sleep(0.5)
+    assert is_complete(out / "a_quick.zarr")
+    time.sleep(2)
+    started = _children(proc.pid)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=240)
+    assert proc.returncode == 130, err
+    time.sleep(5)
+    assert not [p for p in started if _alive(p)], "processes outlived the batch"
+    complete = [n for n in ("a_quick", "b_slow") if is_complete(out / f"{n}.zarr")]
+    assert "a_quick" in complete  # (Prefect lets a running scan finish first)
+    assert f"interrupted: {len(complete)} of 2 scans have complete stores" in err, err
+    assert f"({', '.join(complete)})" in err
+    assert "no result was written" not in err and "--skip-existing" in err

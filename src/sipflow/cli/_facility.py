@@ -86,11 +86,41 @@ def _batch_prefect(args: argparse.Namespace, jobs: list[tuple], done: Any) -> No
         done(row)
 
 
-def cmd_batch(args: argparse.Namespace) -> int:
-    """Every input through the pipeline into ``DIR/<input stem>.zarr``; a table at the end."""
+def _run_jobs(args: argparse.Namespace, jobs: list[tuple], done: Any, console: Any) -> None:
+    """Run the batch's scans under its engine, reporting each row to `done`."""
     from concurrent.futures import ProcessPoolExecutor, as_completed
     from multiprocessing import get_context
 
+    if not jobs:
+        return
+    if args.engine == "dask" or (args.engine == "prefect" and args.concurrency > 1
+                                   and len(jobs) > 1):
+        _batch_prefect(args, jobs, done)
+    elif args.concurrency == 1 or args.engine == "prefect" or len(jobs) == 1:
+        server: Any = contextlib.nullcontext()
+        if args.engine == "prefect":  # one server for the whole batch
+            _prefect_env()
+            from ..orchestration import prefect_api
+
+            server = prefect_api()
+        with server:
+            for job in jobs:
+                console.print(f"running {Path(job[1]).name}", highlight=False)
+                done(_batch_one(*job))
+    else:  # processes: each sizes its torch threads to its share of the cores
+        from .._system import die_with_parent
+
+        # a worker dies with the batch, kill -9 included: none is left idle holding memory
+        with ProcessPoolExecutor(max_workers=min(args.concurrency, len(jobs)),
+                                 mp_context=get_context("spawn"),
+                                 initializer=die_with_parent) as pool:
+            futures = {pool.submit(_batch_one, *job): job for job in jobs}
+            for future in as_completed(futures):
+                done(future.result())
+
+
+def cmd_batch(args: argparse.Namespace) -> int:
+    """Every input through the pipeline into ``DIR/<input stem>.zarr``; a table at the end."""
     from rich.console import Console
     from rich.table import Table
 
@@ -137,32 +167,19 @@ def cmd_batch(args: argparse.Namespace) -> int:
                                                      else ""), highlight=False,
                       soft_wrap=True)
 
-    if not jobs:
-        pass
-    elif args.engine == "dask" or (args.engine == "prefect" and args.concurrency > 1
-                                   and len(jobs) > 1):
-        _batch_prefect(args, jobs, done)
-    elif args.concurrency == 1 or args.engine == "prefect" or len(jobs) == 1:
-        server: Any = contextlib.nullcontext()
-        if args.engine == "prefect":  # one server for the whole batch
-            _prefect_env()
-            from ..orchestration import prefect_api
+    try:
+        _run_jobs(args, jobs, done, console)
+    except KeyboardInterrupt:
+        from ..errors import Cancelled
+        from ..io import is_complete
 
-            server = prefect_api()
-        with server:
-            for job in jobs:
-                console.print(f"running {Path(job[1]).name}", highlight=False)
-                done(_batch_one(*job))
-    else:  # processes: each sizes its torch threads to its share of the cores
-        from .._system import die_with_parent
-
-        # a worker dies with the batch, kill -9 included: none is left idle holding memory
-        with ProcessPoolExecutor(max_workers=min(args.concurrency, len(jobs)),
-                                 mp_context=get_context("spawn"),
-                                 initializer=die_with_parent) as pool:
-            futures = {pool.submit(_batch_one, *job): job for job in jobs}
-            for future in as_completed(futures):
-                done(future.result())
+        complete = [Path(p).stem for p in args.inputs
+                    if is_complete(out_dir / f"{Path(p).stem}.zarr")]
+        raise Cancelled(f"interrupted: {len(complete)} of {len(args.inputs)} scans have "
+                        f"complete stores in {out_dir}"
+                        + (f" ({', '.join(complete)})" if complete else "")
+                        + "; the others were not written. Rerun with --skip-existing to "
+                        "finish the batch") from None
     order = {p: i for i, p in enumerate(map(str, args.inputs))}
     rows.sort(key=lambda r: order[r["scan"]])
     table = Table(title=f"sipflow batch: {len(args.inputs)} scans -> {out_dir}")
