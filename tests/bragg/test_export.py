@@ -92,3 +92,14 @@ def test_a_detector_frame_result_is_a_clear_error_and_writes_nothing(tmp_path, c
         export_vti(xr.Dataset({"obj": (("z", "y", "x"), np.ones((4, 4, 4)))}),
                    tmp_path / "s.vti")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["r.zarr"]
+
+
+def test_export_refuses_a_path_inside_a_store_or_a_device_folder(strain_store, capsys):
+    """Reliability round 3: ``export -o PATH`` wrote inside a store or under /dev."""
+    path, _ = strain_store
+    before = sorted(p.name for p in path.iterdir())
+    assert main(["export", str(path), "-o", str(path / "obj" / "x.vti")]) == 2
+    assert f"is inside the Zarr store {path}" in capsys.readouterr().err
+    assert sorted(p.name for p in path.iterdir()) == before
+    assert main(["export", str(path), "-o", "/dev/shm/sipflow-x.vti"]) == 2
+    assert "not a folder for files" in capsys.readouterr().err

@@ -508,3 +508,22 @@ def test_sigterm_of_a_batch_names_the_stores_that_are_complete(tmp_path, engine,
     assert f"interrupted: {len(complete)} of 2 scans have complete stores" in err, err
     assert f"({', '.join(complete)})" in err
     assert "no result was written" not in err and "--skip-existing" in err
+
+
+def test_stopping_watch_with_ctrl_c_is_exit_130(tmp_path):
+    """Reliability round 3: Ctrl-C of ``watch`` exited 0, as if it had ended cleanly."""
+    import signal
+    import time
+
+    (tmp_path / "in").mkdir()
+    proc = subprocess.Popen([sys.executable, "-m", "sipflow.cli", "watch", str(tmp_path / "in"),
+                             "--pipeline", "default", "-o", str(tmp_path / "out"), "--poll",
+                             "0.2"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not (tmp_path / "out").exists():
+        time.sleep(0.2)
+    time.sleep(2)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "stopped" in err and "Traceback" not in err

@@ -309,8 +309,13 @@ def cmd_watch(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         rows = []
         console.print("stopped", highlight=False)
+        interrupted = True
+    else:
+        interrupted = False
     known = list(_watch.summary(state))
     print_table([(name, f"{status}: {detail}") for name, status, detail in known],
                 f"sipflow watch {folder}")
     failed_now = [r for r in rows if r["status"] != "ok"]
+    if interrupted:  # stopped by Ctrl-C or SIGTERM: not a clean end (the table says what ran)
+        return 130
     return 1 if failed_now else 0

@@ -132,6 +132,16 @@ def export_vti(ds: xr.Dataset, path: str | Path, *, variables: list[str] | None 
                                  else ""))
     if not path.parent.is_dir():
         raise OutputError(f"{path}: the folder {path.parent} does not exist")
+    resolved = path.parent.resolve()
+    if resolved.parts[1:2] in (("dev",), ("proc",), ("sys",)):
+        raise OutputError(f"{path}: {resolved} is not a folder for files (a device or kernel "
+                          "file system); write the .vti somewhere else")
+    inside = next((p for p in (resolved, *resolved.parents) if (p / "zarr.json").is_file()),
+                  None)
+    if inside is not None:
+        raise OutputError(f"{path}: is inside the Zarr store {inside}; writing there would "
+                          "change the store (its checksums would no longer match). Write the "
+                          ".vti beside it")
     fields = point_fields(ds, variables)
     if not fields:
         raise DataError(f"{source}: nothing to export on the grid of obj {dims}")
