@@ -527,3 +527,32 @@ def test_stopping_watch_with_ctrl_c_is_exit_130(tmp_path):
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
     assert "stopped" in err and "Traceback" not in err
+
+
+def test_a_second_serve_on_the_same_home_is_refused(tmp_path):
+    """Reliability round 3: two ``serve`` on one --home started without a word."""
+    import socket
+    import time
+
+    home = tmp_path / "home"
+    home.mkdir()
+    holder = subprocess.Popen([sys.executable, "-c",
+                               "import sys, time; from sipflow.io import OutputLock; "
+                               f"OutputLock({str(home / 'sipflow-serve')!r}).acquire(); "
+                               "print('held', flush=True); time.sleep(120)"],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        t0 = time.monotonic()
+        bad = subprocess.run([sys.executable, "-m", "sipflow.cli", "serve", "--home", str(home),
+                              "--port", str(port)], capture_output=True, text=True,
+                             timeout=120)
+        assert bad.returncode == 4, bad.stderr
+        assert f"another sipflow serve runs with --home {home}" in bad.stderr
+        assert time.monotonic() - t0 < 60
+    finally:
+        holder.kill()
+        holder.wait()

@@ -75,6 +75,25 @@ def deploy(pool: str = "sipflow", *, concurrency: int | None = None) -> list[str
     return [SCAN_DEPLOYMENT, SCANS_DEPLOYMENT]
 
 
+@contextlib.contextmanager
+def _home_lock(home: Path) -> Any:
+    """Hold `home` for this serve: a second serve on it would share its database."""
+    from ..errors import OutputError
+    from ..io import OutputLock
+
+    lock = OutputLock(home / "sipflow-serve")
+    try:
+        lock.acquire()
+    except OutputError:
+        raise OrchestrationError(f"another sipflow serve runs with --home {home} (its "
+                                 "database and logs); stop it, or give this one another "
+                                 "--home and --port") from None
+    try:
+        yield
+    finally:
+        lock.release()
+
+
 def _check_port_free(port: int) -> None:
     """Refuse at once a port another program holds (the server would fail to bind it
     and the cause would show only in its log)."""
@@ -170,7 +189,8 @@ def serve(*, port: int = 4200, home: str | Path | None = None, pool: str = "sipf
     home.mkdir(parents=True, exist_ok=True)
     server = None
     running: list[subprocess.Popen] = []
-    with open(home / "sipflow-serve.log", "ab") as log, contextlib.ExitStack() as stack:
+    with _home_lock(home), open(home / "sipflow-serve.log", "ab") as log, \
+            contextlib.ExitStack() as stack:
         url = os.environ.get("PREFECT_API_URL")
         if not url:
             server, url = _start_server(port, home, log)
