@@ -168,8 +168,9 @@ def watch(directory: str | Path, process: Callable[[Path], dict[str, Any]],
         Attempts per file before it is given up (reported as failed).
     once : bool
         Process what is finished now (waiting `stable_s` for the rest of what is
-        there, at most ``4 stable_s + poll_s`` for a file that keeps changing: it is
-        left for the next run), then return.
+        there, at most ``4 stable_s + poll_s`` of waiting, not counting the time spent
+        processing, for a file that keeps changing: it is left for the next run), then
+        return.
     retry_after_s : float
         A failed file is tried again this long after its failure if it did not change
         (a transient fault); a file that changed is tried again at once.
@@ -203,7 +204,7 @@ def _watch(folder: Path, process: Callable[[Path, str], dict[str, Any]], state: 
     """The loop of :func:`watch`, with the state locked."""
     seen: dict[str, tuple[int, float, float]] = {}  # name -> (size, mtime, since)
     rows: list[dict[str, Any]] = []
-    started = time.monotonic()
+    started, busy = time.monotonic(), 0.0  # busy: time spent processing, not waiting
     while True:
         now = time.monotonic()
         waiting = False
@@ -234,7 +235,9 @@ def _watch(folder: Path, process: Callable[[Path, str], dict[str, Any]], state: 
             state.save()
             # the same key after a restart of the watcher, a new one after each failure
             key = f"{name}|{st.st_size}|{st.st_mtime_ns}|{entry.get('failures', 0)}"
+            t_process = time.monotonic()
             row = process(path, key)
+            busy += time.monotonic() - t_process
             ok = row.get("status") == "ok"
             entry.update(status="done" if ok else "failed", reason=row.get("reason", ""),
                          output=row.get("output"))
@@ -249,7 +252,7 @@ def _watch(folder: Path, process: Callable[[Path, str], dict[str, Any]], state: 
             rows.append(row | {"attempt": entry["attempts"]})
             if on_result is not None:
                 on_result(rows[-1])
-        if once and waiting and time.monotonic() - started > 4 * stable_s + poll_s:
+        if once and waiting and time.monotonic() - started - busy > 4 * stable_s + poll_s:
             still = sorted(n for n, v in seen.items() if time.monotonic() - v[2] < stable_s)
             log.warning("still being written, left for the next run: %s",
                         ", ".join(still) or "files that do not open completely yet")
