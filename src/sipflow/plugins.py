@@ -188,14 +188,22 @@ def _collect(pm: pluggy.PluginManager, info: PluginInfo,
     for result in _hook_results(pm, "sipflow_symmetry_groups", info.name):
         for group in result or ():
             group = check_group(group, info.name)
-            if group.name in groups:
-                first = owners[f"group {group.name}"]
-                builtin = " (built in)" if first.startswith("sipflow.") else ""
-                raise PluginError(f"symmetry group {group.name!r} is provided by both "
-                                  f"{first!r}{builtin} and {info.name!r}; choose another name")
-            groups[group.name] = group
-            owners[f"group {group.name}"] = info.name
+            _claim("symmetry group", group.name, group, groups, owners, info)
             info.groups.append(group.name)
+
+
+def _claim(kind: str, name: str, item: Any, table: dict[str, Any], owners: dict[str, str],
+           info: PluginInfo) -> None:
+    """Put `item` in `table` under `name`; a name another plugin took is refused, naming
+    both plugins (and saying when the first is sipflow's own)."""
+    key = f"{kind} {name}"
+    if name in table:
+        first = owners[key]
+        builtin = " (built in)" if first.startswith("sipflow.") else ""
+        raise PluginError(f"{kind} {name!r} is provided by both {first!r}{builtin} and "
+                          f"{info.name!r}; choose another name")
+    table[name] = item
+    owners[key] = info.name
 
 
 def _collect_beamlines(pm: pluggy.PluginManager, info: PluginInfo, owners: dict[str, str],
@@ -207,13 +215,7 @@ def _collect_beamlines(pm: pluggy.PluginManager, info: PluginInfo, owners: dict[
                 raise PluginError(f"plugin {info.name!r} returned {preset!r} from "
                                   "sipflow_beamlines; expected sipflow.contracts."
                                   "BeamlinePreset objects")
-            if preset.name in beamlines:
-                first = owners[f"beamline {preset.name}"]
-                builtin = " (built in)" if first.startswith("sipflow.") else ""
-                raise PluginError(f"beamline preset {preset.name!r} is provided by both "
-                                  f"{first!r}{builtin} and {info.name!r}; choose another name")
-            beamlines[preset.name] = preset
-            owners[f"beamline {preset.name}"] = info.name
+            _claim("beamline preset", preset.name, preset, beamlines, owners, info)
             info.beamlines.append(preset.name)
 
 
