@@ -129,9 +129,9 @@ def check_fits_in_memory(what: str, shape: tuple[int, ...], itemsize: int,
     if need > have:
         raise ResourceError(
             f"{what} declares shape {tuple(shape)} ({n:,} values, {_gib(n * itemsize)} stored); "
-            f"processing it needs about {_gib(need)} of memory and this process can use "
-            f"{_gib(have)} (free memory, the cgroup's and ulimit's limits). Crop or bin it at "
-            "the source, or read a subset with --dataset")
+            f"processing it needs about {_gib(need)} of memory and this process has "
+            f"{_gib(have)} available (free memory, the cgroup's and ulimit's limits). Crop or "
+            "bin it at the source, or read a subset with --dataset")
 
 
 def check_device(device: str | None) -> str:

@@ -371,7 +371,8 @@ except sipflow.errors.ResourceError as exc:
     assert out.returncode == 0, out.stderr
     lines = out.stdout.splitlines()
     assert lines[0] == "True"
-    assert lines[1].startswith("refused:") and "cgroup's and ulimit's limits" in lines[1]
+    assert lines[1].startswith("refused:") and "available (free memory, the cgroup's and " \
+        "ulimit's limits)" in lines[1]
 
 
 def test_memory_available_reads_the_cgroup_limit_when_there_is_one():
