@@ -305,6 +305,28 @@ def test_an_unwritable_home_is_named_at_once(tmp_path):
     assert not (tmp_path / "r.zarr").exists()
 
 
+def _no_api() -> dict[str, str]:
+    """This process's environment without a Prefect API (serve starts its own)."""
+    import os
+
+    return {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
+
+
+def test_serve_with_an_unreachable_prefect_api_url_says_so(tmp_path):
+    """Defect 11, serve: with PREFECT_API_URL at a dead port it waited on it."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = _no_api() | {"PREFECT_API_URL": f"http://127.0.0.1:{port}/api"}
+    bad = subprocess.run([sys.executable, "-m", "sipflow.cli", "serve", "--home",
+                          str(tmp_path / "home")], capture_output=True, text=True,
+                         timeout=120, env=env)
+    assert bad.returncode == 4, bad.stderr
+    assert f"PREFECT_API_URL=http://127.0.0.1:{port}/api does not answer" in bad.stderr
+
+
 def test_serve_on_a_port_another_program_holds_says_so_at_once(tmp_path):
     """Defect 23: ``serve`` on a busy port said "did not start within 180 s"."""
     import socket
@@ -317,7 +339,7 @@ def test_serve_on_a_port_another_program_holds_says_so_at_once(tmp_path):
         t0 = time.monotonic()
         bad = subprocess.run([sys.executable, "-m", "sipflow.cli", "serve", "--port",
                               str(port), "--home", str(tmp_path / "home")],
-                             capture_output=True, text=True, timeout=300)
+                             capture_output=True, text=True, timeout=300, env=_no_api())
     assert bad.returncode == 4, bad.stderr
     assert f"port {port} on 127.0.0.1 is taken by another program" in bad.stderr
     assert time.monotonic() - t0 < 60
@@ -550,7 +572,7 @@ def test_a_second_serve_on_the_same_home_is_refused(tmp_path):
         t0 = time.monotonic()
         bad = subprocess.run([sys.executable, "-m", "sipflow.cli", "serve", "--home", str(home),
                               "--port", str(port)], capture_output=True, text=True,
-                             timeout=120)
+                             timeout=120, env=_no_api())
         assert bad.returncode == 4, bad.stderr
         assert f"another sipflow serve runs with --home {home}" in bad.stderr
         assert time.monotonic() - t0 < 60

@@ -192,7 +192,11 @@ def serve(*, port: int = 4200, home: str | Path | None = None, pool: str = "sipf
     with _home_lock(home), open(home / "sipflow-serve.log", "ab") as log, \
             contextlib.ExitStack() as stack:
         url = os.environ.get("PREFECT_API_URL")
-        if not url:
+        if url:  # a server of the user's: it must answer, or serve would wait on it forever
+            from ._server import check_reachable
+
+            check_reachable(url)
+        else:
             server, url = _start_server(port, home, log)
             stack.callback(stop_worker, server)
         stack.enter_context(use_api(url))
