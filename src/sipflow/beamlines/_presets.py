@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from ..contracts import BeamlinePreset, Circle, Quantity
+from ..contracts._beamline import ENERGY_UNITS, LENGTH_UNITS
 from ..errors import DataError
 from ..hookspecs import hookimpl
 
@@ -152,11 +153,6 @@ def circle_angles(preset: BeamlinePreset, positioners: Mapping[str, Any], *,
     return angles, rocking, (moving[rocking] if rocking else None), origin
 
 
-_ENERGY_J = {"ev": 1.602176634e-19, "kev": 1.602176634e-16, "j": 1.0}
-_LENGTH_M = {"m": 1.0, "mm": 1e-3, "um": 1e-6, "µm": 1e-6, "micron": 1e-6, "nm": 1e-9,
-             "angstrom": 1e-10}
-
-
 def preset_quantities(preset: BeamlinePreset, positioners: Mapping[str, Any], where: str
                       ) -> dict[str, tuple[float, str]]:
     """Energy [J] and distance [m] where the preset says the files record them.
@@ -165,8 +161,8 @@ def preset_quantities(preset: BeamlinePreset, positioners: Mapping[str, Any], wh
     found among `positioners` (one value, or the first of a list).
     """
     out: dict[str, tuple[float, str]] = {}
-    for attr, name, table in (("energy", "energy_J", _ENERGY_J),
-                              ("distance", "distance_m", _LENGTH_M)):
+    for attr, name, table in (("energy", "energy_J", ENERGY_UNITS),
+                              ("distance", "distance_m", LENGTH_UNITS)):
         q = getattr(preset, attr)
         if q is None:
             continue
@@ -177,6 +173,6 @@ def preset_quantities(preset: BeamlinePreset, positioners: Mapping[str, Any], wh
         if not np.isfinite(first) or first <= 0:
             raise DataError(f"{where}: {q.key} = {first}; beamline {preset.name!r} reads the "
                             f"{attr} there and expected a positive value in {q.unit}")
-        out[name] = (first * table[q.unit.lower()],
+        out[name] = (first * table[q.unit],
                      f"{where} {q.key} ({q.unit}, beamline {preset.name})")
     return out

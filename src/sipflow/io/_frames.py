@@ -78,9 +78,13 @@ def open_image(path: Path, what: str = "frame") -> Any:
     try:
         return fabio.open(str(path))
     except Exception as exc:  # fabio raises IOError, ValueError, KeyError, ... on bad files
-        raise InputError(f"{path}: cannot be read as a detector {what} by fabio "
-                         f"({type(exc).__name__}: {exc}); expected EDF, CBF, TIFF or another "
-                         "format fabio knows") from exc
+        raise _unreadable(path, what, exc) from exc
+
+
+def _unreadable(path: Path, what: str, exc: Exception) -> InputError:
+    return InputError(f"{path}: cannot be read as a detector {what} by fabio "
+                      f"({type(exc).__name__}: {exc}); expected EDF, CBF, TIFF or another "
+                      "format fabio knows")
 
 
 class _FabioFrames:
@@ -116,9 +120,7 @@ def _frame_count(path: Path) -> int:
     try:
         return int(getattr(fabio.openheader(str(path)), "nframes", 1) or 1)
     except Exception as exc:  # as open_image: a file fabio cannot parse is named
-        raise InputError(f"{path}: cannot be read as a detector frame by fabio "
-                         f"({type(exc).__name__}: {exc}); expected EDF, CBF, TIFF or another "
-                         "format fabio knows") from exc
+        raise _unreadable(path, "frame", exc) from exc
 
 
 def stack(files: list[Path], source: str) -> tuple[Any, dict[str, Any]]:
@@ -187,18 +189,12 @@ def header_geometry(header: dict[str, Any], where: str) -> tuple[dict[str, Any],
     src: dict[str, str] = {}
     text = str(header.get("_array_data.header_contents", ""))
     if text:
-        m = re.search(_CBF_FIELDS["Pixel_size"], text)
-        if m:
-            geo["pixel_size_m"] = to_si(float(m.group(1)), m.group(2), "length", where)
-            src["pixel_size_m"] = f"{where} CBF header Pixel_size ({m.group(2)})"
-        m = re.search(_CBF_FIELDS["Detector_distance"], text)
-        if m:
-            geo["distance_m"] = to_si(float(m.group(1)), m.group(2), "length", where)
-            src["distance_m"] = f"{where} CBF header Detector_distance ({m.group(2)})"
-        m = re.search(_CBF_FIELDS["Wavelength"], text)
-        if m:
-            geo["wavelength_m"] = to_si(float(m.group(1)), m.group(2), "length", where)
-            src["wavelength_m"] = f"{where} CBF header Wavelength ({m.group(2)})"
+        for key, attr in (("Pixel_size", "pixel_size_m"), ("Detector_distance", "distance_m"),
+                          ("Wavelength", "wavelength_m")):
+            m = re.search(_CBF_FIELDS[key], text)
+            if m:
+                geo[attr] = to_si(float(m.group(1)), m.group(2), "length", where)
+                src[attr] = f"{where} CBF header {key} ({m.group(2)})"
         m = re.search(_CBF_FIELDS["Beam_xy"], text)
         if m:
             if m.group(3).lower() not in ("pixel", "pixels"):
@@ -206,12 +202,11 @@ def header_geometry(header: dict[str, Any], where: str) -> tuple[dict[str, Any],
                                 "expected pixels")
             geo["beam_centre_px"] = [float(m.group(2)), float(m.group(1))]
             src["beam_centre_px"] = f"{where} CBF header Beam_xy (pixels)"
-    for key, attr, unit in (("SampleDistance", "distance_m", "m"),
-                            ("WaveLength", "wavelength_m", "m"),
-                            ("PSize_1", "pixel_size_m", "m")):
+    for key, attr in (("SampleDistance", "distance_m"), ("WaveLength", "wavelength_m"),
+                      ("PSize_1", "pixel_size_m")):  # ESRF EDF keys, in metres
         if key in header and attr not in geo:
             try:
-                geo[attr] = float(header[key]) * {"m": 1.0}[unit]
+                geo[attr] = float(header[key])
             except ValueError:
                 continue
             src[attr] = f"{where} EDF header {key} (m)"

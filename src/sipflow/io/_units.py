@@ -5,17 +5,19 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from ..contracts._beamline import ENERGY_UNITS, LENGTH_UNITS
 from ..errors import DataError
 
-#: lengths to m, energies to J (keys lower-case)
-LENGTH = {"m": 1.0, "metre": 1.0, "meter": 1.0, "mm": 1e-3, "um": 1e-6, "µm": 1e-6,
-          "micron": 1e-6, "nm": 1e-9, "angstrom": 1e-10, "a": 1e-10, "å": 1e-10}
-ENERGY = {"j": 1.0, "ev": 1.602176634e-19, "kev": 1.602176634e-16}
+#: lengths to m, energies to J (keys lower-case): the presets' units and the spellings
+#: files use besides
+LENGTH = {k.lower(): v for k, v in LENGTH_UNITS.items()} | {
+    "metre": 1.0, "meter": 1.0, "a": 1e-10, "å": 1e-10}
+ENERGY = {k.lower(): v for k, v in ENERGY_UNITS.items()}
 #: pixel units of a beam centre
 PIXEL = {"pixel", "pixels", "px"}
 
 HC = 6.62607015e-34 * 299792458.0  # J m
-EV = 1.602176634e-19  # J
+EV = ENERGY["ev"]  # J
 
 
 def to_si(value: float, unit: str, kind: str, where: str) -> float:
