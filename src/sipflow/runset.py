@@ -124,12 +124,16 @@ def select_runs(ranked: Sequence[int], scores: Sequence[float], keep_best: int =
     keep_best : int
         At most this many.
     within : float, optional
-        Keep only runs whose score is at most the best's plus this (an upper bound on
-        the count then, so that fewer runs still qualify).
+        Keep only runs whose score is at most the best's plus this, relative to the best
+        score where that is above 1 (``best + within * max(|best|, 1)``): absolute for a
+        free LLK near the noise level of counts, relative for data whose LLK scale is
+        unknown (processed patterns). An upper bound on the count then, so that fewer
+        runs still qualify.
     """
     chosen = list(ranked[:keep_best])
     if within is not None:
-        chosen = [r for r in chosen if scores[r] <= scores[chosen[0]] + within]
+        best = scores[chosen[0]]
+        chosen = [r for r in chosen if scores[r] <= best + within * max(abs(best), 1.0)]
     return chosen
 
 

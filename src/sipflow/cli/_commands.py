@@ -26,13 +26,17 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         raise PipelineError(f"--kind {kind!r} is not a {len(shape)}-D shape; choose from "
                             f"{', '.join(SHAPES[len(shape)])}")
     sim = Simulation(shape=shape, kind=kind, extent=args.extent, photons=photons,
-                     beamstop=args.beamstop, gaps=args.gaps, hot_pixels=args.hot_pixels,
+                     beamstop=args.beamstop, gaps=args.gaps, processed=args.processed,
+                     beamstop_size=None if args.beamstop_size is None
+                     else tuple(args.beamstop_size), masked_squares=args.masked_squares,
+                     hot_pixels=args.hot_pixels,
                      dead_pixels=args.dead_pixels, centre_offset=tuple(args.centre_offset),
                      background=args.background, phase_amplitude=args.phase, seed=args.seed,
                      coherence_sigma=args.coherence_sigma, beam_centre=args.beam_centre)
     path = write_scan(args.output, sim, layout=args.layout, overwrite=args.overwrite)
     print(f"wrote {path} ({args.layout}, {shape}, {kind}, "
-          f"{'noiseless' if photons is None else f'{photons:.3g} photons'})")
+          f"{'noiseless' if photons is None else f'{photons:.3g} photons'}"
+          f"{', processed' if args.processed else ''})")
     return 0
 
 

@@ -31,11 +31,18 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("simulate", help="write a simulated scan (with its truth) to HDF5")
     s.add_argument("output")
     s.add_argument("--shape", type=int, nargs="+", default=[128, 128])
-    s.add_argument("--kind", default=None, help="object shape (2-D: blob, ellipse, hexagon, "
-                   "cells, lithograph; 3-D: crystal, ellipsoid, blob)")
+    s.add_argument("--kind", "--object", dest="kind", default=None, help="object shape (2-D: "
+                   "blob, ellipse, hexagon, cells, lithograph, logo; 3-D: crystal, ellipsoid, "
+                   "blob)")
     s.add_argument("--extent", type=float, default=0.4, help="object size / array size")
     s.add_argument("--photons", default="1e9", help="total photons, or 'none' for noiseless")
     s.add_argument("--beamstop", type=float, default=0.0, help="beamstop radius [pixels]")
+    s.add_argument("--beamstop-size", type=int, nargs=2, default=None, metavar=("ROWS", "COLS"),
+                   help="a rectangular beamstop of this size around q = 0 [pixels]")
+    s.add_argument("--masked-squares", type=int, default=0,
+                   help="small masked squares (4-8 px) scattered around q = 0")
+    s.add_argument("--processed", action="store_true", help="write the pattern as a provider "
+                   "hands it out: centro-symmetrised, rescaled, float32 (not counts)")
     s.add_argument("--gaps", type=int, default=0, help="detector gap width [pixels]")
     s.add_argument("--hot-pixels", type=int, default=0)
     s.add_argument("--dead-pixels", type=float, default=0.0,

@@ -41,11 +41,13 @@ from ._measurement import (
 )
 from ._model import FarField, gaussian_coherence, gaussian_transfer
 from ._modes import UnmeasuredModes, unmeasured_modes
+from ._noise import NoiseModel, noise_model, symmetric_share
 
 __all__ = [
     "NLL",
     "FarField",
     "Measurement",
+    "NoiseModel",
     "UnmeasuredModes",
     "blur",
     "centred_farfield",
@@ -63,10 +65,12 @@ __all__ = [
     "kernel_coherence",
     "kernel_width",
     "measurement_coherence",
+    "noise_model",
     "normalised_llk",
     "poisson_nll",
     "richardson_lucy_kernel",
     "spatial_dims",
+    "symmetric_share",
     "unmeasured_modes",
     "warn_zero_frames",
 ]

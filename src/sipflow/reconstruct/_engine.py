@@ -267,7 +267,7 @@ def iterate(intensity: torch.Tensor, mask: torch.Tensor, plan: Plan, seeds: Sequ
     valid = measured & ~held  # projected on
     amplitude = torch.sqrt(obs.clamp_min(0))
     project = FourierModulus(amplitude, valid)
-    score = PoissonScore(obs, valid, held)
+    score = PoissonScore(obs, valid, held, settings.score_scale, settings.score_likelihood)
     size = float(np.prod(shape))
 
     gens = [torch.Generator(device=device).manual_seed(int(s)) for s in seeds]

@@ -50,7 +50,8 @@ class ClassicParams(PhaseParams):
                                                 "aligning them (1: the best run alone).")
     average_within: float | None = Field(
         None, gt=0, description="Of the keep_best best-ranked runs, average only those whose "
-        "free LLK is at most this much above the best run's (None: all keep_best, which "
+        "free LLK is at most this much above the best run's, relative to the best's where "
+        "that is above 1 (scale-free on processed data; None: all keep_best, which "
         "must not exceed runs; set: keep_best is an upper bound). The runs "
         "that fit the held-out pixels as well as the best differ from it mostly by noise, "
         "which their average reduces; a run that found a worse solution is left out.")
@@ -70,14 +71,35 @@ class ClassicParams(PhaseParams):
         4, ge=0, le=64, description="'support' generations: morphological closing radius "
                                     "of the best support [pixels, one-pixel steps].")
     set_retries: int = Field(
-        0, ge=0, le=10, description="When the selected run's free LLK (its LLK when no pixel "
-        "is held out) is above set_retry_llk_free, compute the whole run set again (every "
-        "generation) from fresh random starts, up to this many more times; the set with "
-        "the lowest free LLK is kept. Behind a large beamstop a set of random starts can "
-        "miss the object entirely (free LLK 13-180 against 1.1-1.3 for a solved run).")
-    set_retry_llk_free: float = Field(
-        3.0, gt=0, description="Free LLK above which a run set is computed again "
-        "(set_retries); about 1 means the held-out pixels are predicted to the noise.")
+        0, ge=0, le=10, description="When a run set is not solved (see set_agreement and "
+        "set_retry_llk_free), compute the whole run set again (every generation) from "
+        "fresh random starts, up to this many more times; the set with the lowest free LLK "
+        "is kept. Behind a large beamstop a set of random starts can miss the object "
+        "entirely.")
+    set_agreement: float = Field(
+        0.3, ge=0, le=2, description="Data whose photon scale is unknown (processed, see "
+        "likelihood): a run set is solved when the two best accepted runs "
+        "of its first generation, independent random starts, found the same object: their "
+        "relative difference after alignment (global phase, translation, twin) is at most "
+        "this. A test of the set's own runs, valid whatever the noise, its scale and the "
+        "model's mismatch (processed data, partial coherence); 0: not used.")
+    set_retry_llk_free: float | None = Field(
+        3.0, gt=0, description="Data whose photon scale is known (counts or scaled counts, "
+        "see likelihood): a run set is solved when its best free LLK is at most this (about "
+        "1 means the held-out pixels are predicted to the noise); None: never.")
+    max_seconds: float | None = Field(
+        None, gt=0, description="Time budget of the stage [s]: no further run set is "
+        "started once it is spent (a started set finishes); the best set so far is "
+        "returned and the record says so (time_limited). None: no limit.")
+    likelihood: Literal["auto", "poisson", "gaussian"] = Field(
+        "auto", description="The likelihood of the LLKs that rank and judge the runs. "
+        "'auto': recognised from the data (sipflow.physics.noise_model): Poisson for counts, "
+        "Poisson on I / quantum for scaled counts (whole multiples of one value, e.g. a "
+        "gain, or a symmetrised pattern), Gaussian for processed data whose photon scale "
+        "is unknown. The summary says which.")
+    photon_scale: float | None = Field(
+        None, gt=0, description="The intensity of one photon, when the user knows it: the "
+        "data are scored as counts of this size (None: recognised from the data).")
     beta: float = Field(0.9, gt=0, lt=1, description="Feedback parameter of HIO and RAAR.")
     positivity: bool = Field(False, description="Keep max(Re, 0) inside the support (for "
                                                 "real, non-negative objects).")
@@ -195,6 +217,7 @@ DEFAULT_RECIPE: dict = {
     "generation_schedules": ["HIO**200 * (sup * HIO**50)**8 * (sup * ER**50)**4"],
     "set_retries": 2,
     "set_retry_llk_free": 1.8,
+    "max_seconds": 540,
     "keep_best": 4,
     "average_within": 0.1,
 }

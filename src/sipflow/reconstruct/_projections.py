@@ -182,26 +182,38 @@ def update(name: str, x: torch.Tensor, d: torch.Tensor, support: torch.Tensor, b
 
 
 class PoissonScore:
-    """Normalised Poisson LLK of every run on the projected and on the free pixels.
+    """Normalised LLK of every run on the projected and on the free pixels.
 
     The fused form of :func:`sipflow.physics.normalised_llk` (projected pixels, dof =
     pixels minus support size) and :func:`sipflow.physics.free_llk`, tested equal to
-    them, in fewer passes: the data-only part ``o ln o - o`` of the deviance is computed
-    once, and both sums are one matrix-vector product with the two pixel sets.
+    them, in fewer passes: the data-only part ``o ln o - o`` of the Poisson deviance is
+    computed once, and both sums are one matrix-vector product with the two pixel sets.
 
     Parameters
     ----------
     intensity : torch.Tensor, real, (*spatial)
-        Observed counts ``o``, unshifted.
+        Observed intensity, unshifted.
     valid, held : torch.Tensor, bool, (*spatial)
         Projected pixels and held-out (free) pixels, unshifted.
+    scale : float
+        The intensity of one count (:class:`sipflow.physics.NoiseModel`): observed and
+        calculated intensities are divided by it, so that scaled counts are scored as
+        the counts they are.
+    kind : {"poisson", "gaussian"}
+        The likelihood (``gaussian``: data whose photon scale is unknown).
     """
 
-    def __init__(self, intensity: torch.Tensor, valid: torch.Tensor, held: torch.Tensor
-                 ) -> None:
-        self.obs = intensity
-        self.data_part = torch.where(intensity > 0, intensity * torch.log(
-            intensity.clamp_min(1e-30)), 0.0) - intensity
+    def __init__(self, intensity: torch.Tensor, valid: torch.Tensor, held: torch.Tensor,
+                 scale: float = 1.0, kind: str = "poisson") -> None:
+        if kind not in ("poisson", "gaussian"):
+            raise ValueError(f"unknown likelihood {kind!r}; choose poisson or gaussian")
+        self.scale, self.kind = float(scale), kind
+        self.obs = intensity / self.scale if self.scale != 1 else intensity
+        if kind == "poisson":
+            self.data_part = torch.where(self.obs > 0, self.obs * torch.log(
+                self.obs.clamp_min(1e-30)), 0.0) - self.obs
+        else:
+            self.weight = 0.5 / (self.obs + 1)
         # (2, pixels): multiplied from the left, MKL's fast layout for this product
         self.sets = torch.stack([valid.reshape(-1), held.reshape(-1)]).to(intensity.dtype)
         self.n_valid = valid.sum()
@@ -218,8 +230,13 @@ class PoissonScore:
         llk, llk_free : torch.Tensor, real, (runs,)
             ``llk_free`` is NaN when no pixel is held out.
         """
+        if self.scale != 1:
+            calc.div_(self.scale)
         c = calc.clamp_min_(eps)
-        term = torch.addcmul(self.data_part, self.obs, torch.log(c), value=-1).add_(c)
+        if self.kind == "poisson":
+            term = torch.addcmul(self.data_part, self.obs, torch.log(c), value=-1).add_(c)
+        else:
+            term = c.sub_(self.obs).square_().mul_(self.weight)
         sums = torch.mm(self.sets, term.reshape(term.shape[0], -1).T).T  # (runs, 2)
         dof = (self.n_valid - support_size).to(c.dtype).clamp_min(1)
         llk = 2 * sums[:, 0] / dof

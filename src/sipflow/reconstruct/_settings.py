@@ -50,6 +50,10 @@ class EngineSettings:
     #: record before the next group (so its arrays stay in cache)
     batch_chunk: int = 0
     chunk_bytes: float = 2**20
+    #: the likelihood of the LLKs and the intensity of one count it divides by
+    #: (:class:`sipflow.physics.NoiseModel`)
+    score_likelihood: str = "poisson"
+    score_scale: float = 1.0
 
     @classmethod
     def from_params(cls, params: Any = None, ndim: int = 3, **engine_only: Any
@@ -62,7 +66,8 @@ class EngineSettings:
         ndim : int
             Spatial dimensions of the data (bounds ``detwin_axis``).
         **engine_only
-            ``progress_every``, ``preview_size``, ``batch_chunk``, ``chunk_bytes``.
+            ``progress_every``, ``preview_size``, ``batch_chunk``, ``chunk_bytes``,
+            ``score_likelihood``, ``score_scale``.
         """
         params = params if params is not None else ClassicParams()
         shared = {f.name for f in fields(cls)} & set(type(params).model_fields)

@@ -11,8 +11,9 @@ from .. import schema
 from ..contracts import PHASE_ATTR, Context, PhaseRecord, Stage
 from ..errors import Cancelled, DataError, ReconstructionError
 from ..hookspecs import hookimpl
-from ..physics import Measurement
+from ..physics import Measurement, noise_model
 from ..runset import run_seeds
+from ..symmetry import align
 from ._params import ClassicParams
 from ._plan import parse
 from ._summary import classic_rows
@@ -171,6 +172,7 @@ class Classic(Stage):
         variants = list(zip(*params.per_run(), strict=True))
         carried: dict | None = None  # a 'support' generation's best run, kept as it was
         generation_best: list[int] = []
+        agreement = float("nan")  # generation 1's two best runs' aligned difference
         attempts = np.ones(params.runs, dtype=int)
         for generation, text in enumerate(schedules):
             plan = parse(text)
@@ -203,6 +205,9 @@ class Classic(Stage):
             score = (llk_free if has_free else llk)[:, -1]
             ranked = [int(r) for r in np.argsort(np.where(ok, score, np.inf)) if ok[r]]
             generation_best.append(ranked[0])
+            if generation == 0 and len(ranked) > 1 and params.set_agreement > 0:
+                agreement = float(align(x[ranked[0]].astype(np.complex128),
+                                        x[ranked[1]].astype(np.complex128)).error)
             if generation + 1 < len(schedules) and params.generation_start == "support":
                 # the best run is kept as it is; the others start at random in its
                 # support, closed and filled
@@ -227,7 +232,7 @@ class Classic(Stage):
         return {"result": (x, support, llk, llk_free, outside, status, llk_its, kernel),
                 "ranked": ranked, "ok": ok, "attempts": attempts,
                 "generation_best": generation_best, "scores": score,
-                "score": float(score[ranked[0]])}
+                "score": float(score[ranked[0]]), "agreement": agreement}
 
     def _restart_failed(self, result: tuple, attempts: np.ndarray, intensity, valid, plan,
                         variants: list, settings, free, given_support, start, generation: int,
@@ -258,14 +263,50 @@ class Classic(Stage):
                 status[r] = again[5][j]
             attempts[failed] += 1
 
+    @staticmethod
+    def _solved(one: dict, params: ClassicParams, counts_known: bool) -> str | None:
+        """Why run set `one` counts as solved, or None (then it may be computed again).
+
+        When the photon scale is known (counts, scaled counts), the noise level is: the
+        set is solved when its best free LLK is at most ``set_retry_llk_free``. When it is
+        not (processed data), no absolute LLK means anything, and the set's own runs
+        judge it: solved when the two best runs of its first generation, independent
+        random starts, found the same object (aligned relative difference at most
+        ``set_agreement``).
+        """
+        if counts_known:
+            if params.set_retry_llk_free is not None and (
+                    one["score"] <= params.set_retry_llk_free):
+                return (f"noise level: free LLK {one['score']:.4g} <= "
+                        f"{params.set_retry_llk_free:g}")
+            return None
+        if params.set_agreement > 0 and one["agreement"] <= params.set_agreement:
+            return (f"agreement: generation 1's two best runs differ by "
+                    f"{one['agreement']:.3f} (at most {params.set_agreement:g})")
+        return None
+
     def _run_sets(self, intensity, valid, free, settings, schedules, given_support, start,
-                  source: str, params: ClassicParams, context: Context
-                  ) -> tuple[dict, list[float | None]]:
-        """Run sets until one's best free LLK is at most ``set_retry_llk_free`` (or the
-        retries are spent); the best set and every set's score (None: all runs failed)."""
+                  source: str, params: ClassicParams, context: Context,
+                  counts_known: bool = True) -> tuple[dict, list[float | None]]:
+        """Run sets until one is solved (:meth:`_solved`), the retries are spent or the
+        time budget ``max_seconds`` is; the best set (its ``solved``/``time_limited``
+        say why the sets stopped) and every set's score (None: all runs failed)."""
+        import time
+
+        started = time.monotonic()
         best_set: dict | None = None
         set_scores: list[float | None] = []
+        solved: str | None = None
+        time_limited = False
         for set_index in range(params.set_retries + 1):
+            if set_index and params.max_seconds is not None and (
+                    time.monotonic() - started >= params.max_seconds):
+                time_limited = True
+                context.logger.warning(
+                    "phase.classic: time budget of %.0f s spent after %d run set(s); the "
+                    "best set so far is returned (not confirmed solved)", params.max_seconds,
+                    set_index)
+                break
             try:
                 one = self._one_set(set_index, intensity, valid, free, settings, schedules,
                                     given_support, start if set_index == 0 else None,
@@ -280,19 +321,24 @@ class Classic(Stage):
             set_scores.append(one["score"])
             if best_set is None or one["score"] < best_set["score"]:
                 best_set = one | {"index": set_index}
-            if one["score"] <= params.set_retry_llk_free:
+            solved = self._solved(one, params, counts_known)
+            if solved is not None:
                 break
             if set_index < params.set_retries:
-                context.logger.info("phase.classic: run set %d's best free LLK is %.3g (above "
-                                    "%.3g): another set from fresh random starts (%d of %d)",
-                                    set_index + 1, one["score"], params.set_retry_llk_free,
-                                    set_index + 1, params.set_retries)
+                context.logger.info("phase.classic: run set %d is not solved (best free LLK "
+                                    "%.4g; its two best first starts differ by %.3g): another "
+                                    "set from fresh random starts (%d of %d)", set_index + 1,
+                                    one["score"], one["agreement"], set_index + 1,
+                                    params.set_retries)
+        best_set["solved"] = solved
+        best_set["time_limited"] = time_limited
+        best_set["seconds"] = time.monotonic() - started
         return best_set, set_scores
 
     def _output(self, ds: xr.Dataset, params: ClassicParams, meas: Measurement, free,
                 schedules: list[str], best_set: dict, set_scores: list[float | None],
-                chosen: list[int], obj: np.ndarray, obj_support: np.ndarray, context: Context
-                ) -> xr.Dataset:
+                chosen: list[int], obj: np.ndarray, obj_support: np.ndarray, noise,
+                context: Context) -> xr.Dataset:
         """The result in the phase schema, with ``attrs["phase_classic"]`` and the record."""
         import torch
 
@@ -339,6 +385,11 @@ class Classic(Stage):
             "generation_best": best_set["generation_best"],
             "run_sets": len(set_scores), "run_set_kept": best_set["index"],
             "run_set_llk_free": set_scores,
+            "run_set_solved": best_set["solved"],
+            "run_set_agreement": best_set["agreement"],
+            "time_limited": best_set["time_limited"],
+            "seconds": round(best_set["seconds"], 1),
+            "noise": noise.to_attrs(),
             "ranked_by": "llk_free" if bool(free.any()) else "llk",
             "run_status": status,
             "run_positivity": positive,
@@ -389,14 +440,20 @@ class Classic(Stage):
         # its own held-out pixels, drawn on the device (an earlier stage's are not kept)
         meas = meas.hold_out(params.free_fraction, params.free_radius, context.generator())
         free = torch.as_tensor(meas.free, device=device)
-        settings = EngineSettings.from_params(params, ndim)
+        noise = noise_model(counts, mask, likelihood=params.likelihood,
+                            photon_scale=params.photon_scale)
+        context.logger.info("phase.classic: %s: %s", source, noise.describe())
+        settings = EngineSettings.from_params(params, ndim, score_likelihood=noise.likelihood,
+                                              score_scale=noise.scale)
         schedules = [params.schedule] + [
             (params.generation_schedules or [])[g - 1]
             if params.generation_schedules and g - 1 < len(params.generation_schedules)
             else params.schedule for g in range(1, params.generations)]
         start = self._initial_object(ds, params, counts.shape, source, context)
         best_set, set_scores = self._run_sets(intensity, valid, free, settings, schedules,
-                                              given_support, start, source, params, context)
+                                              given_support, start, source, params, context,
+                                              counts_known=noise.quantum is not None
+                                              and noise.likelihood == "poisson")
         x, support = best_set["result"][:2]
         # by the score that ranked them
         chosen = select_runs(best_set["ranked"], best_set["scores"], params.keep_best,
@@ -407,7 +464,7 @@ class Classic(Stage):
         else:
             obj, obj_support = x[chosen[0]], support[chosen[0]]
         return self._output(ds, params, meas, free, schedules, best_set, set_scores, chosen,
-                            obj, obj_support, context)
+                            obj, obj_support, noise, context)
 
 
 @hookimpl

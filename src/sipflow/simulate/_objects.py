@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-SHAPES = {2: ("blob", "ellipse", "hexagon", "cells", "lithograph"),
+SHAPES = {2: ("blob", "ellipse", "hexagon", "cells", "lithograph", "logo"),
           3: ("crystal", "ellipsoid", "blob")}
 
 
@@ -34,6 +34,57 @@ def _lithograph(r: list[np.ndarray], rng: np.random.Generator) -> np.ndarray:
     return inside & (np.abs(y) <= 1) & (np.abs(x) <= 1)
 
 
+#: 5 x 7 block glyphs of the logo's letters, each one connected piece ('#': filled)
+_GLYPHS = {
+    "S": ("#####", "#    ", "#    ", "#####", "    #", "    #", "#####"),
+    "I": ("#####", "  #  ", "  #  ", "  #  ", "  #  ", "  #  ", "#####"),
+    "P": ("#####", "#   #", "#   #", "#####", "#    ", "#    ", "#    "),
+    "F": ("#####", "#    ", "#    ", "#### ", "#    ", "#    ", "#    "),
+    "L": ("#    ", "#    ", "#    ", "#    ", "#    ", "#    ", "#####"),
+    "O": ("#####", "#   #", "#   #", "#   #", "#   #", "#   #", "#####"),
+    "W": ("#   #", "#   #", "#   #", "# # #", "# # #", "# # #", "#####"),
+    "E": ("#####", "#    ", "#    ", "#### ", "#    ", "#    ", "#####"),
+    "T": ("#####", "  #  ", "  #  ", "  #  ", "  #  ", "  #  ", "  #  "),
+    "C": ("#####", "#    ", "#    ", "#    ", "#    ", "#    ", "#####"),
+    "H": ("#   #", "#   #", "#   #", "#####", "#   #", "#   #", "#   #"),
+    "U": ("#   #", "#   #", "#   #", "#   #", "#   #", "#   #", "#####"),
+}
+
+
+def _logo(r: list[np.ndarray], rng: np.random.Generator) -> np.ndarray:
+    """A lithographed logo of 29 disconnected parts, as measured in forward CDI.
+
+    A ring of 20 small discs around an empty disc (upper part), then a bar, a row of
+    seven block letters and a second bar. Coordinates `r` are scaled so that the
+    logo fills |r| <= 1 on both axes; the letters and small shifts of every part are
+    drawn from `rng`. Every part is at least about 0.04 (in `r`) from its neighbours.
+    """
+    y, x = r
+    inside = np.zeros(y.shape, bool)
+    # the ring of discs around an empty disc hole
+    cy, cx = -0.53 + rng.uniform(-0.02, 0.02), rng.uniform(-0.15, 0.15)
+    ring = rng.uniform(0.40, 0.42)
+    turn = rng.uniform(0, 2 * np.pi)
+    for k in range(20):
+        angle = turn + 2 * np.pi * k / 20
+        by, bx = cy + ring * np.sin(angle), cx + 1.15 * ring * np.cos(angle)
+        inside |= (y - by) ** 2 + (x - bx) ** 2 <= rng.uniform(0.045, 0.052) ** 2
+    # two bars around a row of seven block letters
+    inside |= (np.abs(y - 0.06) <= 0.07) & (np.abs(x) <= 0.94)
+    inside |= (np.abs(y - 0.93) <= 0.07) & (np.abs(x) <= 0.94)
+    letters = rng.choice(sorted(_GLYPHS), size=7)
+    cell_x, cell_y = 0.05, 0.09  # one glyph pixel; closed cells, so strokes stay joined
+    for i, letter in enumerate(letters):
+        x0 = -0.94 + i * 0.28
+        for row, line in enumerate(_GLYPHS[letter]):
+            for col, char in enumerate(line):
+                if char == "#":
+                    y0 = 0.2 + row * cell_y
+                    inside |= ((y >= y0) & (y <= y0 + cell_y)
+                               & (x >= x0 + col * cell_x) & (x <= x0 + (col + 1) * cell_x))
+    return inside & (np.abs(y) <= 1) & (np.abs(x) <= 1)
+
+
 def _grid(shape: tuple[int, ...]) -> list[np.ndarray]:
     return [np.arange(n) - n // 2 for n in shape]
 
@@ -59,7 +110,9 @@ def make_object(shape: tuple[int, ...], kind: str = "blob", *, extent: float = 0
     kind : str
         2-D: ``blob``, ``ellipse``, ``hexagon``, ``cells``, ``lithograph`` (a real,
         non-negative test pattern with sharp edges, fine bars and a ring with a hole,
-        as measured in forward CDI; uniform amplitude, no phase); 3-D: ``crystal`` (faceted),
+        as measured in forward CDI; uniform amplitude, no phase), ``logo`` (a lithographed
+        logo of 29 disconnected parts: a ring of 20 discs, seven block letters between two
+        bars; real, uniform amplitude); 3-D: ``crystal`` (faceted),
         ``ellipsoid``, ``blob``.
     extent : float
         Object size as a fraction of the array per axis (<= 0.5 keeps the data
@@ -97,8 +150,8 @@ def make_object(shape: tuple[int, ...], kind: str = "blob", *, extent: float = 0
             centre = rng.uniform(-0.55, 0.55, size=2)
             rad = rng.uniform(0.25, 0.4)
             inside |= (r[0] - centre[0]) ** 2 + (r[1] - centre[1]) ** 2 <= rad**2
-    elif kind == "lithograph":
-        inside = _lithograph(r, rng)
+    elif kind in ("lithograph", "logo"):
+        inside = (_lithograph if kind == "lithograph" else _logo)(r, rng)
         return inside.astype(np.complex128)
     else:  # blob
         field = _smooth_field(shape, width=min(shape) * extent / 6, rng=rng)

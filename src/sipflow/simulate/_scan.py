@@ -34,6 +34,19 @@ class Simulation:
         Expected total counts; Poisson noise is drawn. None: noiseless float data.
     beamstop : float
         Radius of the central beamstop (masked, zero counts) [pixels]; 0 for none.
+    beamstop_size : tuple of int, optional
+        A rectangular beamstop instead: its full size (rows, cols) [pixels], centred on
+        q = 0 (as on a forward-CDI detector, where a rectangle hides several speckles
+        along one axis).
+    masked_squares : int
+        Number of small masked squares (4-8 px wide) scattered within a quarter of the
+        array around q = 0 (bad regions a provider masked).
+    processed : bool
+        The pattern as a data provider hands it out: centro-symmetrised about q = 0
+        (the mean of I(q) and I(-q) where both are measured; a pixel whose mirror is
+        unmeasured is unmeasured too), rescaled by a non-integer factor (a flux
+        normalisation), float32, zero at unmeasured pixels. Not integer counts: Poisson
+        statistics no longer hold.
     gaps : int
         Width of one horizontal and one vertical detector gap [pixels]; 0 for none.
     hot_pixels : int
@@ -69,6 +82,9 @@ class Simulation:
     phase_amplitude: float = 1.0
     photons: float | None = 1e9
     beamstop: float = 0.0
+    beamstop_size: tuple[int, int] | None = None
+    masked_squares: int = 0
+    processed: bool = False
     gaps: int = 0
     hot_pixels: int = 0
     dead_pixels: float = 0.0
@@ -121,10 +137,19 @@ def simulate(sim: Simulation) -> dict[str, np.ndarray]:
                                  if sim.photons is not None else sim.background)
     mask = np.ones(sim.shape[-2:], bool)
     centre = [n // 2 + o for n, o in zip(sim.shape[-2:], offset, strict=True)]
+    yy, xx = np.meshgrid(*[np.arange(n) - c for n, c in zip(sim.shape[-2:], centre,
+                                                              strict=True)], indexing="ij")
     if sim.beamstop > 0:
-        yy, xx = np.meshgrid(*[np.arange(n) - c for n, c in zip(sim.shape[-2:], centre,
-                                                                  strict=True)], indexing="ij")
         mask &= yy**2 + xx**2 > sim.beamstop**2
+    if sim.beamstop_size is not None:
+        rows, cols = (int(v) for v in sim.beamstop_size)
+        mask &= ~((yy >= -(rows // 2)) & (yy < rows - rows // 2)
+                  & (xx >= -(cols // 2)) & (xx < cols - cols // 2))
+    for _ in range(sim.masked_squares):
+        width = int(rng.integers(4, 9))
+        reach = [n // 4 for n in sim.shape[-2:]]
+        y0, x0 = (int(rng.integers(-r, r - width)) for r in reach)
+        mask &= ~((yy >= y0) & (yy < y0 + width) & (xx >= x0) & (xx < x0 + width))
     if sim.gaps > 0:  # fixed on the detector, whatever the pattern's centre
         row = sim.shape[-2] // 2 + sim.shape[-2] // 6
         col = sim.shape[-1] // 2 - sim.shape[-1] // 5
@@ -134,6 +159,11 @@ def simulate(sim: Simulation) -> dict[str, np.ndarray]:
         dead = rng.random(mask.shape) < sim.dead_pixels
         mask &= ~dead
     full_mask = np.broadcast_to(mask, sim.shape).copy()
+    if sim.processed:
+        intensity, full_mask = _symmetrised(intensity.astype(np.float64), full_mask, centre)
+        factor = 37.18 * float(rng.uniform(0.9, 1.1))  # a gain and a flux normalisation
+        intensity *= factor
+        obj = obj * np.sqrt(factor)
     intensity[~full_mask] = 0
     hot = np.zeros(sim.shape, bool)
     if sim.hot_pixels:
@@ -144,6 +174,21 @@ def simulate(sim: Simulation) -> dict[str, np.ndarray]:
             float(intensity.max()) / 1e5, 1.0)
     return {"intensity": intensity, "mask": full_mask, "obj": obj.astype(np.complex64),
             "support": support, "hot": hot}
+
+
+def _symmetrised(intensity: np.ndarray, mask: np.ndarray, centre: list[int]
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """Centro-symmetrise the last two axes about `centre`: the mean of I(q) and I(-q)
+    where both are measured; a pixel whose mirror is unmeasured or off the array is
+    unmeasured. (A 3-D stack is symmetrised frame by frame.)"""
+    rows, cols = mask.shape[-2:]
+    mi = 2 * centre[0] - np.arange(rows)
+    mj = 2 * centre[1] - np.arange(cols)
+    inside = ((mi >= 0) & (mi < rows))[:, None] & ((mj >= 0) & (mj < cols))[None, :]
+    mirror_i = intensity[..., np.clip(mi, 0, rows - 1)[:, None], np.clip(mj, 0, cols - 1)]
+    mirror_m = mask[..., np.clip(mi, 0, rows - 1)[:, None], np.clip(mj, 0, cols - 1)]
+    both = mask & mirror_m & inside
+    return np.where(both, 0.5 * (intensity + mirror_i), 0.0), both
 
 
 def _write_geometry(f: h5py.File, sim: Simulation, detector: str, source: str) -> None:
@@ -212,7 +257,7 @@ def write_scan(path: str | Path, sim: Simulation | None = None, *, layout: str =
         ``cxi``: ``/entry_1/instrument_1/detector_1/data`` with a mask; ``nexus``:
         an ``NXdata`` group with ``signal``; ``eiger``: frames in bitshuffle/LZ4
         data files behind external links, with ``detectorSpecific/pixel_mask``.
-        Counts are uint32 with noise and float32 when noiseless.
+        Counts are uint32 with noise and float32 when noiseless or processed.
     overwrite : bool
         Replace an existing file.
     """
@@ -224,8 +269,8 @@ def write_scan(path: str | Path, sim: Simulation | None = None, *, layout: str =
         raise OutputError(f"{path}: the folder {path.parent} does not exist")
     arrays = simulate(sim)
     intensity, mask = arrays["intensity"], arrays["mask"]
-    counts = intensity.astype(np.uint32) if sim.photons is not None else intensity.astype(
-        np.float32)
+    counts = (intensity.astype(np.uint32) if sim.photons is not None and not sim.processed
+              else intensity.astype(np.float32))
     bad = (~mask).astype(np.uint32)  # NeXus/CXI: non-zero = bad pixel
     mask2d = bad if bad.ndim == 2 else (bad if not np.all(bad == bad[0]) else bad[0])
     tmp = path.with_name(f".{path.name}.partial")
