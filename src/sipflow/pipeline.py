@@ -157,6 +157,35 @@ class Pipeline:
     def spec(self) -> list[dict[str, Any]]:
         return [s.spec() for s in self.steps]
 
+    def with_time_limit(self, seconds: float) -> Pipeline:
+        """This pipeline with ``max_seconds: seconds`` set on every stage that takes a time
+        budget (``phase.classic``: no new run set once it is spent).
+
+        Raises
+        ------
+        PipelineError
+            When no stage takes one, or `seconds` is not positive.
+        """
+        if not seconds > 0:
+            raise PipelineError(f"a time limit must be a positive number of seconds, got "
+                                f"{seconds!r}")
+        budgeted = [s.stage.name for s in self.steps
+                    if "max_seconds" in s.stage.Params.model_fields]
+        if not budgeted:
+            raise PipelineError(f"{self.origin}: no stage of pipeline {self.name!r} takes a "
+                                f"time budget (max_seconds); its stages: "
+                                f"{', '.join(s.stage.name for s in self.steps)}")
+        data = yaml.safe_load(self.text)
+        for raw in data["stages"]:
+            name = raw if isinstance(raw, str) else raw["use"]
+            if name in budgeted:
+                if isinstance(raw, str):
+                    raw = data["stages"][data["stages"].index(name)] = {"use": name}
+                raw["with"] = {**(raw.get("with") or {}), "max_seconds": float(seconds)}
+        text = yaml.safe_dump(data, sort_keys=False)
+        return Pipeline.from_dict(data, text, self.origin, self.registry or get_registry(),
+                                  self.registry)
+
 
 #: the largest pipeline text accepted: far above any real one (a few KiB), below
 #: Prefect's limit on a flow run's parameters (512 KiB), and bounded for ``validate``

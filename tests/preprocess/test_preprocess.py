@@ -143,6 +143,61 @@ def test_lithograph_object_is_real_sharp_and_asymmetric():
     assert not canonical(obj).ambiguous_twin, "the twin is distinguishable"
 
 
+@pytest.mark.parametrize("seed", [0, 3])
+def test_logo_object_has_29_parts_and_is_real(seed):
+    from scipy import ndimage
+
+    from sipflow.simulate import make_object
+    from sipflow.symmetry import canonical
+
+    obj = make_object((512, 512), "logo", extent=0.28, rng=np.random.default_rng(seed))
+    assert np.all(obj.imag == 0) and obj.real.min() >= 0
+    inside = np.abs(obj) > 0
+    assert ndimage.label(inside)[1] == 29
+    assert 0.02 < inside.mean() < 0.03
+    rows, cols = np.nonzero(inside)
+    assert 130 < np.ptp(rows) < 150 and 125 < np.ptp(cols) < 150
+    assert not canonical(obj).ambiguous_twin
+
+
+def test_a_processed_pattern_is_symmetrised_rescaled_and_masked_as_a_provider_does():
+    from sipflow.physics import symmetric_share
+    from sipflow.simulate import Simulation, simulate
+
+    counts = simulate(Simulation(shape=(128, 128), kind="logo", photons=1e8, seed=2,
+                                 beamstop_size=(8, 4), masked_squares=3))
+    done = simulate(Simulation(shape=(128, 128), kind="logo", photons=1e8, seed=2,
+                               beamstop_size=(8, 4), masked_squares=3, processed=True))
+    mask = done["mask"]
+    # the rectangle around q = 0 (64, 64) is unmeasured, the pixels beside it measured
+    assert not mask[60:68, 62:66].any() and mask[64, 70] and mask[70, 64]
+    assert (~mask).sum() >= 32 + 3 * 16  # the beamstop and the squares (and mirrors)
+    assert not np.allclose(done["intensity"][mask], np.round(done["intensity"][mask]))
+    assert symmetric_share(done["intensity"], mask) > 0.99
+    assert symmetric_share(counts["intensity"], counts["mask"]) < 0.5
+    assert np.all(done["intensity"][~mask] == 0)
+    gain = done["intensity"].sum() / counts["intensity"][mask].sum()
+    assert 30 < gain < 45
+    # the truth is rescaled with the data: |F obj|^2 stays the expected intensity
+    assert np.abs(done["obj"]).max() ** 2 == pytest.approx(
+        gain * np.abs(counts["obj"]).max() ** 2, rel=0.2)
+
+
+def test_simulate_command_writes_a_processed_logo(tmp_path, capsys):
+    import h5py
+
+    from sipflow.cli import main
+
+    path = tmp_path / "logo.h5"
+    assert main(["simulate", str(path), "--shape", "128", "128", "--object", "logo",
+                 "--processed", "--beamstop-size", "6", "4", "--masked-squares", "2"]) == 0
+    assert "processed" in capsys.readouterr().out
+    with h5py.File(path) as f:
+        data = f["/entry_1/instrument_1/detector_1/data"]
+        assert data.dtype == np.float32
+        assert f["/entry_1/instrument_1/detector_1/mask"][64, 64] != 0
+
+
 def test_background_and_dead_pixels_are_simulated():
     from sipflow.simulate import Simulation, simulate
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..physics import FarField, normalised_llk
+from ..physics import FarField, noise_model, normalised_llk
 from ._align import align
 
 
@@ -49,12 +49,20 @@ def llk(obs: np.ndarray, calc: np.ndarray, mask: np.ndarray, dof: int | None = N
 
 def data_metrics(obj: np.ndarray, intensity: np.ndarray, mask: np.ndarray,
                  support: np.ndarray | None = None) -> dict[str, float]:
-    """R-factor and LLKs of `obj` against the measured `intensity` (same grid)."""
+    """R-factor and LLKs of `obj` against the measured `intensity` (same grid).
+
+    Scaled counts (a gain, a symmetrised pattern: :func:`sipflow.physics.noise_model`)
+    are divided by their quantum before the LLKs, so that those of a good fit are about
+    1 there too; ``photon_scale`` is the quantum used (1 for counts and for processed
+    data whose scale is unknown).
+    """
     calc = calc_intensity(obj)
     calc = calc * _scale(intensity, calc, mask)
     dof = int(mask.sum()) - (int(support.sum()) if support is not None else 0)
     out = {"rfactor": rfactor(intensity, calc, mask)}
-    out.update(llk(intensity, calc, mask, dof=dof))
+    scale = noise_model(intensity, mask).scale
+    out.update(llk(intensity / scale, calc / scale, mask, dof=dof))
+    out["photon_scale"] = scale
     return out
 
 

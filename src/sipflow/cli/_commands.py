@@ -117,7 +117,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     options = input_options(args)
     out = _run(args.pipeline, args.input, args.output, engine=args.engine, device=args.device,
-               seed=args.seed, overwrite=args.overwrite, dtype=args.dtype, load_options=options)
+               seed=args.seed, overwrite=args.overwrite, dtype=args.dtype, load_options=options,
+               time_limit=args.time_limit)
     from ..io import open_result
     from ..report import print_table, summary_rows
 

@@ -61,7 +61,7 @@ class _Bar:
 
 def _run(pipeline: str, input_path: str, output: str, *, engine: str, device: str,
          seed: int | None, overwrite: bool, dtype: str, load_options: dict[str, Any],
-         progress: bool = True) -> Path:
+         progress: bool = True, time_limit: float | None = None) -> Path:
     """Check everything, lock the output, run under `engine`, return the store's path.
 
     Every check that needs no computation (pipeline, device, output, the input's
@@ -73,7 +73,12 @@ def _run(pipeline: str, input_path: str, output: str, *, engine: str, device: st
     from ..io import OutputLock
 
     requested = device  # resolved again where each stage runs (a worker's own card)
-    pipe, device, ds = preflight(pipeline, input_path, output, device=device,
+    chosen: Any = pipeline
+    if time_limit is not None:  # max_seconds on every stage that takes a time budget
+        from ..pipeline import Pipeline
+
+        chosen = Pipeline.load(pipeline).with_time_limit(time_limit)
+    pipe, device, ds = preflight(chosen, input_path, output, device=device,
                                  overwrite=overwrite, dtype=dtype,
                                  check_counts=engine != "local", **load_options)
     if engine == "local":

@@ -71,6 +71,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--seed", type=int, default=None)
     r.add_argument("--dtype", choices=["float32", "float64"], default="float32")
     r.add_argument("--dataset", default=None, help="HDF5 path of the frames")
+    r.add_argument("--time-limit", type=float, default=None, metavar="SECONDS",
+                   help="time budget of the phase stages (max_seconds): no new run set once "
+                   "it is spent; the best so far is returned, marked as such")
     _input_options(r)
     r.add_argument("--overwrite", action="store_true")
     r.set_defaults(func=cmd_run)
