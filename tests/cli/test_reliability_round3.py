@@ -579,3 +579,26 @@ def test_a_second_serve_on_the_same_home_is_refused(tmp_path):
     finally:
         holder.kill()
         holder.wait()
+
+
+@pytest.mark.parametrize("engine", ["local", "prefect"])
+def test_a_missing_learned_model_is_refused_by_validate_and_before_a_run(engine, tmp_path,
+                                                                        prefect_server):
+    """Defect 20 (rest): validate accepted a phase.learned pipeline whose model file is
+    missing; the run refused it only inside the flow."""
+    from sipflow.simulate import Simulation, write_scan
+
+    missing = tmp_path / "models" / "nowhere.pt"
+    path = tmp_path / "learned.yaml"
+    path.write_text(f"stages:\n  - use: phase.learned\n    with: {{model: {missing}}}\n")
+    bad = subprocess.run([sys.executable, "-m", "sipflow.cli", "validate", str(path)],
+                         capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr
+    assert "stage 1 (phase.learned)" in bad.stderr and str(missing) in bad.stderr
+    scan = write_scan(tmp_path / "s.h5", Simulation(shape=(32, 32), photons=1e6, seed=1))
+    out = tmp_path / "r.zarr"
+    run = subprocess.run([sys.executable, "-m", "sipflow.cli", "run", str(path), str(scan),
+                          "-o", str(out), "--engine", engine], capture_output=True, text=True,
+                         timeout=300)
+    assert run.returncode == 2 and str(missing) in run.stderr, run.stderr
+    assert not out.exists()

@@ -262,6 +262,11 @@ def cmd_validate(args: argparse.Namespace) -> int:
     from ..pipeline import Pipeline
 
     pipe = Pipeline.load(args.pipeline)
+    for i, step in enumerate(pipe.steps, start=1):  # the files the parameters name
+        try:
+            step.stage.check_params(step.params)
+        except SipflowError as exc:
+            raise type(exc)(f"{pipe.origin}: stage {i} ({step.stage.name}): {exc}") from None
     print(f"{pipe.origin}: valid pipeline {pipe.name!r} with "
           f"{len(pipe.steps)} stages: {', '.join(s.stage.name for s in pipe.steps)}")
     return 0

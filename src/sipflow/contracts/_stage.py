@@ -208,6 +208,16 @@ class Stage(abc.ABC):
         return None
 
     @classmethod
+    def check_params(cls, params: StageParams) -> None:
+        """Checks of the parameters alone, without any input: the files they name exist
+        and are what they should be. ``sipflow validate`` runs them; the default
+        :meth:`preflight` does too, so a run refuses the same things before any work.
+
+        Raise a :class:`~sipflow.errors.SipflowError` naming the problem.
+        """
+        return None
+
+    @classmethod
     def preflight(cls, params: StageParams, shape: tuple[int, ...]) -> None:
         """Checks that need no computation, run before any stage of a run starts.
 
@@ -221,7 +231,7 @@ class Stage(abc.ABC):
         shape : tuple of int
             Shape of the input ``intensity`` (before any preprocessing stage).
         """
-        return None
+        cls.check_params(params)
 
     @classmethod
     def summary_rows(cls, ds: xr.Dataset) -> list[tuple[str, str]]:

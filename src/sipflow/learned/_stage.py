@@ -47,8 +47,9 @@ class Learned(Stage):
     heavy = True
 
     @classmethod
-    def preflight(cls, params: LearnedParams, shape: tuple[int, ...]) -> None:
-        """The model is named and is a sipflow model (read before any work starts)."""
+    def check_params(cls, params: LearnedParams) -> None:  # type: ignore[override]
+        """The model is named and is a sipflow model (``sipflow validate``, and before any
+        work of a run starts)."""
         from ._format import load_checkpoint
 
         cls._require_model(params)
