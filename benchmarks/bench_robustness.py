@@ -95,7 +95,7 @@ def logo_table(args: argparse.Namespace) -> None:
     print(f"# {platform.machine()}, logo {args.size}², rectangular beamstop 20 x 12 px, "
           f"4 masked squares, gaps 3 px, {args.seeds} seeds")
     print("| template | photons | values | coherence σ [px] | IoU >= 0.8 | sets solved "
-          "(error < 0.1) | median IoU | median error | s / set | run sets | time-limited "
+          "(error < 0.1) | median IoU | median error | s per scan | run sets | time-limited "
           "| recognised as |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for template in args.templates:

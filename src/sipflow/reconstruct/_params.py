@@ -67,6 +67,13 @@ class ClassicParams(PhaseParams):
         "at random inside its support, closed by generation_closing pixels and with enclosed "
         "holes filled. A hidden centre (beamstop) dims the interior of a filled object, and "
         "shrinkwrap cuts it away; a fresh start in the repaired support fills it.")
+    first_threshold_factor: float = Field(
+        1.0, gt=0, le=1, description="With several generations: generation 1's shrinkwrap "
+        "thresholds (every run's, run_variants included) times this. A looser first support "
+        "keeps every part of an object of many parts (a logo, particles): under partial "
+        "coherence a threshold of 0.1 cut the dimmer parts in the first updates and no run "
+        "got them back, while 0.05 kept them in a support too large, which generation 2 "
+        "(at the full threshold, started in that support) tightens.")
     generation_closing: int = Field(
         4, ge=0, le=64, description="'support' generations: morphological closing radius "
                                     "of the best support [pixels, one-pixel steps].")

@@ -25,6 +25,14 @@ def _torch_dtype(name: str):
     return {"float32": torch.float32, "float64": torch.float64}[name]
 
 
+def _scaled(threshold: float | tuple[float, float] | list[float], factor: float
+            ) -> float | tuple[float, float]:
+    """A shrinkwrap threshold (or range) times `factor`."""
+    if isinstance(threshold, tuple | list):
+        return (threshold[0] * factor, threshold[1] * factor)
+    return threshold * factor
+
+
 def _with_carried(result: tuple, carried: dict, todo: list[int], runs: int) -> tuple:
     """A 'support' generation's results for `todo` with the kept best run put back.
 
@@ -169,13 +177,18 @@ class Classic(Stage):
         gen_settings = settings
         has_free = bool(free.any())
         # each run's (positivity, shrinkwrap threshold): run_variants cycled over the runs
-        variants = list(zip(*params.per_run(), strict=True))
+        base_variants = list(zip(*params.per_run(), strict=True))
         carried: dict | None = None  # a 'support' generation's best run, kept as it was
         generation_best: list[int] = []
         agreement = float("nan")  # generation 1's two best runs' aligned difference
         attempts = np.ones(params.runs, dtype=int)
         for generation, text in enumerate(schedules):
             plan = parse(text)
+            # generation 1 of several: a looser shrinkwrap (first_threshold_factor), so
+            # that no part of a many-part object is cut before the others repair it
+            variants = (base_variants if generation or len(schedules) == 1
+                        else [(p, _scaled(t, params.first_threshold_factor))
+                              for p, t in base_variants])
             seeds = run_seeds(context.seed, generation + 64 * set_index, params.runs)
             todo = [r for r in range(params.runs) if carried is None or r != carried["run"]]
             result = self._attempt(
