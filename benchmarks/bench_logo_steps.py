@@ -6,13 +6,15 @@ masked squares and gaps, symmetrised and rescaled, with and without partial cohe
 One generation of the ``cdi`` plan (``(sup * HIO**50)**12 * (sup * ER**50)**4``,
 positivity) is run from a series of first supports, from the true support to the
 template's own, and with variants of the steps that follow (shrinkwrap threshold and
-reference, RAAR, the ``psf`` coherence model). For each row: the share of runs whose
+reference, RAAR, the ``psf`` coherence model), and the two generations of ``cdi`` as it
+is now (in that row the runs counted are generation 2's). For each row: the share of runs whose
 support IoU with the truth (aligned for shift and twin) is at least 0.8, and the free
 LLKs (Poisson on the rescaled counts) of the runs that did and did not reach it.
 
 Usage::
 
     python benchmarks/bench_logo_steps.py [--seeds 2] [--runs 8] [--coherence 0 0.5]
+        [--only "cdi now"]
 """
 
 from __future__ import annotations
@@ -43,6 +45,10 @@ VARIANTS = {
     "RAAR": {"schedule": PLAN.replace("HIO", "RAAR")},
     "psf (coherence model)": {"schedule": "(psf * sup * HIO**50)**12 * (psf * sup * ER**50)**4",
                               "psf_sigma": 0.5},
+    # the fix: generation 1 at half the threshold, generation 2 in the best run's support
+    "cdi now: generation 1 at 0.05, generation 2 at 0.1": {
+        "generations": 2, "generation_start": "support", "first_threshold_factor": 0.5,
+        "generation_schedules": ["HIO**200 * (sup * HIO**50)**8 * (sup * ER**50)**4"]},
 }
 
 
@@ -92,6 +98,7 @@ def main() -> None:
     p.add_argument("--seeds", type=int, default=2)
     p.add_argument("--runs", type=int, default=8)
     p.add_argument("--coherence", nargs="+", type=float, default=[0.0, 0.5])
+    p.add_argument("--only", default=None, help="only the rows whose steps contain this")
     args = p.parse_args()
     print(f"# {platform.machine()}, logo 512², processed, 1e9 photons, {args.runs} runs x "
           f"{args.seeds} seeds per row, plan {PLAN}")
@@ -99,6 +106,7 @@ def main() -> None:
           "free LLK, the others | s / set |")
     print("|---|---|---|---|---|---|---|")
     rows = [(s, "cdi's") for s in STARTS] + [(None, v) for v in VARIANTS]
+    rows = [r for r in rows if args.only is None or args.only in r[1]]
     for coherence in args.coherence:
         prepared = {seed: _prepared(seed, coherence) for seed in range(args.seeds)}
         for start, steps in rows:
