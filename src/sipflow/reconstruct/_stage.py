@@ -33,6 +33,15 @@ def _scaled(threshold: float | tuple[float, float] | list[float], factor: float
     return threshold * factor
 
 
+def _first_variants(variants: list, generation: int, generations: int,
+                    params: ClassicParams) -> list:
+    """The runs' (positivity, threshold) pairs of `generation`: generation 1 of several
+    with its thresholds times ``first_threshold_factor``."""
+    if generation or generations == 1:
+        return variants
+    return [(p, _scaled(t, params.first_threshold_factor)) for p, t in variants]
+
+
 def _with_carried(result: tuple, carried: dict, todo: list[int], runs: int) -> tuple:
     """A 'support' generation's results for `todo` with the kept best run put back.
 
@@ -186,9 +195,7 @@ class Classic(Stage):
             plan = parse(text)
             # generation 1 of several: a looser shrinkwrap (first_threshold_factor), so
             # that no part of a many-part object is cut before the others repair it
-            variants = (base_variants if generation or len(schedules) == 1
-                        else [(p, _scaled(t, params.first_threshold_factor))
-                              for p, t in base_variants])
+            variants = _first_variants(base_variants, generation, len(schedules), params)
             seeds = run_seeds(context.seed, generation + 64 * set_index, params.runs)
             todo = [r for r in range(params.runs) if carried is None or r != carried["run"]]
             result = self._attempt(
