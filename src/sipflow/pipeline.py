@@ -176,12 +176,11 @@ class Pipeline:
                                 f"time budget (max_seconds); its stages: "
                                 f"{', '.join(s.stage.name for s in self.steps)}")
         data = yaml.safe_load(self.text)
-        for raw in data["stages"]:
-            name = raw if isinstance(raw, str) else raw["use"]
-            if name in budgeted:
-                if isinstance(raw, str):
-                    raw = data["stages"][data["stages"].index(name)] = {"use": name}
-                raw["with"] = {**(raw.get("with") or {}), "max_seconds": float(seconds)}
+        for i, raw in enumerate(data["stages"]):
+            step = {"use": raw} if isinstance(raw, str) else raw
+            if step["use"] in budgeted:
+                step["with"] = {**(step.get("with") or {}), "max_seconds": float(seconds)}
+                data["stages"][i] = step
         text = yaml.safe_dump(data, sort_keys=False)
         return Pipeline.from_dict(data, text, self.origin, self.registry or get_registry(),
                                   self.registry)

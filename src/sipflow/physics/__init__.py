@@ -41,7 +41,7 @@ from ._measurement import (
 )
 from ._model import FarField, gaussian_coherence, gaussian_transfer
 from ._modes import UnmeasuredModes, unmeasured_modes
-from ._noise import NoiseModel, noise_model, symmetric_share
+from ._noise import NoiseModel, noise_model, point_mirror, symmetric_share
 
 __all__ = [
     "NLL",
@@ -67,6 +67,7 @@ __all__ = [
     "measurement_coherence",
     "noise_model",
     "normalised_llk",
+    "point_mirror",
     "poisson_nll",
     "richardson_lucy_kernel",
     "spatial_dims",

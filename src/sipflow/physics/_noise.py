@@ -106,6 +106,29 @@ def _whole(values: np.ndarray, quantum: float) -> float:
     return float(np.mean(np.abs(r - np.round(r)) <= 0.01))
 
 
+def point_mirror(values: np.ndarray, centre: list[int], axes: tuple[int, ...]
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """`values` reflected through `centre` along `axes` (index i -> 2 c - i).
+
+    Returns
+    -------
+    mirror : ndarray, shape of `values`
+        The value at each pixel's mirror (edge values where the mirror is off the array).
+    inside : ndarray, bool, broadcastable to `values`
+        Where the mirror lies on the array.
+    """
+    mirror = values
+    inside = np.ones((1,) * values.ndim, bool)
+    for axis, c in zip(axes, centre, strict=True):
+        n = values.shape[axis]
+        j = 2 * c - np.arange(n)
+        mirror = np.take(mirror, np.clip(j, 0, n - 1), axis=axis)
+        shape = [1] * values.ndim
+        shape[axis] = n
+        inside = inside & ((j >= 0) & (j < n)).reshape(shape)
+    return mirror, inside
+
+
 def symmetric_share(intensity: np.ndarray, mask: np.ndarray) -> float:
     """Share of measured pixels whose point mirror about n // 2 is measured and equal.
 
@@ -113,17 +136,10 @@ def symmetric_share(intensity: np.ndarray, mask: np.ndarray) -> float:
     ----------
     intensity, mask : ndarray, (*spatial), centred (q = 0 at n // 2)
     """
-    index = []
-    for n in intensity.shape:
-        j = 2 * (n // 2) - np.arange(n)
-        index.append(np.where((j >= 0) & (j < n), j, -1))
-    inside = np.ones(intensity.shape, bool)
-    for axis, j in enumerate(index):
-        shape = [1] * intensity.ndim
-        shape[axis] = -1
-        inside &= (j >= 0).reshape(shape)
-    grids = np.ix_(*[np.clip(j, 0, None) for j in index])
-    mirror, mirror_mask = intensity[grids], mask[grids]
+    axes = tuple(range(intensity.ndim))
+    centre = [n // 2 for n in intensity.shape]
+    mirror, inside = point_mirror(intensity, centre, axes)
+    mirror_mask, _ = point_mirror(mask, centre, axes)
     pairs = mask & mirror_mask & inside & (intensity > 0)
     if not pairs.any():
         return float("nan")

@@ -10,7 +10,7 @@ import hdf5plugin
 import numpy as np
 
 from ..errors import OutputError
-from ..physics import FarField, gaussian_kernel, kernel_coherence
+from ..physics import FarField, gaussian_kernel, kernel_coherence, point_mirror
 from ._objects import make_object
 
 _HC = 6.62607015e-34 * 299792458.0
@@ -181,12 +181,9 @@ def _symmetrised(intensity: np.ndarray, mask: np.ndarray, centre: list[int]
     """Centro-symmetrise the last two axes about `centre`: the mean of I(q) and I(-q)
     where both are measured; a pixel whose mirror is unmeasured or off the array is
     unmeasured. (A 3-D stack is symmetrised frame by frame.)"""
-    rows, cols = mask.shape[-2:]
-    mi = 2 * centre[0] - np.arange(rows)
-    mj = 2 * centre[1] - np.arange(cols)
-    inside = ((mi >= 0) & (mi < rows))[:, None] & ((mj >= 0) & (mj < cols))[None, :]
-    mirror_i = intensity[..., np.clip(mi, 0, rows - 1)[:, None], np.clip(mj, 0, cols - 1)]
-    mirror_m = mask[..., np.clip(mi, 0, rows - 1)[:, None], np.clip(mj, 0, cols - 1)]
+    axes = (intensity.ndim - 2, intensity.ndim - 1)
+    mirror_i, inside = point_mirror(intensity, centre, axes)
+    mirror_m, _ = point_mirror(mask, centre, axes)
     both = mask & mirror_m & inside
     return np.where(both, 0.5 * (intensity + mirror_i), 0.0), both
 
