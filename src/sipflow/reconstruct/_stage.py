@@ -352,7 +352,6 @@ class Classic(Stage):
                                     params.set_retries)
         best_set["solved"] = solved
         best_set["time_limited"] = time_limited
-        best_set["seconds"] = time.monotonic() - started
         return best_set, set_scores
 
     def _output(self, ds: xr.Dataset, params: ClassicParams, meas: Measurement, free,
@@ -408,7 +407,6 @@ class Classic(Stage):
             "run_set_solved": best_set["solved"],
             "run_set_agreement": best_set["agreement"],
             "time_limited": best_set["time_limited"],
-            "seconds": round(best_set["seconds"], 1),
             "noise": noise.to_attrs(),
             "ranked_by": "llk_free" if bool(free.any()) else "llk",
             "run_status": status,

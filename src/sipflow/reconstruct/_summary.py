@@ -52,17 +52,14 @@ def classic_rows(ds: xr.Dataset) -> list[tuple[str, str]]:
         rows.append(("run sets", f"{pc['run_sets']} computed, set {pc['run_set_kept'] + 1} "
                                  f"kept (best free LLK of each: {scores})"))
     if pc.get("time_limited"):
-        rows.append(("time limit", f"budget spent after {pc['run_sets']} run set(s) "
-                                   f"({pc['seconds']:.0f} s): the best set so far is returned, "
-                                   "not confirmed solved"))
+        rows.append(("time limit", f"budget spent after {pc['run_sets']} run set(s): the "
+                                   "best set so far is returned, not confirmed solved"))
     elif "run_set_solved" in pc and pc["run_set_solved"] is None:
         rows.append(("run set warning", "no run set was confirmed solved (the two best "
                                         "independent starts found different objects): inspect "
                                         "obj_runs"))
     elif pc.get("run_set_solved"):
         rows.append(("run set solved", pc["run_set_solved"]))
-    if "seconds" in pc:
-        rows.append(("time", f"{pc['seconds']:.0f} s"))
     positive = pc.get("run_positivity", [])
     if len(set(positive)) > 1:  # run_variants: both hypotheses were tried
         chosen = "real, non-negative" if pc["best_run_positivity"] else "complex"
