@@ -7,7 +7,9 @@ changing is processed anyway, so that it fails with the reader's reason instead 
 being waited for forever. Its outcome is kept in a JSON state file beside the results
 (``.sipflow-watch.json``, replaced atomically), so a restarted watcher skips what is
 done, retries a scan that was running when the watcher died, and gives up on a scan
-after ``max_attempts`` failures (reported, never retried forever).
+after ``max_attempts`` failures (reported, never retried forever). An outage of the
+orchestration (``deferred``) or a flow run that lost its worker (``lost``) is not a
+failure of the scan: it is tried again after ``retry_after_s``.
 """
 
 from __future__ import annotations
@@ -57,7 +59,7 @@ class WatchState:
     """Per-file outcomes, kept on disk.
 
     ``files[name] = {"status": "done" | "failed" | "running" | "retry", "attempts",
-    "reason", "output", "size", "mtime"}``.
+    "failures", "lost", "retry_after", "reason", "output", "size", "mtime"}``.
     """
 
     path: Path
@@ -234,21 +236,13 @@ def _watch(folder: Path, process: Callable[[Path, str], dict[str, Any]], state: 
             entry["attempts"] = entry.get("attempts", 0) + 1
             state.save()
             # the same key after a restart of the watcher, a new one after each failure
-            key = f"{name}|{st.st_size}|{st.st_mtime_ns}|{entry.get('failures', 0)}"
+            # or lost run (an outage keeps it: the run may go on while the API is away)
+            tries = entry.get("failures", 0) + entry.get("lost", 0)
+            key = f"{name}|{st.st_size}|{st.st_mtime_ns}|{tries}"
             t_process = time.monotonic()
-            row = process(path, key)
+            row = _record(name, entry, process(path, key), max_attempts, retry_after_s)
             busy += time.monotonic() - t_process
-            ok = row.get("status") == "ok"
-            entry.update(status="done" if ok else "failed", reason=row.get("reason", ""),
-                         output=row.get("output"))
-            if not ok:
-                entry["failures"] = entry.get("failures", 0) + 1
-                entry["retry_after"] = time.time() + retry_after_s
             state.save()
-            if not ok:
-                final = entry["attempts"] >= max_attempts
-                log.warning("%s: failed (attempt %d of %d%s): %s", name, entry["attempts"],
-                            max_attempts, ", given up" if final else "", row.get("reason"))
             rows.append(row | {"attempt": entry["attempts"]})
             if on_result is not None:
                 on_result(rows[-1])
@@ -260,6 +254,44 @@ def _watch(folder: Path, process: Callable[[Path, str], dict[str, Any]], state: 
         if (once and not waiting) or (stop is not None and stop()):
             return rows
         time.sleep(poll_s)
+
+
+def _record(name: str, entry: dict[str, Any], row: dict[str, Any], max_attempts: int,
+            retry_after_s: float) -> dict[str, Any]:
+    """Enter the outcome `row` of one attempt at file `name` in its state `entry`;
+    return `row`.
+
+    ``ok`` and ``failed`` are outcomes of the scan. ``deferred`` (the orchestration did
+    not answer) and ``lost`` (the run lost its worker) are not: the attempt is given
+    back and the scan tried again after `retry_after_s`; a scan lost `max_attempts`
+    times is given up all the same.
+    """
+    status = row.get("status")
+    entry.update(reason=row.get("reason", ""), output=row.get("output"))
+    if status in ("deferred", "lost"):
+        entry["attempts"] -= 1
+        if status == "lost":
+            entry["lost"] = entry.get("lost", 0) + 1
+        if entry.get("lost", 0) >= max_attempts:
+            entry.update(status="failed", attempts=max_attempts)
+            row = row | {"status": "failed"}
+            log.warning("%s: its flow run was lost %d times, given up: %s", name,
+                        entry["lost"], row.get("reason"))
+        else:
+            entry.update(status="retry", retry_after=time.time() + retry_after_s)
+            log.warning("%s: not processed now, tried again in %.0f s (not counted as a "
+                        "failed attempt): %s", name, retry_after_s,
+                        row.get("reason"))
+        return row
+    ok = status == "ok"
+    entry["status"] = "done" if ok else "failed"
+    if not ok:
+        entry["failures"] = entry.get("failures", 0) + 1
+        entry["retry_after"] = time.time() + retry_after_s
+        final = entry["attempts"] >= max_attempts
+        log.warning("%s: failed (attempt %d of %d%s): %s", name, entry["attempts"],
+                    max_attempts, ", given up" if final else "", row.get("reason"))
+    return row
 
 
 def summary(state_file: str | Path) -> Iterable[tuple[str, str, str]]:

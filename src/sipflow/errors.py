@@ -53,6 +53,11 @@ class OrchestrationError(SipflowError):
     exit_code = 4
 
 
+class OrchestrationUnavailable(OrchestrationError):
+    """The orchestration server stopped answering for a while: an outage, not a fault of
+    the scan (a watcher leaves the scan for later instead of counting a failure)."""
+
+
 class ResourceError(SipflowError):
     """The work would need more memory or compute than the machine or device offers."""
 

@@ -4,6 +4,7 @@ device slots that keep heavy stages apart."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -289,3 +290,157 @@ def test_a_worker_killed_alone_leaves_its_scan_to_finish_under_serve(facility, t
     while any(Path(f"/proc/{p}").exists() for p in runs):
         assert time.monotonic() < deadline, "the adopted flow run was not reaped"
         time.sleep(0.5)
+
+
+class _Proxy:
+    """A TCP forwarder in front of the Prefect server: :meth:`cut` is an outage (new
+    connections refused, open ones reset), :meth:`restore` ends it."""
+
+    def __init__(self, port: int) -> None:
+        self.target, self.port = port, _free_port()
+        self.conns: list[socket.socket] = []
+        self.listener: socket.socket | None = None
+        self.restore()
+
+    def restore(self) -> None:
+        self.listener = socket.create_server(("127.0.0.1", self.port), reuse_port=False)
+        threading.Thread(target=self._accept, args=(self.listener,), daemon=True).start()
+
+    def cut(self) -> None:
+        with contextlib.suppress(OSError):  # wakes the accept: no more listening
+            self.listener.shutdown(socket.SHUT_RDWR)
+        self.listener.close()
+        for c in self.conns:
+            with contextlib.suppress(OSError):
+                c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\1\0\0\0\0\0\0\0")
+                c.close()
+        self.conns.clear()
+
+    def _accept(self, listener: socket.socket) -> None:
+        while True:
+            try:
+                client, _ = listener.accept()
+            except OSError:  # cut
+                return
+            server = socket.create_connection(("127.0.0.1", self.target))
+            self.conns += [client, server]
+            for a, b in ((client, server), (server, client)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pipe(a: socket.socket, b: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            while data := a.recv(65536):
+                b.sendall(data)
+        with contextlib.suppress(OSError):
+            b.shutdown(socket.SHUT_WR)
+
+
+def _state(out: Path) -> dict:
+    import json
+
+    from sipflow._watch import STATE_FILE
+
+    with contextlib.suppress(OSError, ValueError):
+        return json.loads((out / STATE_FILE).read_text())["files"]
+    return {}
+
+
+def test_a_server_outage_is_not_counted_as_scan_failures(facility, tmp_path):
+    """The API goes away for 25 s while scans arrive: the watcher leaves them for later
+    (not one attempt counted, even with --max-attempts 1) and runs them once it is back."""
+    from sipflow.orchestration import SCAN_DEPLOYMENT
+
+    port = int(facility["url"].rsplit(":", 1)[1].split("/")[0])
+    proxy = _Proxy(port)
+    incoming, out = tmp_path / "incoming", tmp_path / "out"
+    incoming.mkdir()
+    scans = _scans(tmp_path / "staging", 2)
+    pipeline = tmp_path / "p.yaml"
+    pipeline.write_text(yaml.safe_dump(QUICK))
+    env = os.environ | {"PREFECT_API_URL": f"http://127.0.0.1:{proxy.port}/api"}
+    log = tmp_path / "watch.out"
+    with open(log, "wb") as fh:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "sipflow.cli", "watch", str(incoming), "--pipeline",
+             str(pipeline), "-o", str(out), "--deployment", SCAN_DEPLOYMENT, "--stable",
+             "0.5", "--poll", "0.3", "--retry-after", "2", "--max-attempts", "1", "--seed", "1"],
+            env=env, stdout=fh, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 60
+        while b"watching" not in log.read_bytes():
+            assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
+            time.sleep(0.2)
+        proxy.cut()
+        for s in scans:
+            (incoming / s.name).write_bytes(s.read_bytes())
+        time.sleep(25)
+        files = _state(out)
+        assert sorted(files) == ["scan0.h5", "scan1.h5"], log.read_text()
+        # each tried again and again (one may be in its try now), none counted as failed
+        assert all(f["status"] in ("retry", "running") and "failures" not in f
+                   for f in files.values()), files
+        text = log.read_text()
+        assert text.count("processing") > 4 and "given up" not in text, text
+        proxy.restore()
+        deadline = time.monotonic() + 180
+        while not all(f.get("status") == "done" for f in _state(out).values()):
+            assert time.monotonic() < deadline, log.read_text()
+            assert "failed" not in {f["status"] for f in _state(out).values()}, \
+                log.read_text()
+            time.sleep(0.5)
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=60)
+        proxy.cut()
+    for s in scans:
+        assert open_result(out / f"{s.stem}.zarr", verify=True).attrs["metrics"]["error"] < 0.2
+
+
+def test_a_run_that_lost_its_worker_is_crashed_and_its_scan_run_again(facility, tmp_path,
+                                                                      capsys):
+    """Worker and flow run die together (a killed serve, a lost machine): the run would
+    stay Running forever; without a heartbeat it is marked crashed, and the watcher runs
+    the scan again instead of waiting on it for ever or counting a failure."""
+    from prefect.client.orchestration import get_client
+
+    from sipflow.orchestration import SCAN_DEPLOYMENT
+    from sipflow.orchestration._runs import LOST
+    from sipflow.orchestration._workers import descendants
+
+    incoming, out = tmp_path / "incoming", tmp_path / "out"
+    scan = _scans(incoming, 1, shape=(128, 128))[0]
+    pipeline = tmp_path / "p.yaml"
+    pipeline.write_text(yaml.safe_dump(LONG))
+    worker = _workers(facility["proc"].pid)[0]
+
+    work = out / "scan0.zarr.sipflow-work"
+
+    def kill_worker_and_run() -> None:  # inside the phase stage
+        deadline = time.monotonic() + 120
+        while not any(is_complete(p) for p in work.glob("01-prep.standard-*.zarr")):
+            assert time.monotonic() < deadline, "the first stage did not finish"
+            time.sleep(0.2)
+        for pid in [worker, *descendants(worker)]:
+            os.kill(pid, signal.SIGKILL)
+
+    killer = threading.Thread(target=kill_worker_and_run)
+    killer.start()
+    watch = ["watch", str(incoming), "--pipeline", str(pipeline), "-o", str(out),
+             "--deployment", SCAN_DEPLOYMENT, "--once", "--stable", "0.5", "--poll", "0.3",
+             "--retry-after", "0", "--stale-after", "40", "--seed", "3"]
+    t0 = time.monotonic()
+    try:
+        assert main(watch) == 4  # nothing failed; the scan is left for the next run
+    finally:
+        killer.join()
+    err = capsys.readouterr().err
+    assert "left for the next run" in err and LOST in err, err
+    assert time.monotonic() - t0 < 150
+    entry = _state(out)["scan0.h5"]
+    assert entry["status"] == "retry" and entry["attempts"] == 0 and entry["lost"] == 1
+    with get_client(sync_client=True) as client:
+        first = client.read_flow_run(err.split("flow run ")[1].split()[0])
+    assert first.state.is_crashed() and first.state.message.startswith(LOST)
+    assert main(watch) == 0, capsys.readouterr().err
+    assert open_result(out / f"{scan.stem}.zarr", verify=True).attrs["metrics"]["error"] < 0.2

@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from ..errors import PipelineError, SipflowError
+from ..errors import OrchestrationUnavailable, PipelineError, SipflowError
 from ._common import _figures, _prefect_env, _run, _stderr
 
 
@@ -201,10 +201,15 @@ def cmd_batch(args: argparse.Namespace) -> int:
 
 def _deployment_one(args: argparse.Namespace, path: Path, output: str, key: str
                     ) -> dict[str, Any]:
-    """One scan of the watcher through a deployment (a worker runs it); never raises."""
+    """One scan of the watcher through a deployment (a worker runs it); never raises.
+
+    An outage of the Prefect API gives status ``deferred`` and a run that lost its
+    worker ``lost``: the watcher does not count them as failures of the scan.
+    """
     import time
 
     from ..orchestration import run_scan_deployment
+    from ..orchestration._runs import api_unavailable
 
     t0 = time.perf_counter()
     row = _batch_row(str(path), output)
@@ -214,14 +219,17 @@ def _deployment_one(args: argparse.Namespace, path: Path, output: str, key: str
     try:
         result = run_scan_deployment(path.resolve(), Path(output).resolve(), pipeline,
                                      deployment=args.deployment, key=key,
-                                     device=args.device, seed=args.seed, dtype=args.dtype)
+                                     stale_s=args.stale_after, device=args.device,
+                                     seed=args.seed, dtype=args.dtype)
         if result.get("error"):
-            row.update(status="failed", reason=f"flow run {result['flow_run_id']} "
-                       f"{result['state']}: {result['error']}")
+            row.update(status="lost" if result.get("lost") else "failed",
+                       reason=f"flow run {result['flow_run_id']} {result['state']}: "
+                       f"{result['error']}")
         else:
             row["free_llk"], row["error"] = _figures(Path(result["output"]))
     except Exception as exc:  # the scan fails, the watcher goes on
-        row.update(status="failed", reason=f"{type(exc).__name__}: {exc}")
+        row.update(status="deferred" if api_unavailable(exc) else "failed",
+                   reason=f"{type(exc).__name__}: {exc}")
     row["wall_s"] = time.perf_counter() - t0
     return row
 
@@ -267,9 +275,10 @@ def cmd_watch(args: argparse.Namespace) -> int:
     folder, out_dir = Path(args.directory), Path(args.output)
     if not folder.is_dir():
         raise PipelineError(f"{folder}: no such folder to watch")
-    if args.max_attempts < 1 or args.poll <= 0 or args.stable < 0 or args.retry_after < 0:
-        raise PipelineError("--max-attempts must be >= 1, --poll > 0, --stable >= 0 and "
-                            "--retry-after >= 0")
+    if args.max_attempts < 1 or args.poll <= 0 or args.stable < 0 or args.retry_after < 0 \
+            or (args.stale_after is not None and not args.stale_after > 0):
+        raise PipelineError("--max-attempts must be >= 1, --poll > 0, --stable >= 0, "
+                            "--retry-after >= 0 and --stale-after > 0")
     out_dir.mkdir(parents=True, exist_ok=True)
     console = Console(stderr=True)
 
@@ -282,7 +291,8 @@ def cmd_watch(args: argparse.Namespace) -> int:
                           args.seed, False, args.dtype)
 
     def report(row: dict[str, Any]) -> None:
-        mark = "ok" if row["status"] == "ok" else f"failed: {row['reason']}"
+        mark = {"ok": "ok", "failed": f"failed: {row['reason']}"}.get(
+            row["status"], f"left for later ({row['reason']})")
         console.print(f"{Path(row['scan']).name}: {mark} ({row['wall_s']:.1f} s)",
                       highlight=False, soft_wrap=True)
 
@@ -315,7 +325,15 @@ def cmd_watch(args: argparse.Namespace) -> int:
     known = list(_watch.summary(state))
     print_table([(name, f"{status}: {detail}") for name, status, detail in known],
                 f"sipflow watch {folder}")
-    failed_now = [r for r in rows if r["status"] != "ok"]
+    failed_now = [r for r in rows if r["status"] == "failed"]
+    later = {Path(r["scan"]).name for r in rows if r["status"] in ("deferred", "lost")} - \
+        {Path(r["scan"]).name for r in rows if r["status"] in ("ok", "failed")}
     if interrupted:  # stopped by Ctrl-C or SIGTERM: not a clean end (the table says what ran)
         return 130
-    return 1 if failed_now else 0
+    if failed_now:
+        return 1
+    if later:  # --once during an outage: nothing failed, but not everything ran
+        _stderr(f"sipflow: error: {len(later)} scan(s) left for the next run, the Prefect "
+                f"server did not run them: {', '.join(sorted(later))}")
+        return OrchestrationUnavailable.exit_code
+    return 0

@@ -145,6 +145,10 @@ def build_parser() -> argparse.ArgumentParser:
     wa.add_argument("--deployment", default=None, metavar="FLOW/NAME", help="run each scan "
                     "through this deployment on the server of PREFECT_API_URL (e.g. "
                     "sipflow-process-scan/sipflow, made by sipflow serve) instead of here")
+    wa.add_argument("--stale-after", type=float, default=None, metavar="SECONDS",
+                    help="with --deployment: a running flow run without a heartbeat this "
+                    "long lost its worker; it is marked crashed and the scan run again "
+                    "(default: three heartbeats, 90 s)")
     wa.add_argument("--device", default="auto")
     wa.add_argument("--seed", type=int, default=None)
     wa.add_argument("--dtype", choices=["float32", "float64"], default="float32")

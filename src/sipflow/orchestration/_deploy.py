@@ -100,6 +100,8 @@ def _check_port_free(port: int) -> None:
     import socket
 
     with socket.socket() as s:
+        # as the server binds: a port left in TIME_WAIT by a killed server is free
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind(("127.0.0.1", port))
         except OSError as exc:
@@ -140,6 +142,22 @@ def _start_server(port: int, home: Path, log: Any) -> tuple[subprocess.Popen, st
     return proc, url
 
 
+def _reap_lost_runs(pool: str, since: float, log: Any) -> None:
+    """:func:`~._runs.crash_lost_runs` for `serve`, said in its log; never raises (an
+    API that does not answer now is asked again next time)."""
+    from ._runs import crash_lost_runs
+
+    try:
+        lost = crash_lost_runs(pool, since=since)
+    except Exception as exc:
+        lost, why = [], f"could not look for lost flow runs: {type(exc).__name__}: {exc}"
+    else:
+        why = f"flow runs that lost their worker, marked crashed: {', '.join(lost)}"
+    if lost or "could not" in why:
+        log.write(f"{why}\n".encode())
+        log.flush()
+
+
 def serve(*, port: int = 4200, home: str | Path | None = None, pool: str = "sipflow",
           workers: int = 1, concurrency: int | None = None, gpu_slots: int = 1,
           cpu_slots: int | None = None, poll_s: float = 2.0,
@@ -154,6 +172,9 @@ def serve(*, port: int = 4200, home: str | Path | None = None, pool: str = "sipf
        once (and the CPU `cpu_slots`, when given).
     4. Starts `workers` process workers, and starts again any that dies (the flow run
        a dead worker leaves behind finishes its scan, adopted by this process).
+    5. Every 30 s, marks Crashed the pool's Running flow runs that sent no heartbeat for
+       three heartbeats (:func:`~._runs.crash_lost_runs`): runs whose process died with
+       its worker, e.g. under a ``serve`` that was killed before this one.
 
     Everything it started stops when it returns, and when its process dies.
 
@@ -229,8 +250,12 @@ def serve(*, port: int = 4200, home: str | Path | None = None, pool: str = "sipf
         if on_ready is not None:
             on_ready({"api_url": url, "pool": pool, "deployments": deployments,
                       "limits": limits, "workers": [p.pid for p in running]})
+        ready_at, reaped = time.time(), time.monotonic()
         while stop is None or not stop():
             time.sleep(poll_s)
+            if time.monotonic() - reaped > 30:
+                reaped = time.monotonic()
+                _reap_lost_runs(pool, ready_at, log)
             if server is not None and server.poll() is not None:
                 raise OrchestrationError(f"the Prefect server stopped (exit status "
                                          f"{server.returncode}); see {home}/sipflow-serve.log")
