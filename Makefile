@@ -9,8 +9,8 @@ TORCH   ?= torch==2.13.0
 export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 
 # The napari tests draw on a virtual X screen (pytest-xvfb starts it): Xvfb and the xcb
-# libraries that PyQt5's platform plugin needs beyond a base Debian image.
-XVFB_DEBS := xvfb libxcb-icccm4 libxcb-keysyms1 libxcb-xinerama0
+# libraries that PyQt6's platform plugin needs beyond a base Debian image.
+XVFB_DEBS := xvfb libxcb-icccm4 libxcb-keysyms1 libxcb-xinerama0 libxcb-cursor0
 
 .PHONY: install install-test system-deps demo test test-fast lint bench clean
 

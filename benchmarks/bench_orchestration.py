@@ -7,7 +7,8 @@ Per small scan (the same file, pipeline and seed each time) the wall time of:
   private server that is already running (its start-up is reported apart);
 - ``server + worker``: a run of the deployment made by ``sipflow serve`` (a real
   Prefect server and a process worker), from ``run_deployment`` until the run is
-  final: what a beamline's watcher pays per scan;
+  final: what a beamline's watcher pays per scan; once with a new Python process per
+  flow run (``serve --no-warm``) and once forked off serve's warm process (the default);
 - ``Dask``: ``sipflow-process-scans`` with one scan on a local Dask cluster of one
   worker (cluster start-up included: a batch pays it once).
 
@@ -65,6 +66,8 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--batch", type=int, default=4)
+    parser.add_argument("--deployments-only", action="store_true", help="the floor and "
+                        "the two `sipflow serve` rows only (no embedded, Dask, batch)")
     args = parser.parse_args()
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
@@ -91,72 +94,15 @@ def main() -> None:
     in_process()  # warm imports
     rows.append(("in-process", _timed(in_process, args.repeats), ""))
 
-    from sipflow.orchestration import (
-        SCAN_DEPLOYMENT,
-        dask_task_runner,
-        embedded_server,
-        process_scan,
-        process_scans,
-        run_scan_deployment,
-        use_api,
-    )
+    throughput: list[tuple[str, int, float]] = []
+    if not args.deployments_only:
+        more, throughput = _embedded_and_batch(args, tmp, scans, text, out)
+        rows += more
 
-    t0 = time.perf_counter()
-    with embedded_server() as url:
-        startup = time.perf_counter() - t0
-        with use_api(url):
-            process_scan(str(scans[0]), text, out(), seed=1)  # warm
-            rows.append(("embedded Prefect", _timed(
-                lambda: process_scan(str(scans[0]), text, out(), seed=1), args.repeats),
-                f"server start {startup:.1f} s, once"))
-            dask_flow = process_scans.with_options(task_runner=dask_task_runner(workers=1))
-            rows.append(("Dask (1 worker)", _timed(
-                lambda: dask_flow([str(scans[0])], text, str(tmp / f"d{next(counter)}"),
-                                  seed=1), args.repeats), "cluster start included"))
-
-            throughput: list[tuple[str, int, float]] = []
-            inputs = [str(s) for s in scans[:args.batch]]
-            for k in (1, 2):
-                t = time.perf_counter()
-                subprocess.run([sys.executable, "-m", "sipflow.cli", "batch",
-                                _pipeline_file(tmp, text), *inputs, "-o",
-                                str(tmp / f"bl{k}"), "--engine", "local", "--concurrency",
-                                str(k), "--seed", "1"], check=True, capture_output=True)
-                throughput.append(("local (processes)", k, time.perf_counter() - t))
-                t = time.perf_counter()
-                process_scans(inputs, text, str(tmp / f"bp{k}"), seed=1, concurrency=k)
-                throughput.append(("Prefect (one flow run)", k, time.perf_counter() - t))
-                t = time.perf_counter()
-                process_scans.with_options(task_runner=dask_task_runner(workers=k))(
-                    inputs, text, str(tmp / f"bd{k}"), seed=1, concurrency=k)
-                throughput.append(("Dask (local cluster)", k, time.perf_counter() - t))
-
-    # a real server and a process worker, as `sipflow serve` sets them up
-    port = _free_port()
-    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
-    log = open(tmp / "serve.out", "wb")
-    serve = subprocess.Popen([sys.executable, "-m", "sipflow.cli", "serve", "--port",
-                              str(port), "--home", str(tmp / "serve-home")], env=env,
-                             stdout=log, stderr=subprocess.STDOUT)
-    try:
-        while b"sipflow serve: ready" not in (tmp / "serve.out").read_bytes():
-            if serve.poll() is not None:
-                raise SystemExit((tmp / "serve.out").read_text())
-            time.sleep(0.5)
-        with use_api(f"http://127.0.0.1:{port}/api"):
-            def deployed() -> None:
-                r = run_scan_deployment(scans[0], out(), text, deployment=SCAN_DEPLOYMENT,
-                                        seed=1, timeout=600)
-                if r.get("error"):
-                    raise SystemExit(r)
-
-            deployed()  # warm the worker
-            rows.append(("server + process worker", _timed(deployed, args.repeats),
-                         "run_deployment until final"))
-    finally:
-        serve.send_signal(signal.SIGTERM)
-        serve.wait(timeout=60)
-        log.close()
+    # a real server and a process worker, as `sipflow serve` sets them up: each flow run
+    # a new Python process (--no-warm), or forked off the warm process (the default)
+    for warm in (False, True):
+        rows.append(_deployed(tmp, scans[0], text, out, args.repeats, warm))
 
     floor = statistics.median(rows[0][1])
     print(f"\nOrchestration overhead per scan: {args.size}x{args.size}, "
@@ -176,6 +122,89 @@ def main() -> None:
     print("|---|---|---|---|")
     for name, k, wall in throughput:
         print(f"| {name} | {k} | {wall:.1f} | {60 * args.batch / wall:.1f} |")
+
+
+def _embedded_and_batch(args, tmp: Path, scans: list[Path], text: str, out
+                        ) -> tuple[list[tuple[str, list[float], str]],
+                                   list[tuple[str, int, float]]]:
+    """Rows of the embedded Prefect and Dask engines, and the batch throughput."""
+    from sipflow.orchestration import (
+        dask_task_runner,
+        embedded_server,
+        process_scan,
+        process_scans,
+        use_api,
+    )
+
+    rows: list[tuple[str, list[float], str]] = []
+    throughput: list[tuple[str, int, float]] = []
+    t0 = time.perf_counter()
+    with embedded_server() as url:
+        startup = time.perf_counter() - t0
+        with use_api(url):
+            process_scan(str(scans[0]), text, out(), seed=1)  # warm
+            rows.append(("embedded Prefect", _timed(
+                lambda: process_scan(str(scans[0]), text, out(), seed=1), args.repeats),
+                f"server start {startup:.1f} s, once"))
+            dask_flow = process_scans.with_options(task_runner=dask_task_runner(workers=1))
+            rows.append(("Dask (1 worker)", _timed(
+                lambda: dask_flow([str(scans[0])], text, str(Path(out()).with_suffix("")),
+                                  seed=1), args.repeats), "cluster start included"))
+
+            inputs = [str(s) for s in scans[:args.batch]]
+            for k in (1, 2):
+                t = time.perf_counter()
+                subprocess.run([sys.executable, "-m", "sipflow.cli", "batch",
+                                _pipeline_file(tmp, text), *inputs, "-o",
+                                str(tmp / f"bl{k}"), "--engine", "local", "--concurrency",
+                                str(k), "--seed", "1"], check=True, capture_output=True)
+                throughput.append(("local (processes)", k, time.perf_counter() - t))
+                t = time.perf_counter()
+                process_scans(inputs, text, str(tmp / f"bp{k}"), seed=1, concurrency=k)
+                throughput.append(("Prefect (one flow run)", k, time.perf_counter() - t))
+                t = time.perf_counter()
+                process_scans.with_options(task_runner=dask_task_runner(workers=k))(
+                    inputs, text, str(tmp / f"bd{k}"), seed=1, concurrency=k)
+                throughput.append(("Dask (local cluster)", k, time.perf_counter() - t))
+    return rows, throughput
+
+
+def _deployed(tmp: Path, scan: Path, text: str, out, repeats: int, warm: bool
+              ) -> tuple[str, list[float], str]:
+    """Per-scan wall time of a run of the ``sipflow serve`` deployment."""
+    from sipflow.orchestration import SCAN_DEPLOYMENT, run_scan_deployment, use_api
+
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
+    name = "warm" if warm else "cold"
+    log = open(tmp / f"serve-{name}.out", "wb")
+    serve = subprocess.Popen([sys.executable, "-m", "sipflow.cli", "serve", "--port",
+                              str(port), "--home", str(tmp / f"serve-{name}"),
+                              *([] if warm else ["--no-warm"])], env=env,
+                             stdout=log, stderr=subprocess.STDOUT)
+    try:
+        while b"sipflow serve: ready" not in (tmp / f"serve-{name}.out").read_bytes():
+            if serve.poll() is not None:
+                raise SystemExit((tmp / f"serve-{name}.out").read_text())
+            time.sleep(0.5)
+        with use_api(f"http://127.0.0.1:{port}/api"):
+            def deployed() -> None:
+                r = run_scan_deployment(scan, out(), text, deployment=SCAN_DEPLOYMENT,
+                                        seed=1, timeout=600)
+                if r.get("error"):
+                    raise SystemExit(r)
+
+            deployed()  # warm the worker
+            times = _timed(deployed, repeats)
+    finally:
+        serve.send_signal(signal.SIGTERM)
+        serve.wait(timeout=60)
+        log.close()
+    if warm:
+        return ("server + warm process (serve's default)", times,
+                "each flow run forked off a process with the imports done")
+    return ("server + process worker (serve --no-warm)", times,
+            "a new Python process per flow run")
 
 
 def _pipeline_file(tmp: Path, text: str) -> str:

@@ -20,7 +20,7 @@ ROOT = Path(sipflow.__file__).parent
 
 #: lowest first; a package imports only packages of lower layers (and itself)
 LAYERS: list[tuple[str, ...]] = [
-    ("errors", "_version", "_lazy", "_system"),
+    ("errors", "_version", "_lazy", "_system", "_warm_client"),
     ("_resources", "schema"),
     ("contracts",),
     ("hookspecs", "stage"),

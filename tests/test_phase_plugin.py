@@ -66,7 +66,8 @@ def test_evaluate_and_the_viewer_show_the_plugin_stage(scans, tmp_path, capsys, 
 def test_batch_table_shows_the_plugin_stage_free_llk(scans, tmp_path, capsys):
     pipeline, paths = scans
     out = tmp_path / "batch"
-    assert main(["batch", str(pipeline), *map(str, paths), "-o", str(out), "--seed", "1"]) == 0
+    assert main(["batch", str(pipeline), *map(str, paths), "-o", str(out), "--seed", "1",
+                 "--engine", "local"]) == 0
     table = capsys.readouterr().out
     for path in paths:
         ds = open_result(out / f"{path.stem}.zarr")

@@ -48,7 +48,8 @@ def test_batch_local_concurrent_a_corrupt_file_fails_alone(batch_inputs, tmp_pat
     _check(out, good, capsys, code)
     # a rerun does not overwrite unasked: the scan fails with the reason, the store stays
     before = (out / f"{good[0].stem}.zarr").stat().st_mtime_ns
-    assert main(["batch", str(pipeline), str(good[0]), "-o", str(out), "--seed", "1"]) == 1
+    assert main(["batch", str(pipeline), str(good[0]), "-o", str(out), "--seed", "1",
+                 "--engine", "local"]) == 1
     assert "output exists" in capsys.readouterr().err
     assert (out / f"{good[0].stem}.zarr").stat().st_mtime_ns == before
 
@@ -59,8 +60,10 @@ def test_batch_through_prefect_two_scans_at_once(batch_inputs, tmp_path, capsys,
     pipeline, good, corrupt = batch_inputs
     out = tmp_path / "results"
     code = main(["batch", str(pipeline), str(good[0]), str(corrupt), str(good[1]), "-o",
-                 str(out), "--engine", "prefect", "--seed", "1", "--concurrency", "2"])
+                 str(out), "--seed", "1", "--concurrency", "2"])  # no --engine: prefect
     _check(out, good, capsys, code)
+    assert open_result(out / f"{good[0].stem}.zarr").attrs["provenance"]["engine"] == \
+        "prefect"
     # 'auto' was resolved where the stages ran (this machine has no GPU), per stage
     ds = open_result(out / f"{good[0].stem}.zarr")
     assert ds.attrs["provenance"]["device"] == "cpu"

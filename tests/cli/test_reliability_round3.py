@@ -228,7 +228,8 @@ def test_a_second_watcher_on_the_same_state_is_refused(tmp_path):
         assert started.wait(30)
         second = subprocess.run([sys.executable, "-m", "sipflow.cli", "watch", str(incoming),
                                  "--pipeline", "default", "-o", str(out), "--once",
-                                 "--stable", "0.1"], capture_output=True, text=True,
+                                 "--stable", "0.1", "--engine", "local"],
+                                capture_output=True, text=True,
                                 timeout=120)
         assert second.returncode == 2, second.stderr
         assert "another sipflow watcher is watching with this state" in second.stderr
@@ -465,7 +466,8 @@ def test_kill_9_of_a_concurrent_batch_leaves_no_worker_behind(tmp_path):
         {"use": "phase.classic", "with": {"schedule": "HIO**5000", "runs": 4}}]}))
     proc = subprocess.Popen([sys.executable, "-m", "sipflow.cli", "batch", str(pipe),
                              *map(str, scans), "-o", str(tmp_path / "out"), "--concurrency",
-                             "2"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                             "2", "--engine", "local"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         workers: set[int] = set()
         deadline = time.monotonic() + 120
@@ -541,7 +543,8 @@ def test_stopping_watch_with_ctrl_c_is_exit_130(tmp_path):
     (tmp_path / "in").mkdir()
     proc = subprocess.Popen([sys.executable, "-m", "sipflow.cli", "watch", str(tmp_path / "in"),
                              "--pipeline", "default", "-o", str(tmp_path / "out"), "--poll",
-                             "0.2"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                             "0.2", "--engine", "local"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and not (tmp_path / "out").exists():
         time.sleep(0.2)

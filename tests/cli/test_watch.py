@@ -62,7 +62,7 @@ def test_watch_processes_each_finished_scan_once_and_survives_a_restart(setup, c
                                                          "scan1.h5": "done"}
     # a restarted watcher (the CLI, --once) reprocesses nothing
     assert main(["watch", str(incoming), "--pipeline", str(pipeline), "-o", str(out),
-                 "--once", "--stable", "0.2", "--poll", "0.1"]) == 0
+                 "--once", "--stable", "0.2", "--poll", "0.1", "--engine", "local"]) == 0
     captured = capsys.readouterr()
     assert "processing" not in captured.err and "done" in captured.out
 
@@ -73,7 +73,7 @@ def test_a_corrupt_file_is_reported_and_given_up_not_retried_forever(setup, caps
     (incoming / scans[0].name).write_bytes(scans[0].read_bytes())
     args = ["watch", str(incoming), "--pipeline", str(pipeline), "-o", str(out), "--once",
             "--stable", "0.3", "--poll", "0.1", "--max-attempts", "2", "--seed", "1",
-            "--retry-after", "0"]
+            "--retry-after", "0", "--engine", "local"]
     assert main(args) == 1  # attempt 1 of the corrupt file failed
     err = capsys.readouterr().err
     assert "broken.h5: failed" in err and "scan0.h5: ok" in err
@@ -100,13 +100,18 @@ def test_a_scan_running_when_the_watcher_died_is_processed_again(setup):
 
 
 @pytest.mark.prefect
-def test_watch_through_prefect(setup, capsys, prefect_server):
+def test_watch_through_prefect_by_default_on_the_server_of_prefect_api_url(setup, capsys,
+                                                                          prefect_server):
+    from sipflow.orchestration import wait_for_run
+
     incoming, out, pipeline, scans = setup
     (incoming / scans[1].name).write_bytes(scans[1].read_bytes())
     args = ["watch", str(incoming), "--pipeline", str(pipeline), "-o", str(out), "--once",
-            "--stable", "0.3", "--poll", "0.1", "--engine", "prefect", "--seed", "2"]
+            "--stable", "0.3", "--poll", "0.1", "--seed", "2"]  # no --engine: prefect
     assert main(args) == 0
     assert "scan1.h5: ok" in capsys.readouterr().err
-    assert open_result(out / "scan1.zarr", verify=True).attrs["provenance"]["engine"] == \
-        "prefect"
+    prov = open_result(out / "scan1.zarr", verify=True).attrs["provenance"]
+    assert prov["engine"] == "prefect"
+    # the run is on that server
+    assert wait_for_run(prov["prefect_flow_run_id"], timeout=10).is_completed()
     assert main(args) == 0 and "processing" not in capsys.readouterr().err

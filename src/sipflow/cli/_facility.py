@@ -257,7 +257,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     try:
         serve(port=args.port, home=args.home, pool=args.pool, workers=args.workers,
               concurrency=args.concurrency, gpu_slots=args.gpu_slots,
-              cpu_slots=args.cpu_slots, on_ready=ready)
+              cpu_slots=args.cpu_slots, warm=not args.no_warm, on_ready=ready)
     except KeyboardInterrupt:
         console.print("sipflow serve: stopped", highlight=False)
     return 0

@@ -20,6 +20,11 @@ from ._commands import (
 )
 from ._facility import cmd_batch, cmd_serve, cmd_watch
 
+#: one default engine for every command that runs pipelines (run, batch, watch, demo)
+ENGINE_HELP = ("prefect (default): each scan a Prefect flow run, on the server of "
+               "PREFECT_API_URL when it is set, else on one started for this command; "
+               "local: in this process, without Prefect")
+
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="sipflow", description="Coherent-imaging workflows: HDF5 "
@@ -66,7 +71,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("input", help="detector data: an HDF5 file, a SPEC file (with --scan), "
                    "an EDF/CBF/TIFF frame file, a folder of frames or a quoted glob")
     r.add_argument("-o", "--output", required=True, help="result store (.zarr)")
-    r.add_argument("--engine", choices=["prefect", "local"], default="prefect")
+    r.add_argument("--engine", choices=["prefect", "local"], default="prefect",
+                   help=ENGINE_HELP)
     r.add_argument("--device", default="auto")
     r.add_argument("--seed", type=int, default=None)
     r.add_argument("--dtype", choices=["float32", "float64"], default="float32")
@@ -110,9 +116,11 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("inputs", nargs="+", metavar="INPUT", help="HDF5 detector files")
     b.add_argument("-o", "--output", required=True, help="folder of the result stores "
                    "(<input stem>.zarr each)")
-    b.add_argument("--engine", choices=["local", "prefect", "dask"], default="local",
-                   help="local: processes of this machine; prefect: one Prefect flow run; "
-                   "dask: that flow run's scans on a Dask cluster")
+    b.add_argument("--engine", choices=["prefect", "local", "dask"], default="prefect",
+                   help="prefect (default): one Prefect flow run, on the server of "
+                   "PREFECT_API_URL when it is set, else on one started for this command; "
+                   "local: processes of this machine; dask: that flow run's scans on a "
+                   "Dask cluster")
     b.add_argument("--concurrency", type=int, default=1, help="scans at once (each gets "
                    "its share of the cores; under dask, the local cluster's workers)")
     b.add_argument("--dask-address", default=None, metavar="ADDRESS", help="scheduler of "
@@ -132,7 +140,8 @@ def build_parser() -> argparse.ArgumentParser:
     wa.add_argument("--pipeline", required=True, help="template name or YAML file")
     wa.add_argument("-o", "--output", required=True, help="folder of the result stores "
                     "(<scan stem>.zarr) and of the watcher's state")
-    wa.add_argument("--engine", choices=["local", "prefect"], default="local")
+    wa.add_argument("--engine", choices=["prefect", "local"], default="prefect",
+                    help=ENGINE_HELP)
     wa.add_argument("--pattern", default="*.h5", help="glob of the scan (master) files")
     wa.add_argument("--poll", type=float, default=2.0, help="seconds between looks")
     wa.add_argument("--stable", type=float, default=5.0, help="a file must keep its size "
@@ -166,6 +175,9 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--gpu-slots", type=int, default=1, help="heavy stages per GPU at once")
     sv.add_argument("--cpu-slots", type=int, default=None, help="heavy stages on the CPU "
                     "at once (default: no limit)")
+    sv.add_argument("--no-warm", action="store_true", help="start Python for each flow "
+                    "run (default: fork it off a process that has imported Prefect, "
+                    "sipflow and torch once, seconds less per scan)")
     sv.set_defaults(func=cmd_serve)
 
     e = sub.add_parser("evaluate", help="figures of merit of a result store")
@@ -194,7 +206,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     d = sub.add_parser("demo", help="simulate a scan, run the default pipeline, show results")
     d.add_argument("--out", default="demo-output")
-    d.add_argument("--engine", choices=["prefect", "local"], default="prefect")
+    d.add_argument("--engine", choices=["prefect", "local"], default="prefect",
+                   help=ENGINE_HELP)
     d.add_argument("--device", default="auto")
     d.add_argument("--seed", type=int, default=0)
     d.set_defaults(func=cmd_demo)

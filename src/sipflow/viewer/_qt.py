@@ -52,7 +52,7 @@ def _fill_table(table: QTableWidget, headers: list[str], rows: list[list[str]] |
     for i, row in enumerate(rows):
         for j, value in enumerate(row):
             item = QTableWidgetItem(str(value))
-            item.setFlags(item.flags() & ~Qt.ItemIsEditable)
+            item.setFlags(item.flags() & ~Qt.ItemFlag.ItemIsEditable)
             table.setItem(i, j, item)
     table.resizeColumnsToContents()
 
