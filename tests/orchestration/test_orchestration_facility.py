@@ -468,9 +468,11 @@ def test_flow_runs_are_forked_off_the_warm_process_and_die_with_their_client(fac
     """The worker's process for a run is the warm client; the run itself a fork of the
     warm process (no imports to redo). Killing the client, as the worker would, kills the
     fork: the run ends Crashed, nothing is left running."""
+    from prefect.client.orchestration import get_client
     from prefect.deployments import run_deployment
 
     from sipflow.orchestration import SCAN_DEPLOYMENT, wait_for_run
+    from sipflow.orchestration._runs import crash_if_lost, heartbeat_interval
     from sipflow.orchestration._workers import descendants
 
     warm = _warm_process(facility["proc"].pid)
@@ -484,6 +486,10 @@ def test_flow_runs_are_forked_off_the_warm_process_and_die_with_their_client(fac
     while not any(is_complete(p) for p in work.glob("01-prep.standard-*.zarr")):
         assert time.monotonic() < deadline, "the first stage did not finish"
         time.sleep(0.2)
+    with get_client(sync_client=True) as client:  # alive: never taken for lost
+        live = client.read_flow_run(run.id)
+        assert heartbeat_interval(client, live) == 30  # set by serve's deployment
+        assert crash_if_lost(client, live, since=0.0) is None
     worker = _workers(facility["proc"].pid)[0]
     clients = [p for p in descendants(worker) if _flow_run_process(p)]
     forks = _children_of(warm)

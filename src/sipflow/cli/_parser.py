@@ -157,7 +157,8 @@ def build_parser() -> argparse.ArgumentParser:
     wa.add_argument("--stale-after", type=float, default=None, metavar="SECONDS",
                     help="with --deployment: a running flow run without a heartbeat this "
                     "long lost its worker; it is marked crashed and the scan run again "
-                    "(default: three heartbeats, 90 s)")
+                    "(default: three of its heartbeats, 90 s for sipflow serve's "
+                    "deployments)")
     wa.add_argument("--device", default="auto")
     wa.add_argument("--seed", type=int, default=None)
     wa.add_argument("--dtype", choices=["float32", "float64"], default="float32")

@@ -17,7 +17,13 @@ from typing import Any
 
 from ..errors import OrchestrationError
 from ._limits import set_device_limit
-from ._runs import DEPLOYMENT_NAME, SCAN_DEPLOYMENT, SCANS_DEPLOYMENT
+from ._runs import (
+    DEPLOYMENT_NAME,
+    HEARTBEAT_ENV,
+    HEARTBEAT_S,
+    SCAN_DEPLOYMENT,
+    SCANS_DEPLOYMENT,
+)
 from ._warm import CLIENT_COMMAND, SOCKET_ENV, start_warm
 from ._workers import (
     _adopt_orphans,
@@ -75,8 +81,10 @@ def deploy(pool: str = "sipflow", *, concurrency: int | None = None,
         else:
             client.update_work_pool(pool, WorkPoolUpdate(concurrency_limit=concurrency,
                                                          base_job_template=template))
+    # their runs beat every 30 s on any worker: a lost one is known after 90 s
     deployments = [f.to_deployment(name=DEPLOYMENT_NAME, tags=["sipflow"],
-                                   entrypoint_type=EntrypointType.MODULE_PATH)
+                                   entrypoint_type=EntrypointType.MODULE_PATH,
+                                   job_variables={"env": {HEARTBEAT_ENV: str(HEARTBEAT_S)}})
                    for f in (process_scan, process_scans)]
     prefect_deploy(*deployments, work_pool_name=pool, build=False, push=False,
                    print_next_steps_message=False, ignore_warnings=True)
@@ -200,9 +208,10 @@ def serve(*, port: int = 4200, home: str | Path | None = None, pool: str = "sipf
        a dead worker leaves behind finishes its scan, adopted by this process). With
        `warm`, their flow runs are forked off a warm process that has imported Prefect,
        sipflow and torch once (:mod:`._warm`): seconds less per scan.
-    5. Every 30 s, marks Crashed the pool's Running flow runs that sent no heartbeat for
-       three heartbeats (:func:`~._runs.crash_lost_runs`): runs whose process died with
-       its worker, e.g. under a ``serve`` that was killed before this one.
+    5. Every 30 s, marks Crashed the pool's Running or Pending flow runs that missed
+       three of their heartbeats (:func:`~._runs.crash_lost_runs`; the deployments' runs
+       beat every 30 s): runs whose process died with its worker, e.g. under a ``serve``
+       that was killed before this one.
 
     Everything it started stops when it returns, and when its process dies.
 

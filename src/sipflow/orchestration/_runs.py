@@ -19,28 +19,18 @@ SCAN_DEPLOYMENT = f"sipflow-process-scan/{DEPLOYMENT_NAME}"
 SCANS_DEPLOYMENT = f"sipflow-process-scans/{DEPLOYMENT_NAME}"
 
 
-#: seconds between heartbeats of the flow runs sipflow's workers start (Prefect's least)
+#: seconds between heartbeats of the flow runs of sipflow's deployments (Prefect's least;
+#: its default is 180)
 HEARTBEAT_S = 30
+
+#: the environment variable that sets a flow run's heartbeat interval
+HEARTBEAT_ENV = "PREFECT_FLOWS_HEARTBEAT_FREQUENCY"
 
 #: how the message of a flow run that :func:`crash_if_lost` marked Crashed begins
 LOST = "lost:"
 
 #: heartbeats a running flow run may miss before it counts as lost (its process gone)
 MISSED_HEARTBEATS = 3
-
-
-def stale_after_s() -> float:
-    """Seconds without a heartbeat after which a running flow run counts as lost:
-    :data:`MISSED_HEARTBEATS` times the heartbeat interval (``PREFECT_FLOWS_HEARTBEAT_
-    FREQUENCY``, which ``sipflow serve`` gives its workers; :data:`HEARTBEAT_S` unset)."""
-    import os
-
-    raw = os.environ.get("PREFECT_FLOWS_HEARTBEAT_FREQUENCY")
-    try:
-        beat = float(raw) if raw else float(HEARTBEAT_S)
-    except ValueError:
-        beat = float(HEARTBEAT_S)
-    return MISSED_HEARTBEATS * max(beat, HEARTBEAT_S)
 
 
 def api_unavailable(exc: BaseException) -> bool:
@@ -54,25 +44,50 @@ def api_unavailable(exc: BaseException) -> bool:
     return isinstance(exc, PrefectHTTPStatusError) and exc.response.status_code >= 500
 
 
-def last_sign_of_life(client: Any, run: Any) -> float:
-    """POSIX time of the latest heartbeat event of flow run `run`, or of its state
-    change when it has sent none yet."""
+def _heartbeats(client: Any, run: Any) -> list[float]:
+    """POSIX times of the last two heartbeat events of flow run `run`, latest first."""
     from prefect.events.filters import EventFilter, EventNameFilter, EventResourceFilter
 
-    times = [t.timestamp() for t in (run.state.timestamp if run.state else None,
-                                      run.start_time) if t is not None]
     page = client.read_events(EventFilter(
         event=EventNameFilter(name=["prefect.flow-run.heartbeat"]),
-        resource=EventResourceFilter(id=[f"prefect.flow-run.{run.id}"])), limit=1)
-    times += [e.occurred.timestamp() for e in page.events]
-    return max(times, default=0.0)
+        resource=EventResourceFilter(id=[f"prefect.flow-run.{run.id}"])), limit=2)
+    return sorted((e.occurred.timestamp() for e in page.events), reverse=True)
 
 
-def crash_if_lost(client: Any, run: Any, *, since: float, stale_s: float) -> Any:
+def heartbeat_interval(client: Any, run: Any, beats: list[float] | None = None) -> float:
+    """Seconds between the heartbeats of flow run `run`: as its job variables or its
+    deployment's set them (``sipflow serve``'s: :data:`HEARTBEAT_S`), else as its last
+    two heartbeats were apart, else Prefect's setting (180 s by default)."""
+    from prefect.settings import get_current_settings
+
+    envs = [(run.job_variables or {}).get("env") or {}]
+    if run.deployment_id is not None:
+        try:
+            deployment = client.read_deployment(run.deployment_id)
+            envs.append((deployment.job_variables or {}).get("env") or {})
+        except Exception:  # a deleted deployment: the beats say it
+            pass
+    for env in envs:
+        try:
+            return max(float(env[HEARTBEAT_ENV]), float(HEARTBEAT_S))
+        except (KeyError, TypeError, ValueError):
+            continue
+    beats = _heartbeats(client, run) if beats is None else beats
+    if len(beats) == 2 and beats[0] - beats[1] > 1:
+        return max(beats[0] - beats[1], float(HEARTBEAT_S))
+    return float(get_current_settings().flows.heartbeat_frequency or 180)
+
+
+def crash_if_lost(client: Any, run: Any, *, since: float, stale_s: float | None = None
+                  ) -> Any:
     """Mark flow run `run` Crashed when, Running or Pending (handed to a worker), it has
     sent no heartbeat and changed no state for `stale_s` seconds of an answering API
     (counted from `since`, POSIX time: after an outage a live run has `stale_s` to be
     heard again); return the new state, or None while it lives.
+
+    `stale_s` defaults to :data:`MISSED_HEARTBEATS` of the run's own heartbeat interval
+    (:func:`heartbeat_interval`: 90 s for the runs of ``sipflow serve``'s deployments), so
+    that a live run of another deployment, which beats less often, is never taken for lost.
 
     A run whose worker and process died together (a killed ``sipflow serve``, a lost
     machine) stays Running or Pending on the server forever otherwise, and whoever waits
@@ -84,7 +99,11 @@ def crash_if_lost(client: Any, run: Any, *, since: float, stale_s: float) -> Any
 
     if run.state is None or not (run.state.is_running() or run.state.is_pending()):
         return None
-    quiet = time.time() - max(last_sign_of_life(client, run), since)
+    beats = _heartbeats(client, run)
+    times = [t.timestamp() for t in (run.state.timestamp, run.start_time) if t is not None]
+    quiet = time.time() - max([*times, *beats[:1], since])
+    if stale_s is None:
+        stale_s = MISSED_HEARTBEATS * heartbeat_interval(client, run, beats)
     if quiet <= stale_s:
         return None
     state = Crashed(message=f"{LOST} no heartbeat for {quiet:.0f} s (its worker or machine "
@@ -108,7 +127,6 @@ def crash_lost_runs(pool: str, *, since: float, stale_s: float | None = None) ->
     )
     from prefect.client.schemas.objects import StateType
 
-    stale_s = stale_after_s() if stale_s is None else stale_s
     with get_client(sync_client=True) as client:
         runs = client.read_flow_runs(
             flow_run_filter=FlowRunFilter(state=FlowRunFilterState(
@@ -124,8 +142,9 @@ def wait_for_run(flow_run_id: Any, timeout: float | None = None, poll_s: float =
     every `poll_s` seconds after 16 s).
 
     A run that stops sending heartbeats while Running (its process gone with its worker)
-    is marked Crashed after `stale_s` seconds (default :func:`stale_after_s`) and that
-    state returned; an API that stops answering is waited for up to `outage_s` seconds.
+    is marked Crashed after `stale_s` seconds (default: three of its heartbeats, see
+    :func:`crash_if_lost`) and that state returned; an API that stops answering is
+    waited for up to `outage_s` seconds.
 
     Raises
     ------
@@ -138,7 +157,6 @@ def wait_for_run(flow_run_id: Any, timeout: float | None = None, poll_s: float =
 
     from prefect.client.orchestration import get_client
 
-    stale_s = stale_after_s() if stale_s is None else stale_s
     t0 = time.monotonic()
     answered, since, checked = time.monotonic(), time.time(), 0.0
     with get_client(sync_client=True) as client:
@@ -150,7 +168,7 @@ def wait_for_run(flow_run_id: Any, timeout: float | None = None, poll_s: float =
                 answered = time.monotonic()
                 if run.state is not None and run.state.is_final():
                     return run.state
-                if time.monotonic() - checked > min(10.0, stale_s / 3):
+                if time.monotonic() - checked > min(10.0, (stale_s or 30.0) / 3):
                     checked = time.monotonic()
                     crashed = crash_if_lost(client, run, since=since, stale_s=stale_s)
                     if crashed is not None:
@@ -192,8 +210,8 @@ def run_scan_deployment(input_path: str | Path, output: str | Path, pipeline: st
     timeout : float, optional
         Seconds to wait for the run to finish (None: as long as it takes).
     stale_s : float, optional
-        Seconds without a heartbeat after which the run counts as lost (default
-        :func:`stale_after_s`).
+        Seconds without a heartbeat after which the run counts as lost (default: three
+        of its heartbeats, see :func:`crash_if_lost`).
     **parameters
         Further flow parameters (``device``, ``seed``, ``dtype``, ...).
 

@@ -136,10 +136,12 @@ def serve_warm(path: str) -> None:
     print(f"sipflow warm process {os.getpid()} ready on {path}", flush=True)
     while True:
         conn, _ = server.accept()
+        conn.settimeout(10.0)  # a client that sends nothing must not stall the others
         try:
             got = _receive(conn)
         except (OSError, ValueError):
             got = None
+        conn.settimeout(None)
         if got is None:
             conn.close()
             continue

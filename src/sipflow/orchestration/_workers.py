@@ -38,12 +38,12 @@ def start_worker(pool: str = "sipflow", *, name: str | None = None,
     """
     cmd = [sys.executable, "-m", "prefect", "worker", "start", "--pool", pool, "--type",
            "process"] + (["--name", name] if name else [])
-    from ._runs import HEARTBEAT_S
+    from ._runs import HEARTBEAT_ENV, HEARTBEAT_S
 
     # a scan waits for the worker's next look at the pool: every 1 s, not Prefect's 10 s;
     # its flow runs send a heartbeat every 30 s, not 180 s: a lost run is found sooner
     base = {"PREFECT_WORKER_QUERY_SECONDS": "1",
-            "PREFECT_FLOWS_HEARTBEAT_FREQUENCY": str(HEARTBEAT_S)} | os.environ
+            HEARTBEAT_ENV: str(HEARTBEAT_S)} | os.environ
     return subprocess.Popen(cmd, env=base | (env or {}), stdin=subprocess.DEVNULL,
                             stdout=log, stderr=subprocess.STDOUT if log else None,
                             preexec_fn=_die_with_parent if sys.platform.startswith("linux")
