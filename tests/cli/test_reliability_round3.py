@@ -510,8 +510,11 @@ def test_sigterm_of_a_batch_names_the_stores_that_are_complete(tmp_path, engine,
     pipe.write_text(yaml.safe_dump({"stages": [
         {"use": "prep.standard"},
         {"use": "phase.classic", "with": {"schedule": "HIO**50", "runs": 1}}]}))
-    slow_pipe = tmp_path / "slow.yaml"  # the slow scan's size makes it slow
-    slow_pipe.write_text(pipe.read_text().replace("HIO**50", "HIO**20000"))
+    # the slow scan's size makes it slow: ~25 s, far beyond the quick one's 1-10 s (under
+    # Prefect at concurrency 2 the quick scan's wall time is mostly flow-run overhead, and
+    # with 20000 iterations the slow one once finished first)
+    slow_pipe = tmp_path / "slow.yaml"
+    slow_pipe.write_text(pipe.read_text().replace("HIO**50", "HIO**60000"))
     out = tmp_path / "out"
     proc = subprocess.Popen([sys.executable, "-m", "sipflow.cli", "batch", str(slow_pipe),
                              str(quick), str(slow), "-o", str(out), "--engine", engine,
@@ -521,7 +524,8 @@ def test_sigterm_of_a_batch_names_the_stores_that_are_complete(tmp_path, engine,
     while time.monotonic() < deadline and not is_complete(out / "a_quick.zarr"):
         time.sleep(0.5)
     assert is_complete(out / "a_quick.zarr")
-    time.sleep(2)
+    time.sleep(1)
+    assert not is_complete(out / "b_slow.zarr"), "the slow scan was not slow enough"
     started = _children(proc.pid)
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=240)
