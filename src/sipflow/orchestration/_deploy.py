@@ -184,12 +184,13 @@ def _reap_lost_runs(pool: str, since: float, log: Any) -> None:
     try:
         lost = crash_lost_runs(pool, since=since)
     except Exception as exc:
-        lost, why = [], f"could not look for lost flow runs: {type(exc).__name__}: {exc}"
+        said = f"could not look for lost flow runs: {type(exc).__name__}: {exc}"
     else:
-        why = f"flow runs that lost their worker, marked crashed: {', '.join(lost)}"
-    if lost or "could not" in why:
-        log.write(f"{why}\n".encode())
-        log.flush()
+        if not lost:
+            return
+        said = f"flow runs that lost their worker, marked crashed: {', '.join(lost)}"
+    log.write(f"{said}\n".encode())
+    log.flush()
 
 
 def serve(*, port: int = 4200, home: str | Path | None = None, pool: str = "sipflow",
